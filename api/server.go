@@ -1,0 +1,213 @@
+// Package api is regd's REST API over HTTP (echo). It translates requests to
+// calls on small interfaces it declares itself and registry's errors to
+// statuses; it holds no registry logic and imports no etcd server code.
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/regd/regd/registry"
+)
+
+// Registry is the domain as the API uses it (registry.Store implements it).
+type Registry interface {
+	Register(ctx context.Context, service, id string, r registry.Registration) (registry.Instance, bool, error)
+	Heartbeat(ctx context.Context, service, id string) (int64, error)
+	Deregister(ctx context.Context, service, id string) (int64, error)
+	Get(ctx context.Context, service, id string) (registry.Instance, error)
+	List(ctx context.Context, service string) (registry.InstanceList, error)
+	Services(ctx context.Context) (registry.ServiceList, error)
+}
+
+// Cluster answers readiness and cluster status.
+type Cluster interface {
+	// Ready reports whether the embedded member is up and knows a leader.
+	Ready() bool
+	Status(ctx context.Context) (registry.ClusterStatus, error)
+}
+
+// Expirations reads the expiry ledger.
+type Expirations interface {
+	Expirations(ctx context.Context, service string, limit int) ([]registry.Expiration, error)
+}
+
+// DefaultMaxBodyBytes caps request bodies. A registration is at most a few
+// KiB (4 KiB of metadata plus an address), so this leaves room and no more.
+const DefaultMaxBodyBytes = 64 << 10
+
+// Config wires the API to the rest of regd.
+type Config struct {
+	Registry     Registry
+	Cluster      Cluster
+	Expirations  Expirations // nil: /v1/expirations answers 503
+	Logger       *zap.Logger
+	Metrics      *prometheus.Registry // regd's own metrics are registered here
+	Gatherer     prometheus.Gatherer  // what /metrics serves; nil: Metrics plus the default gatherer
+	MaxBodyBytes int64
+}
+
+// Server is the HTTP handler of the REST API.
+type Server struct {
+	cfg      Config
+	lg       *zap.Logger
+	echo     *echo.Echo
+	draining atomic.Bool
+	metrics  *httpMetrics
+
+	closing   chan struct{}
+	closeOnce sync.Once
+}
+
+type route struct {
+	method, path string
+	handler      echo.HandlerFunc
+}
+
+// New builds the API.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	if cfg.Gatherer == nil {
+		cfg.Gatherer = prometheus.Gatherers{cfg.Metrics, prometheus.DefaultGatherer}
+	}
+	s := &Server{cfg: cfg, lg: cfg.Logger, metrics: newHTTPMetrics(cfg.Metrics), closing: make(chan struct{})}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.observe)
+	for _, r := range s.routes() {
+		e.Add(r.method, r.path, r.handler)
+	}
+	s.echo = e
+	return s
+}
+
+// routes is the whole REST API in one table.
+func (s *Server) routes() []route {
+	metrics := echo.WrapHandler(promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	return []route{
+		{http.MethodGet, "/v1/services", s.listServices},
+		{http.MethodGet, "/v1/services/:service/instances", s.listInstances},
+		{http.MethodPut, "/v1/services/:service/instances/:id", s.register},
+		{http.MethodGet, "/v1/services/:service/instances/:id", s.getInstance},
+		{http.MethodDelete, "/v1/services/:service/instances/:id", s.deregister},
+		{http.MethodPut, "/v1/services/:service/instances/:id/heartbeat", s.heartbeat},
+		{http.MethodGet, "/v1/expirations", s.listExpirations},
+		{http.MethodGet, "/v1/cluster", s.clusterStatus},
+		{http.MethodGet, "/healthz", s.healthz},
+		{http.MethodGet, "/readyz", s.readyz},
+		{http.MethodGet, "/metrics", metrics},
+	}
+}
+
+// Handler is the API as an http.Handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Drain makes /readyz answer 503 so load balancers stop sending traffic
+// while in-flight requests finish.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	switch {
+	case s.draining.Load():
+		return unavailable("this node is shutting down")
+	case !s.cfg.Cluster.Ready():
+		return unavailable("this node's embedded etcd is not ready or knows no leader")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) clusterStatus(c echo.Context) error {
+	st, err := s.cfg.Cluster.Status(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	setRevision(c, st.Revision)
+	return c.JSON(http.StatusOK, st)
+}
+
+func unavailable(msg string) error {
+	return registry.Errorf(registry.KindUnavailable, registry.CodeUnavailable, "%s", msg)
+}
+
+// setRevision sets X-Regd-Revision. etcd revisions start at 1, so a 0 here
+// would mean a bug upstream; like Consul's index it is never sent as 0,
+// because clients that block on it would spin.
+func setRevision(c echo.Context, rev int64) {
+	if rev < 1 {
+		rev = 1
+	}
+	c.Response().Header().Set(HeaderRevision, strconv.FormatInt(rev, 10))
+}
+
+// HeaderRevision carries the etcd revision a response reflects.
+const HeaderRevision = "X-Regd-Revision"
+
+// observe counts, times and logs every request.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err) // writes the response now, so the status below is final
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		status := c.Response().Status
+		elapsed := time.Since(start)
+		s.metrics.observe(c.Request().Method, route, status, elapsed)
+		s.logRequest(c, route, status, elapsed)
+		return nil
+	}
+}
+
+func (s *Server) logRequest(c echo.Context, route string, status int, elapsed time.Duration) {
+	level := zap.DebugLevel
+	switch {
+	case status >= 500 && status != http.StatusServiceUnavailable:
+		level = zap.ErrorLevel
+	case status >= 500:
+		level = zap.WarnLevel
+	}
+	if ce := s.lg.Check(level, "request"); ce != nil {
+		r := c.Request()
+		ce.Write(
+			zap.String("method", r.Method),
+			zap.String("path", r.URL.Path),
+			zap.String("route", route),
+			zap.Int("status", status),
+			zap.Duration("took", elapsed),
+			zap.String("remote", r.RemoteAddr),
+		)
+	}
+}
+
+// Close tells long-lived requests (watch streams, blocking queries) to end
+// now, so that the HTTP server's graceful shutdown does not wait on them.
+func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
+
+// Closing is closed when the server shuts down.
+func (s *Server) Closing() <-chan struct{} { return s.closing }

@@ -1,0 +1,74 @@
+// Package cluster owns what depends on raft leadership: following who leads,
+// running leader-only work (the expiry reporter, compaction) under a context
+// that ends the moment this member stops leading, and the cluster status the
+// API shows. See DESIGN.md.
+package cluster
+
+import (
+	"context"
+	"strconv"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/regd/regd/node"
+	"github.com/regd/regd/registry"
+)
+
+// Node is what this package needs of the embedded member (node.Node).
+type Node interface {
+	Name() string
+	ID() uint64
+	Leader() uint64
+	Term() uint64
+	LeaderChanged() <-chan struct{}
+	Members() []node.Member
+	MemberName(id uint64) string
+	Client() *clientv3.Client
+}
+
+// Info answers readiness and status questions about the cluster.
+type Info struct {
+	n Node
+}
+
+// NewInfo returns an Info over n.
+func NewInfo(n Node) *Info { return &Info{n: n} }
+
+// Ready reports whether the member knows a leader. A member on the minority
+// side of a partition loses its leader after an election timeout and turns
+// not-ready, so load balancers route around it.
+func (i *Info) Ready() bool { return i.n.Leader() != 0 }
+
+// Status describes the cluster as this member sees it. The revision comes
+// from a serializable read so that it answers even without a quorum.
+func (i *Info) Status(ctx context.Context) (registry.ClusterStatus, error) {
+	resp, err := i.n.Client().Get(ctx, registry.InternalPrefix, clientv3.WithSerializable(), clientv3.WithCountOnly())
+	if err != nil {
+		return registry.ClusterStatus{}, registry.AsError(err)
+	}
+	leader := i.n.Leader()
+	st := registry.ClusterStatus{
+		Node:     i.n.Name(),
+		Leader:   i.n.MemberName(leader),
+		Term:     i.n.Term(),
+		Revision: resp.Header.Revision,
+		Members:  []registry.MemberStatus{},
+	}
+	for _, m := range i.n.Members() {
+		st.Members = append(st.Members, registry.MemberStatus{
+			Name:       m.Name,
+			ID:         strconv.FormatUint(m.ID, 16),
+			PeerURLs:   nonNil(m.PeerURLs),
+			ClientURLs: nonNil(m.ClientURLs),
+			IsLeader:   m.ID == leader,
+		})
+	}
+	return st, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

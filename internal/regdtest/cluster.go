@@ -1,0 +1,413 @@
+// Package regdtest starts real regd nodes in-process for tests: embedded etcd
+// members on free loopback ports, temp data dirs, real HTTP listeners. It is
+// test-only.
+package regdtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/regd/regd/internal/server"
+	"github.com/regd/regd/node"
+)
+
+// Options tune a test cluster.
+type Options struct {
+	Prefix          string        // default "/service/"
+	ExpiryRetention int           // default 10000
+	RequestTimeout  time.Duration // default 3s
+}
+
+// Cluster is a set of in-process regd nodes forming one etcd cluster.
+type Cluster struct {
+	t       testing.TB
+	opts    Options
+	Members []*Member
+	logs    *logBuffer
+}
+
+// Member is one node of a Cluster.
+type Member struct {
+	Name      string
+	HTTPAddr  string // host:port of the REST API, stable across restarts
+	ClientURL string // the embedded etcd's client URL, for plain etcd clients
+	dataDir   string
+	nodeCfg   node.Config
+
+	mu  sync.Mutex
+	srv *server.Server
+}
+
+// StartCluster starts n members and waits until they have a leader. Every
+// member is stopped when the test ends.
+func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
+	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.Prefix == "" {
+		o.Prefix = "/service/"
+	}
+	c := &Cluster{t: t, opts: o, logs: &logBuffer{}}
+	t.Cleanup(func() {
+		c.closeAll()
+		if t.Failed() {
+			t.Logf("cluster logs (last 64 KiB):\n%s", c.logs.tail(64<<10))
+		}
+	})
+	peers := make([]string, n)
+	for i := range n {
+		m := &Member{
+			Name:      fmt.Sprintf("m%d", i),
+			HTTPAddr:  freeAddr(t),
+			ClientURL: "http://" + freeAddr(t),
+			dataDir:   t.TempDir(),
+		}
+		peerURL := "http://" + freeAddr(t)
+		peers[i] = m.Name + "=" + peerURL
+		m.nodeCfg = node.Config{
+			Name:                m.Name,
+			DataDir:             m.dataDir,
+			ListenClientURLs:    mustURLs(t, m.ClientURL),
+			AdvertiseClientURLs: mustURLs(t, m.ClientURL),
+			ListenPeerURLs:      mustURLs(t, peerURL),
+			AdvertisePeerURLs:   mustURLs(t, peerURL),
+			ClusterState:        "new",
+			ClusterToken:        fmt.Sprintf("regdtest-%d", time.Now().UnixNano()),
+			// Short raft timers make failover tests fast; not so short
+			// that the race detector's slowdown causes spurious elections.
+			TickMs:       50,
+			ElectionMs:   750,
+			ReadyTimeout: 30 * time.Second,
+		}
+		c.Members = append(c.Members, m)
+	}
+	for _, m := range c.Members {
+		m.nodeCfg.InitialCluster = strings.Join(peers, ",")
+	}
+	// Members of a new cluster become ready only together.
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range c.Members {
+		wg.Go(func() { errs[i] = c.start(i) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("start member %d: %v", i, err)
+		}
+	}
+	for _, m := range c.Members {
+		m.nodeCfg.ClusterState = "existing" // for restarts
+	}
+	c.WaitLeader(t)
+	return c
+}
+
+func (c *Cluster) start(i int) error {
+	m := c.Members[i]
+	var ln net.Listener
+	var err error
+	// The port was just released by the previous run of this member (or
+	// reserved by freeAddr); retry briefly in case the OS holds it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ln, err = net.Listen("tcp", m.HTTPAddr)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	lg := c.logs.logger(m.Name)
+	cfg := m.nodeCfg
+	cfg.Logger = lg.Named("etcd").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
+	srv, err := server.Start(context.Background(), server.Config{
+		Node:            cfg,
+		Listener:        ln,
+		Prefix:          c.opts.Prefix,
+		Logger:          lg,
+		ExpiryRetention: c.opts.ExpiryRetention,
+		RequestTimeout:  c.opts.RequestTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.srv = srv
+	m.mu.Unlock()
+	return nil
+}
+
+func (c *Cluster) closeAll() {
+	var wg sync.WaitGroup
+	for _, m := range c.Members {
+		wg.Go(func() {
+			if srv := m.take(); srv != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = srv.Close(ctx)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (m *Member) take() *server.Server {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	srv := m.srv
+	m.srv = nil
+	return srv
+}
+
+// Server is the member's running server, or nil when stopped.
+func (m *Member) Server() *server.Server {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.srv
+}
+
+// URL is the member's REST URL for path.
+func (m *Member) URL(path string) string { return "http://" + m.HTTPAddr + path }
+
+// Stop shuts member i down gracefully (a leader hands over leadership).
+func (c *Cluster) Stop(i int) {
+	c.t.Helper()
+	if srv := c.Members[i].take(); srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			c.t.Errorf("stop member %d: %v", i, err)
+		}
+	}
+}
+
+// Kill stops member i as a crash would: no hand-over, no draining.
+func (c *Cluster) Kill(i int) {
+	if srv := c.Members[i].take(); srv != nil {
+		srv.Kill()
+	}
+}
+
+// Restart starts a stopped member again from its data dir.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	if err := c.start(i); err != nil {
+		c.t.Fatalf("restart member %d: %v", i, err)
+	}
+}
+
+// Running lists the indexes of running members.
+func (c *Cluster) Running() []int {
+	var out []int
+	for i, m := range c.Members {
+		if m.Server() != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// WaitLeader waits until all running members agree on a leader that is one
+// of them, and returns its index.
+func (c *Cluster) WaitLeader(t testing.TB) int {
+	t.Helper()
+	var leader int
+	Eventually(t, 30*time.Second, func() error {
+		var id uint64
+		leader = -1
+		for _, i := range c.Running() {
+			n := c.Members[i].Server().Node()
+			l := n.Leader()
+			if l == 0 {
+				return fmt.Errorf("member %d knows no leader", i)
+			}
+			if id != 0 && l != id {
+				return fmt.Errorf("members disagree on the leader")
+			}
+			id = l
+			if n.ID() == l {
+				leader = i
+			}
+		}
+		if leader < 0 {
+			return fmt.Errorf("leader %x is not a running member", id)
+		}
+		return nil
+	})
+	return leader
+}
+
+// Leader returns the index of the running member that leads, or -1.
+func (c *Cluster) Leader() int {
+	for _, i := range c.Running() {
+		if c.Members[i].Server().Node().IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// EtcdClient is a plain gRPC etcd client to member i's client URL, closed
+// when the test ends.
+func (c *Cluster) EtcdClient(t testing.TB, i int) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{c.Members[i].ClientURL},
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// Eventually polls f until it returns nil or the timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	delay := 10 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(delay)
+		if delay < 200*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// Do sends a request with an optional JSON body and returns the status, the
+// headers and the body. It fails the test only on transport errors.
+func Do(t testing.TB, method, url string, body any) (int, http.Header, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		buf, err := json.Marshal(b)
+		if err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		r = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequest(method, url, r)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	if r != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+// MustJSON decodes b into v or fails the test.
+func MustJSON(t testing.TB, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("decode %q: %v", b, err)
+	}
+}
+
+// freeAddr reserves a free loopback port by binding :0 and releasing it.
+// Another process can take it in between; the members' start retries cover
+// the REST port, and the chance for the etcd ports is small.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("reserve port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func mustURLs(t testing.TB, s string) []url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatalf("url %q: %v", s, err)
+	}
+	return []url.URL{*u}
+}
+
+// logBuffer collects every member's logs; they are printed only when a test
+// fails. It never writes to testing.T, which would panic when etcd logs
+// from a goroutine after the test returned.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) Sync() error { return nil }
+
+func (b *logBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.Bytes()
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return string(s)
+}
+
+// Lines returns the log lines so far that contain substr.
+func (c *Cluster) LogLines(substr string) []string {
+	var out []string
+	for _, l := range strings.Split(c.logs.tail(1<<30), "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (b *logBuffer) logger(name string) *zap.Logger {
+	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
+	core := zapcore.NewCore(enc, zapcore.AddSync(b), zapcore.DebugLevel)
+	return zap.New(core).With(zap.String("member", name))
+}

@@ -1,0 +1,183 @@
+// Package server assembles one regd node — embedded etcd member, registry
+// store, leader-only work and REST API — and shuts it down in order. The
+// regd command and the in-process test clusters both use it, so the wiring
+// and the shutdown order exist once.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/regd/regd/api"
+	"github.com/regd/regd/cluster"
+	"github.com/regd/regd/node"
+	"github.com/regd/regd/registry"
+)
+
+// Config is one node's configuration.
+type Config struct {
+	Node     node.Config
+	Listener net.Listener // the REST listener, already bound by the caller
+	Prefix   string
+	Logger   *zap.Logger // regd's own logger; etcd's is in Node.Logger
+
+	ExpiryRetention int           // ledger entries kept; 0: 10000
+	RequestTimeout  time.Duration // per store operation; 0: registry.DefaultTimeout
+}
+
+// Server is a running regd node.
+type Server struct {
+	cfg    Config
+	lg     *zap.Logger
+	node   *node.Node
+	store  *registry.Store
+	api    *api.Server
+	http   *http.Server
+	leader *cluster.Leadership
+
+	httpDone chan struct{}
+	httpErr  error
+	fatal    chan error
+	stopOnce sync.Once
+}
+
+// Start starts the member, waits until it is ready, then starts the
+// leader-only work and serves the REST API on cfg.Listener. On error the
+// listener is closed and nothing keeps running.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.ExpiryRetention == 0 {
+		cfg.ExpiryRetention = 10000
+	}
+	lg := cfg.Logger
+	n, err := node.Start(ctx, cfg.Node)
+	if err != nil {
+		cfg.Listener.Close()
+		return nil, err
+	}
+	metrics := prometheus.NewRegistry()
+	store := registry.NewStore(n.Client(), registry.Options{Prefix: cfg.Prefix, Logger: lg.Named("registry"), Timeout: cfg.RequestTimeout})
+	info := cluster.NewInfo(n)
+	leader := cluster.NewLeadership(n, lg.Named("cluster"))
+	reporter := cluster.NewReporter(cluster.ReporterConfig{
+		Store:     store,
+		Node:      n,
+		Logger:    lg.Named("expiry"),
+		Metrics:   metrics,
+		Retention: cfg.ExpiryRetention,
+	})
+	leader.Run(reporter.Run)
+	a := api.New(api.Config{
+		Registry:    store,
+		Cluster:     info,
+		Expirations: reporter,
+		Logger:      lg.Named("api"),
+		Metrics:     metrics,
+	})
+	s := &Server{
+		cfg:      cfg,
+		lg:       lg,
+		node:     n,
+		store:    store,
+		api:      a,
+		leader:   leader,
+		httpDone: make(chan struct{}),
+		fatal:    make(chan error, 1),
+		http: &http.Server{
+			Handler:           a.Handler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          zap.NewStdLog(lg.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		},
+	}
+	leader.Start()
+	go func() {
+		defer close(s.httpDone)
+		if err := s.http.Serve(cfg.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.httpErr = err
+			s.fail(fmt.Errorf("REST server: %w", err))
+		}
+	}()
+	go func() {
+		select {
+		case err, ok := <-n.Err():
+			if ok && err != nil {
+				s.fail(fmt.Errorf("embedded etcd: %w", err))
+			}
+		case <-n.Stopping():
+			s.fail(errors.New("embedded etcd stopped"))
+		}
+	}()
+	lg.Info("regd node started",
+		zap.String("name", n.Name()),
+		zap.String("http-addr", cfg.Listener.Addr().String()),
+		zap.String("member-id", fmt.Sprintf("%x", n.ID())),
+		zap.String("data-dir", cfg.Node.DataDir),
+	)
+	return s, nil
+}
+
+func (s *Server) fail(err error) {
+	select {
+	case s.fatal <- err:
+	default:
+	}
+}
+
+// Fatal delivers an error when the node fails on its own (etcd stopped, the
+// listener broke). After Close it may deliver the stop; callers that are
+// already shutting down ignore it.
+func (s *Server) Fatal() <-chan error { return s.fatal }
+
+// HTTPAddr is the REST listener's address.
+func (s *Server) HTTPAddr() string { return s.cfg.Listener.Addr().String() }
+
+// Node is the embedded member.
+func (s *Server) Node() *node.Node { return s.node }
+
+// Store is the registry store.
+func (s *Server) Store() *registry.Store { return s.store }
+
+// Close shuts down in reverse order of start: readiness goes 503 first, the
+// REST server stops taking requests and lets in-flight ones finish (until
+// ctx ends), leader-only work stops and is waited for, and last the member
+// closes, handing leadership over if it has it. The data dir stays, so the
+// member rejoins when started again.
+func (s *Server) Close(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.api.Drain()
+		s.api.Close()
+		if e := s.http.Shutdown(ctx); e != nil {
+			err = fmt.Errorf("REST server did not drain in time: %w", e)
+			s.http.Close()
+		}
+		<-s.httpDone
+		s.leader.Stop()
+		s.node.Close()
+		s.lg.Info("regd node stopped", zap.String("name", s.node.Name()))
+	})
+	return err
+}
+
+// Kill stops the node the way a crash would: no draining, no leadership
+// hand-over. For fault tests.
+func (s *Server) Kill() {
+	s.stopOnce.Do(func() {
+		s.node.Kill()
+		s.api.Close()
+		s.http.Close()
+		<-s.httpDone
+		s.leader.Stop()
+	})
+}

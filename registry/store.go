@@ -1,0 +1,385 @@
+// Package registry is regd's domain: instances, their validation and error
+// codes, the etcd key layout of the contract, and Store, which reads and
+// writes instances through any etcd v3 client.
+//
+// Layout (see docs/design.md): an instance is <prefix><service>/<id> whose
+// value is the plain host:port, attached to a lease of its own; everything
+// else lives under /_regd/, outside the prefix, so plain etcd clients that
+// watch the prefix see instances and nothing else.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// DefaultTimeout bounds one store operation. It is what makes a node on the
+// minority side of a partition answer 503 instead of hanging: etcd itself
+// would wait for a leader much longer.
+const DefaultTimeout = 3 * time.Second
+
+// Options configures a Store.
+type Options struct {
+	Prefix  string        // registry prefix, e.g. "/service/"
+	Logger  *zap.Logger   // nil: no logs
+	Timeout time.Duration // per operation; 0: DefaultTimeout
+}
+
+// Store reads and writes instances in etcd.
+type Store struct {
+	cli     *clientv3.Client
+	keys    Keys
+	lg      *zap.Logger
+	timeout time.Duration
+	now     func() time.Time
+
+	// grantedTTL caches lease ID → granted TTL for keys written by plain
+	// clients (they have no meta record). A lease's granted TTL never
+	// changes, so entries never go stale, only unused; the cache is reset
+	// when it grows past maxTTLCache.
+	ttlMu    sync.Mutex
+	ttlCache map[int64]int64
+}
+
+const maxTTLCache = 65536
+
+// NewStore returns a Store over cli.
+func NewStore(cli *clientv3.Client, opts Options) *Store {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	return &Store{
+		cli:      cli,
+		keys:     Keys{Prefix: opts.Prefix},
+		lg:       opts.Logger,
+		timeout:  opts.Timeout,
+		now:      time.Now,
+		ttlCache: make(map[int64]int64),
+	}
+}
+
+// Keys is the store's key layout.
+func (s *Store) Keys() Keys { return s.keys }
+
+// Client is the etcd client the store uses.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+func validateNames(service, id string) error {
+	if err := ValidateService(service); err != nil {
+		return err
+	}
+	return ValidateID(id)
+}
+
+func notFound(service, id string) error {
+	return Errorf(KindNotFound, CodeNotFound, "instance %s of service %s is not registered (or has expired); register it again", quote(id), quote(service))
+}
+
+// Register creates or replaces an instance: a new lease with the granted TTL,
+// then the key and its meta record in one transaction. created is false when
+// it replaced a live instance; the replaced instance's lease is revoked, which
+// deletes nothing (the key has moved to the new lease), so it is never
+// reported as an expiry.
+func (s *Store) Register(ctx context.Context, service, id string, r Registration) (inst Instance, created bool, err error) {
+	if err := validateNames(service, id); err != nil {
+		return Instance{}, false, err
+	}
+	if err := ValidateAddress(r.Address); err != nil {
+		return Instance{}, false, err
+	}
+	ttl, err := ResolveTTL(r.TTL)
+	if err != nil {
+		return Instance{}, false, err
+	}
+	if err := ValidateMetadata(r.Metadata); err != nil {
+		return Instance{}, false, err
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+
+	grant, err := s.cli.Grant(ctx, ttl)
+	if err != nil {
+		return Instance{}, false, AsError(err)
+	}
+	m := meta{Address: r.Address, Metadata: r.Metadata, TTL: grant.TTL, Lease: int64(grant.ID), RegisteredAt: s.now().UTC()}
+	buf, err := json.Marshal(m)
+	if err != nil {
+		return Instance{}, false, AsError(err)
+	}
+	// No revoke of the new lease on failure: a timed-out transaction may
+	// still have been applied, and revoking would turn it into a deletion.
+	// An unused lease simply runs out.
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpPut(s.keys.Instance(service, id), r.Address, clientv3.WithLease(grant.ID), clientv3.WithPrevKV()),
+		clientv3.OpPut(s.keys.Meta(service, id), string(buf), clientv3.WithPrevKV()),
+	).Commit()
+	if err != nil {
+		return Instance{}, false, AsError(err)
+	}
+	prev := resp.Responses[0].GetResponsePut().PrevKv
+	prevMeta := resp.Responses[1].GetResponsePut().PrevKv
+	if prev != nil && prev.Lease != 0 && ownsLease(prevMeta, prev.Lease) {
+		if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(prev.Lease)); err != nil && !isLeaseNotFound(err) {
+			// Harmless: the old lease holds no keys any more and runs out.
+			s.lg.Warn("revoke replaced lease", zap.String("service", service), zap.String("id", id), zap.Int64("lease", prev.Lease), zap.Error(err))
+		}
+	}
+	return m.instance(service, id, resp.Header.Revision), prev == nil, nil
+}
+
+// Heartbeat renews the instance's lease and returns the seconds it has left.
+// A renewal is not a raft write: no revision, no watcher woken.
+func (s *Store) Heartbeat(ctx context.Context, service, id string) (int64, error) {
+	if err := validateNames(service, id); err != nil {
+		return 0, err
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.keys.Instance(service, id))
+	if err != nil {
+		return 0, AsError(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, notFound(service, id)
+	}
+	lease := resp.Kvs[0].Lease
+	if lease == 0 {
+		return 0, Errorf(KindConflict, CodeNoLease, "instance %s of service %s was written without a lease by a plain etcd client; there is nothing to renew", quote(id), quote(service))
+	}
+	ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+	if err != nil {
+		if isLeaseNotFound(err) {
+			return 0, notFound(service, id)
+		}
+		return 0, AsError(err)
+	}
+	return ka.TTL, nil
+}
+
+// Deregister deletes the instance now. The same transaction writes a
+// deregistration marker, so the expiry reporter can tell this deletion from
+// an expiry whatever happens to the lease afterwards; then the lease is
+// revoked when regd created it. It returns the deletion's revision.
+func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
+	if err := validateNames(service, id); err != nil {
+		return 0, err
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	key, metaKey := s.keys.Instance(service, id), s.keys.Meta(service, id)
+	// The compare on the key's revision makes the marker name the lease of
+	// exactly the key we delete; a concurrent re-registration makes us retry.
+	for attempt := 0; attempt < 5; attempt++ {
+		get, err := s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(metaKey)).Commit()
+		if err != nil {
+			return 0, AsError(err)
+		}
+		kv := firstKV(get.Responses[0].GetResponseRange())
+		if kv == nil {
+			return 0, notFound(service, id)
+		}
+		owned := ownsLease(firstKV(get.Responses[1].GetResponseRange()), kv.Lease)
+		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		if kv.Lease != 0 {
+			ops = append(ops, clientv3.OpPut(s.keys.Dereg(kv.Lease, service, id), ""))
+		}
+		if owned {
+			ops = append(ops, clientv3.OpDelete(metaKey))
+		}
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(ops...).Commit()
+		if err != nil {
+			return 0, AsError(err)
+		}
+		if !resp.Succeeded {
+			continue
+		}
+		if owned {
+			if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !isLeaseNotFound(err) {
+				s.lg.Warn("revoke deregistered lease", zap.String("service", service), zap.String("id", id), zap.Int64("lease", kv.Lease), zap.Error(err))
+			}
+		}
+		return resp.Header.Revision, nil
+	}
+	return 0, Errorf(KindConflict, "conflict", "instance %s of service %s kept changing during deregistration; try again", quote(id), quote(service))
+}
+
+// Get returns one instance.
+func (s *Store) Get(ctx context.Context, service, id string) (Instance, error) {
+	if err := validateNames(service, id); err != nil {
+		return Instance{}, err
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.keys.Instance(service, id)),
+		clientv3.OpGet(s.keys.Meta(service, id)),
+	).Commit()
+	if err != nil {
+		return Instance{}, AsError(err)
+	}
+	kv := firstKV(resp.Responses[0].GetResponseRange())
+	if kv == nil {
+		return Instance{}, notFound(service, id)
+	}
+	return s.build(ctx, service, id, kv, firstKV(resp.Responses[1].GetResponseRange())), nil
+}
+
+// List returns a service's instances sorted by id, and the revision they
+// reflect. An unknown service is an empty list, not an error: services exist
+// only through their instances.
+func (s *Store) List(ctx context.Context, service string) (InstanceList, error) {
+	if err := ValidateService(service); err != nil {
+		return InstanceList{}, err
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	// One read-only transaction: keys and meta records at the same revision.
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.keys.Service(service), clientv3.WithPrefix()),
+		clientv3.OpGet(s.keys.MetaService(service), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return InstanceList{}, AsError(err)
+	}
+	metas := make(map[string]*mvccpb.KeyValue)
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		metas[string(kv.Key[len(s.keys.MetaService(service)):])] = kv
+	}
+	out := InstanceList{Service: service, Instances: []Instance{}, Revision: resp.Header.Revision}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		svc, id, ok := s.keys.ParseInstance(string(kv.Key))
+		if !ok || svc != service {
+			continue // a plain client's key that breaks the naming rules
+		}
+		out.Instances = append(out.Instances, s.build(ctx, service, id, kv, metas[id]))
+	}
+	return out, nil
+}
+
+// Services lists every service that has at least one instance.
+func (s *Store) Services(ctx context.Context) (ServiceList, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.keys.Prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return ServiceList{}, AsError(err)
+	}
+	counts := make(map[string]int)
+	for _, kv := range resp.Kvs {
+		if svc, _, ok := s.keys.ParseInstance(string(kv.Key)); ok {
+			counts[svc]++
+		}
+	}
+	out := ServiceList{Services: make([]ServiceSummary, 0, len(counts)), Revision: resp.Header.Revision}
+	for name, n := range counts {
+		out.Services = append(out.Services, ServiceSummary{Name: name, Instances: n})
+	}
+	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })
+	return out, nil
+}
+
+// build joins an instance key with its meta record. A key with no matching
+// record (written by a plain etcd client) gets empty metadata and the TTL
+// its lease was granted.
+func (s *Store) build(ctx context.Context, service, id string, kv, metaKV *mvccpb.KeyValue) Instance {
+	if m, ok := decodeMeta(metaKV); ok && m.Lease == kv.Lease && kv.Lease != 0 {
+		m.Address = string(kv.Value)
+		return m.instance(service, id, kv.ModRevision)
+	}
+	return Instance{
+		Service:  service,
+		ID:       id,
+		Address:  string(kv.Value),
+		Metadata: map[string]string{},
+		TTL:      s.leaseTTL(ctx, kv.Lease),
+		LeaseID:  FormatLease(kv.Lease),
+		Revision: kv.ModRevision,
+	}
+}
+
+func (s *Store) leaseTTL(ctx context.Context, lease int64) int64 {
+	if lease == 0 {
+		return 0
+	}
+	s.ttlMu.Lock()
+	ttl, ok := s.ttlCache[lease]
+	s.ttlMu.Unlock()
+	if ok {
+		return ttl
+	}
+	resp, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(lease))
+	if err != nil || resp.TTL < 0 {
+		return 0 // expired or unreachable: the key is about to go anyway
+	}
+	s.ttlMu.Lock()
+	if len(s.ttlCache) >= maxTTLCache {
+		s.ttlCache = make(map[int64]int64)
+	}
+	s.ttlCache[lease] = resp.GrantedTTL
+	s.ttlMu.Unlock()
+	return resp.GrantedTTL
+}
+
+func (m meta) instance(service, id string, rev int64) Instance {
+	md := m.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	at := m.RegisteredAt
+	return Instance{
+		Service:      service,
+		ID:           id,
+		Address:      m.Address,
+		Metadata:     md,
+		TTL:          m.TTL,
+		LeaseID:      FormatLease(m.Lease),
+		RegisteredAt: &at,
+		Revision:     rev,
+	}
+}
+
+func decodeMeta(kv *mvccpb.KeyValue) (meta, bool) {
+	if kv == nil {
+		return meta{}, false
+	}
+	var m meta
+	if err := json.Unmarshal(kv.Value, &m); err != nil {
+		return meta{}, false
+	}
+	return m, true
+}
+
+// ownsLease reports whether the meta record says regd granted lease for
+// this instance. regd revokes only leases it granted: a plain client's lease
+// may hold other keys.
+func ownsLease(metaKV *mvccpb.KeyValue, lease int64) bool {
+	m, ok := decodeMeta(metaKV)
+	return ok && lease != 0 && m.Lease == lease
+}
+
+func firstKV(r interface{ GetKvs() []*mvccpb.KeyValue }) *mvccpb.KeyValue {
+	if kvs := r.GetKvs(); len(kvs) > 0 {
+		return kvs[0]
+	}
+	return nil
+}
+
+func isLeaseNotFound(err error) bool {
+	return errors.Is(err, rpctypes.ErrLeaseNotFound) || rpctypes.ErrorDesc(err) == rpctypes.ErrLeaseNotFound.Error()
+}

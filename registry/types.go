@@ -1,0 +1,80 @@
+package registry
+
+import "time"
+
+// Registration is what a client sends to register an instance.
+type Registration struct {
+	Address  string            `json:"address"`
+	TTL      *int64            `json:"ttl,omitempty"` // nil: DefaultTTL
+	Metadata map[string]string `json:"metadata,omitempty"`
+}
+
+// Instance is one registered instance, as the API shows it.
+type Instance struct {
+	Service  string            `json:"service"`
+	ID       string            `json:"id"`
+	Address  string            `json:"address"`
+	Metadata map[string]string `json:"metadata"`
+	TTL      int64             `json:"ttl"`      // granted; 0 for a key without a lease
+	LeaseID  string            `json:"lease_id"` // decimal; "0" for a key without a lease
+	// RegisteredAt is unknown (absent) for keys written by plain etcd clients.
+	RegisteredAt *time.Time `json:"registered_at,omitempty"`
+	Revision     int64      `json:"revision"` // of its last registration
+}
+
+// InstanceList is one service's instances at one revision.
+type InstanceList struct {
+	Service   string     `json:"service"`
+	Instances []Instance `json:"instances"`
+	Revision  int64      `json:"revision"`
+}
+
+// ServiceSummary is one entry of the service list.
+type ServiceSummary struct {
+	Name      string `json:"name"`
+	Instances int    `json:"instances"`
+}
+
+// ServiceList is every service with at least one instance.
+type ServiceList struct {
+	Services []ServiceSummary `json:"services"`
+	Revision int64            `json:"revision"`
+}
+
+// Expiration is one expiry report in the ledger.
+type Expiration struct {
+	Service    string    `json:"service"`
+	ID         string    `json:"id"`
+	Address    string    `json:"address"`
+	LeaseID    string    `json:"lease_id"`
+	ExpiredAt  time.Time `json:"expired_at"`
+	ReportedBy string    `json:"reported_by"`
+	Revision   int64     `json:"revision"` // of the deletion that the expiry caused
+}
+
+// meta is the bookkeeping record stored beside each REST-registered instance.
+type meta struct {
+	Address      string            `json:"address"`
+	Metadata     map[string]string `json:"metadata,omitempty"`
+	TTL          int64             `json:"ttl"`
+	Lease        int64             `json:"lease"`
+	RegisteredAt time.Time         `json:"registered_at"`
+}
+
+// ClusterStatus is what GET /v1/cluster shows.
+type ClusterStatus struct {
+	Node     string         `json:"node"`
+	Leader   string         `json:"leader"` // "" when this node knows of no leader
+	Term     uint64         `json:"term"`
+	Revision int64          `json:"revision"`
+	Members  []MemberStatus `json:"members"`
+}
+
+// MemberStatus is one member in ClusterStatus.
+type MemberStatus struct {
+	Name       string   `json:"name"`
+	ID         string   `json:"id"` // hex, as etcdctl prints it
+	PeerURLs   []string `json:"peer_urls"`
+	ClientURLs []string `json:"client_urls"`
+	IsLeader   bool     `json:"is_leader"`
+}
