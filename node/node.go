@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -69,6 +70,7 @@ type Node struct {
 	etcd   *embed.Etcd
 	client *clientv3.Client
 
+	closing   *atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -81,6 +83,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = time.Minute
 	}
+	closing := new(atomic.Bool)
+	cfg.Logger = quiet(cfg.Logger, closing)
 	ec, err := embedConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -105,7 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		e.Close()
 		return nil, ctx.Err()
 	}
-	return &Node{cfg: cfg, etcd: e, client: v3client.New(e.Server)}, nil
+	return &Node{cfg: cfg, etcd: e, client: v3client.New(e.Server), closing: closing}, nil
 }
 
 func embedConfig(cfg Config) (*embed.Config, error) {
@@ -228,6 +232,7 @@ func (n *Node) ClientURLs() []url.URL { return n.cfg.AdvertiseClientURLs }
 // the member rejoins when started again. Safe to call more than once.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
+		n.closing.Store(true)
 		n.client.Close()
 		n.etcd.Close()
 	})
@@ -237,6 +242,7 @@ func (n *Node) Close() {
 // It exists for fault tests.
 func (n *Node) Kill() {
 	n.closeOnce.Do(func() {
+		n.closing.Store(true)
 		n.client.Close()
 		n.etcd.Server.HardStop()
 		n.etcd.Close()

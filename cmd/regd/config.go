@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/regd/regd/registry"
 )
 
 // internalPrefix is where regd keeps its own bookkeeping in etcd. The registry
 // prefix must not overlap it, or service keys and bookkeeping keys would be
 // indistinguishable to watchers and listings.
-const internalPrefix = "/_regd/"
+const internalPrefix = registry.InternalPrefix
 
 // envPrefix is prepended to the upper-cased flag name to form its environment
 // variable.
