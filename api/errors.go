@@ -18,6 +18,7 @@ var statusOf = map[registry.Kind]int{
 	registry.KindTooLarge:    http.StatusRequestEntityTooLarge,
 	registry.KindUnavailable: http.StatusServiceUnavailable,
 	registry.KindInternal:    http.StatusInternalServerError,
+	registry.KindTooMany:     http.StatusTooManyRequests,
 }
 
 // API-level codes; domain codes are in registry.

@@ -55,24 +55,6 @@ func (s *Server) getInstance(c echo.Context) error {
 	return c.JSON(http.StatusOK, inst)
 }
 
-func (s *Server) listInstances(c echo.Context) error {
-	list, err := s.cfg.Registry.List(c.Request().Context(), c.Param("service"))
-	if err != nil {
-		return err
-	}
-	setRevision(c, list.Revision)
-	return c.JSON(http.StatusOK, list)
-}
-
-func (s *Server) listServices(c echo.Context) error {
-	list, err := s.cfg.Registry.Services(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	setRevision(c, list.Revision)
-	return c.JSON(http.StatusOK, list)
-}
-
 func (s *Server) listExpirations(c echo.Context) error {
 	service := c.QueryParam("service")
 	if service != "" {

@@ -25,8 +25,8 @@ type Registry interface {
 	Heartbeat(ctx context.Context, service, id string) (int64, error)
 	Deregister(ctx context.Context, service, id string) (int64, error)
 	Get(ctx context.Context, service, id string) (registry.Instance, error)
-	List(ctx context.Context, service string) (registry.InstanceList, error)
-	Services(ctx context.Context) (registry.ServiceList, error)
+	// Revision is the cluster's current revision, read linearizably.
+	Revision(ctx context.Context) (int64, error)
 }
 
 // Cluster answers readiness and cluster status.
@@ -48,12 +48,16 @@ const DefaultMaxBodyBytes = 64 << 10
 // Config wires the API to the rest of regd.
 type Config struct {
 	Registry     Registry
+	View         View
 	Cluster      Cluster
 	Expirations  Expirations // nil: /v1/expirations answers 503
 	Logger       *zap.Logger
 	Metrics      *prometheus.Registry // regd's own metrics are registered here
 	Gatherer     prometheus.Gatherer  // what /metrics serves; nil: Metrics plus the default gatherer
 	MaxBodyBytes int64
+
+	StreamsPerClient int           // 0: DefaultStreamsPerClient
+	KeepAlive        time.Duration // SSE keep-alive interval; 0: DefaultKeepAlive
 }
 
 // Server is the HTTP handler of the REST API.
@@ -66,6 +70,8 @@ type Server struct {
 
 	closing   chan struct{}
 	closeOnce sync.Once
+	streams   *streamLimiter
+	keepAlive time.Duration
 }
 
 type route struct {
@@ -87,7 +93,20 @@ func New(cfg Config) *Server {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.Gatherers{cfg.Metrics, prometheus.DefaultGatherer}
 	}
-	s := &Server{cfg: cfg, lg: cfg.Logger, metrics: newHTTPMetrics(cfg.Metrics), closing: make(chan struct{})}
+	if cfg.StreamsPerClient == 0 {
+		cfg.StreamsPerClient = DefaultStreamsPerClient
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	s := &Server{
+		cfg:       cfg,
+		lg:        cfg.Logger,
+		metrics:   newHTTPMetrics(cfg.Metrics),
+		closing:   make(chan struct{}),
+		streams:   &streamLimiter{open: make(map[string]int), max: cfg.StreamsPerClient},
+		keepAlive: cfg.KeepAlive,
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -109,6 +128,8 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/v1/services/:service/instances/:id", s.getInstance},
 		{http.MethodDelete, "/v1/services/:service/instances/:id", s.deregister},
 		{http.MethodPut, "/v1/services/:service/instances/:id/heartbeat", s.heartbeat},
+		{http.MethodGet, "/v1/services/:service/watch", s.watchService},
+		{http.MethodGet, "/v1/watch", s.watchAll},
 		{http.MethodGet, "/v1/expirations", s.listExpirations},
 		{http.MethodGet, "/v1/cluster", s.clusterStatus},
 		{http.MethodGet, "/healthz", s.healthz},

@@ -21,6 +21,7 @@ const (
 	KindConflict                // valid, but not possible in the current state
 	KindTooLarge                // the request is over a size limit
 	KindUnavailable             // no quorum, no leader, timeout, shutting down
+	KindTooMany                 // a per-client limit was hit; retry later
 )
 
 // Error is regd's one error type. Code is stable and machine-readable

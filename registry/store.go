@@ -383,3 +383,17 @@ func firstKV(r interface{ GetKvs() []*mvccpb.KeyValue }) *mvccpb.KeyValue {
 func isLeaseNotFound(err error) bool {
 	return errors.Is(err, rpctypes.ErrLeaseNotFound) || rpctypes.ErrorDesc(err) == rpctypes.ErrLeaseNotFound.Error()
 }
+
+// Revision is the cluster's current revision, read linearizably: a read
+// served by any member after it has caught up to this revision reflects
+// every write acknowledged before the call. It needs a quorum, and answers
+// unavailable without one.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.keys.ExpiryCursor(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, AsError(err)
+	}
+	return resp.Header.Revision, nil
+}

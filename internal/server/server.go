@@ -35,13 +35,15 @@ type Config struct {
 
 // Server is a running regd node.
 type Server struct {
-	cfg    Config
-	lg     *zap.Logger
-	node   *node.Node
-	store  *registry.Store
-	api    *api.Server
-	http   *http.Server
-	leader *cluster.Leadership
+	cfg      Config
+	lg       *zap.Logger
+	node     *node.Node
+	store    *registry.Store
+	api      *api.Server
+	http     *http.Server
+	leader   *cluster.Leadership
+	stopView context.CancelFunc
+	viewDone chan struct{}
 
 	httpDone chan struct{}
 	httpErr  error
@@ -67,6 +69,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	metrics := prometheus.NewRegistry()
 	store := registry.NewStore(n.Client(), registry.Options{Prefix: cfg.Prefix, Logger: lg.Named("registry"), Timeout: cfg.RequestTimeout})
+	view := registry.NewView(store, registry.ViewOptions{})
+	viewCtx, stopView := context.WithCancel(context.Background())
+	viewDone := make(chan struct{})
+	go func() {
+		defer close(viewDone)
+		view.Run(viewCtx)
+	}()
 	info := cluster.NewInfo(n)
 	leader := cluster.NewLeadership(n, lg.Named("cluster"))
 	reporter := cluster.NewReporter(cluster.ReporterConfig{
@@ -79,6 +88,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	leader.Run(reporter.Run)
 	a := api.New(api.Config{
 		Registry:    store,
+		View:        view,
 		Cluster:     info,
 		Expirations: reporter,
 		Logger:      lg.Named("api"),
@@ -91,6 +101,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		store:    store,
 		api:      a,
 		leader:   leader,
+		stopView: stopView,
+		viewDone: viewDone,
 		httpDone: make(chan struct{}),
 		fatal:    make(chan error, 1),
 		http: &http.Server{
@@ -164,6 +176,8 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		<-s.httpDone
 		s.leader.Stop()
+		s.stopView()
+		<-s.viewDone
 		s.node.Close()
 		s.lg.Info("regd node stopped", zap.String("name", s.node.Name()))
 	})
@@ -179,5 +193,7 @@ func (s *Server) Kill() {
 		s.http.Close()
 		<-s.httpDone
 		s.leader.Stop()
+		s.stopView()
+		<-s.viewDone
 	})
 }
