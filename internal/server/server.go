@@ -86,6 +86,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Retention: cfg.ExpiryRetention,
 	})
 	leader.Run(reporter.Run)
+	leader.Run(cluster.NewCompactor(store, lg.Named("compactor")).Run)
 	a := api.New(api.Config{
 		Registry:    store,
 		View:        view,
