@@ -330,7 +330,7 @@ func (v *View) apply(ctx context.Context, rev int64, evs []*clientv3.Event) {
 		if !known {
 			continue
 		}
-		typ := v.deletionType(ctx, svc+"/"+id, old, marker)
+		typ := v.deletionType(ctx, svc+"/"+id, old, marker, metaOf)
 		changes = append(changes, change{svc, id, Event{Type: typ, Instance: old, Revision: rev}, true})
 	}
 
@@ -365,12 +365,18 @@ func (v *View) apply(ctx context.Context, rev int64, evs []*clientv3.Event) {
 // deletionType applies the expiry reporter's rule to a deletion the view
 // saw: a marker written in the same revision is a deregistration; a key
 // without a lease, or whose lease is still alive, was deleted explicitly by
-// a plain client; otherwise the lease ran out. The view's answer is for
-// watchers; the expiry ledger is the authority.
-func (v *View) deletionType(ctx context.Context, key string, old Instance, marker map[string]bool) string {
+// a plain client; otherwise the lease ran out. A REST instance whose meta
+// record outlived its key expired (REST deregistrations delete the record
+// with the key): that shortcut saves a lease lookup per expiry on every
+// member. The view's answer is for watchers; the expiry ledger is the
+// authority.
+func (v *View) deletionType(ctx context.Context, key string, old Instance, marker map[string]bool, metaOf func(string) (meta, bool)) string {
 	lease, _ := strconv.ParseInt(old.LeaseID, 10, 64)
 	if marker[key] || lease == 0 {
 		return EventDeregister
+	}
+	if m, ok := metaOf(key); ok && m.Lease == lease {
+		return EventExpire
 	}
 	tctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -385,7 +391,11 @@ func (v *View) instanceFrom(ctx context.Context, svc, id string, kv *mvccpb.KeyV
 		m.Address = string(kv.Value)
 		return m.instance(svc, id, kv.ModRevision)
 	}
-	return v.st.build(ctx, svc, id, kv, nil)
+	// A plain client's key: its TTL needs a lease lookup, bounded so that
+	// a member without a quorum does not stall its view.
+	tctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return v.st.build(tctx, svc, id, kv, nil)
 }
 
 // The helpers below run with v.mu held.
