@@ -157,7 +157,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 			printUsage(fs, out)
 			return nil, errHelp
 		}
-		return nil, err
+		return nil, flagSyntaxError(err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -531,4 +531,28 @@ func checkDataDir(dir string) error {
 		return fmt.Errorf("--data-dir %q: not writable: %w", dir, err)
 	}
 	return nil
+}
+
+// flagSyntaxError rewrites the flag package's wording ("flag provided but
+// not defined: -nope") into regd's one-line form that names the flag.
+func flagSyntaxError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return fmt.Errorf("--%s: unknown flag (regd --help lists them)", strings.TrimLeft(name, "-"))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return fmt.Errorf("--%s: needs a value", strings.TrimLeft(name, "-"))
+	}
+	// invalid value "x" for flag -expiry-retention: parse error
+	var value, name, reason string
+	if rest, ok := strings.CutPrefix(msg, "invalid value "); ok {
+		if q, err := strconv.QuotedPrefix(rest); err == nil {
+			value, _ = strconv.Unquote(q)
+			if after, ok := strings.CutPrefix(rest[len(q):], " for flag -"); ok {
+				name, reason, _ = strings.Cut(after, ": ")
+				return fmt.Errorf("--%s %q: %s", name, value, reason)
+			}
+		}
+	}
+	return err
 }

@@ -302,8 +302,9 @@ func TestConfigErrors(t *testing.T) {
 		// parse-level
 		{name: "positional", args: []string{"foo"}, prefix: `unexpected argument "foo"`},
 		{name: "positional after flags", args: []string{"--name", "a", "--", "bar"}, prefix: `unexpected argument "bar"`},
-		{name: "unknown flag", args: []string{"--nope"}, prefix: "flag provided but not defined", has: []string{"nope"}},
-		{name: "bad int flag", args: []string{"--expiry-retention", "x"}, prefix: "invalid value", has: []string{"expiry-retention"}},
+		{name: "unknown flag", args: []string{"--nope"}, prefix: "--nope: unknown flag"},
+		{name: "flag without value", args: []string{"--name"}, prefix: "--name: needs a value"},
+		{name: "bad int flag", args: []string{"--expiry-retention", "x"}, prefix: `--expiry-retention "x": `},
 
 		// --name
 		{name: "name empty", args: []string{"--name="}, prefix: `--name "": `},

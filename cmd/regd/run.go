@@ -123,12 +123,15 @@ func bind(cfg *Config) (net.Listener, error) {
 			l.Close()
 		}
 	}
-	if err := checkDataDir(cfg.DataDir); err != nil {
-		return nil, err
-	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--http-addr %q: cannot listen: %v", cfg.HTTPAddr, listenReason(err))
+	}
+	// Last, because it creates the directory: a busy port must not leave
+	// an empty data dir behind.
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	return ln, nil
 }
