@@ -91,6 +91,16 @@ func fromEtcd(err error) *Error {
 	case rpctypes.ErrNoSpace.Error():
 		return &Error{Kind: KindUnavailable, Code: CodeStorageFull, Message: "the registry's storage is full; writes are refused until an operator frees space", Err: err}
 	}
+	// etcd's client turns server errors into rpctypes.EtcdError, which
+	// carries the gRPC code but is no gRPC status: no leader, timeouts and
+	// a stopping server arrive this way.
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		switch ee.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted, codes.ResourceExhausted:
+			return unavailable("the cluster cannot serve this request right now: " + ee.Error())
+		}
+	}
 	if s, ok := status.FromError(err); ok {
 		switch s.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted, codes.ResourceExhausted:

@@ -90,6 +90,11 @@ func ValidateAddress(a string) error {
 		if bracketed != ip.Is6() {
 			return bad("IPv6 hosts, and only they, go in brackets")
 		}
+		// netip accepts any bytes as a zone ("%\n", "% /x"): only an
+		// interface name or number is a zone.
+		if z := ip.Zone(); z != "" && !validName(z) {
+			return bad("the IPv6 zone must be an interface name or number")
+		}
 		return nil
 	}
 	if bracketed {
@@ -131,7 +136,10 @@ func validDNSName(h string) bool {
 			}
 		}
 	}
-	return true
+	// RFC 1123 2.1: the top-level label is never all digits, so a name can
+	// not look like a malformed IPv4 address ("256.1.1.1", "010.0.0.1").
+	top := h[strings.LastIndexByte(h, '.')+1:]
+	return strings.Trim(top, "0123456789") != ""
 }
 
 // ResolveTTL applies the default to an absent TTL and checks the bounds.

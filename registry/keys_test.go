@@ -1,0 +1,105 @@
+package registry_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/regd/regd/registry"
+)
+
+func TestParseInstance(t *testing.T) {
+	k := registry.Keys{Prefix: "/service/"}
+	tests := []struct {
+		name            string
+		key             string
+		wantOK          bool
+		wantSvc, wantID string
+	}{
+		{"instance", "/service/user/u1", true, "user", "u1"},
+		{"names with all allowed classes", "/service/A.b_c-9/x.Y_z-0", true, "A.b_c-9", "x.Y_z-0"},
+		{"128-char names", "/service/" + strings.Repeat("s", 128) + "/" + strings.Repeat("i", 128), true, strings.Repeat("s", 128), strings.Repeat("i", 128)},
+		{"no id", "/service/user", false, "", ""},
+		{"empty id", "/service/user/", false, "", ""},
+		{"nested", "/service/a/b/c", false, "", ""},
+		{"bad service name", "/service/bad name/x", false, "", ""},
+		{"bad id", "/service/user/bad id", false, "", ""},
+		{"empty service", "/service//x", false, "", ""},
+		{"dot-dot service", "/service/../x", false, "", ""},
+		{"dot id", "/service/user/.", false, "", ""},
+		{"129-char id", "/service/user/" + strings.Repeat("i", 129), false, "", ""},
+		{"other prefix", "/other/user/u1", false, "", ""},
+		{"prefix without slash", "/serviceuser/u1", false, "", ""},
+		{"internal key", registry.InternalPrefix + "meta/user/u1", false, "", ""},
+		{"the prefix itself", "/service/", false, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, id, ok := k.ParseInstance(tc.key)
+			if ok != tc.wantOK || svc != tc.wantSvc || id != tc.wantID {
+				t.Fatalf("ParseInstance(%q) = %q, %q, %v; want %q, %q, %v", tc.key, svc, id, ok, tc.wantSvc, tc.wantID, tc.wantOK)
+			}
+		})
+	}
+}
+
+func TestKeysLayout(t *testing.T) {
+	k := registry.Keys{Prefix: "/service/"}
+	tests := []struct {
+		name string
+		// check returns a description of what is wrong, or "".
+		check func() string
+	}{
+		{"instance key is prefix/service/id", func() string {
+			if got := k.Instance("user", "u1"); got != "/service/user/u1" {
+				return "Instance = " + got
+			}
+			return ""
+		}},
+		{"instance key round-trips through ParseInstance", func() string {
+			svc, id, ok := k.ParseInstance(k.Instance("user-b", "x"))
+			if !ok || svc != "user-b" || id != "x" {
+				return "round trip lost the names"
+			}
+			return ""
+		}},
+		{"service range of user does not cover user-b", func() string {
+			if strings.HasPrefix(k.Instance("user-b", "x"), k.Service("user")) {
+				return k.Service("user") + " is a prefix of " + k.Instance("user-b", "x")
+			}
+			return ""
+		}},
+		{"service range of user covers its instances", func() string {
+			if !strings.HasPrefix(k.Instance("user", "x"), k.Service("user")) {
+				return k.Service("user") + " is not a prefix of " + k.Instance("user", "x")
+			}
+			return ""
+		}},
+		{"meta range of user does not cover user-b", func() string {
+			if strings.HasPrefix(k.Meta("user-b", "x"), k.MetaService("user")) {
+				return k.MetaService("user") + " is a prefix of " + k.Meta("user-b", "x")
+			}
+			return ""
+		}},
+		{"bookkeeping lives outside the registry prefix", func() string {
+			for _, key := range []string{k.Meta("user", "u1"), k.MetaAll(), k.Dereg(7, "user", "u1"), k.DeregAll(), k.ExpiryCursor(), k.ExpiryEntry(5, "user", "u1")} {
+				if strings.HasPrefix(key, k.Prefix) || !strings.HasPrefix(key, registry.InternalPrefix) {
+					return key + " is not under " + registry.InternalPrefix + " only"
+				}
+			}
+			return ""
+		}},
+		{"lease ids are decimal", func() string {
+			if got := registry.FormatLease(7587887011316940554); got != "7587887011316940554" {
+				return "FormatLease = " + got
+			}
+			return ""
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if msg := tc.check(); msg != "" {
+				t.Fatal(msg)
+			}
+		})
+	}
+}
