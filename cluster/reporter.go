@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,7 +92,11 @@ func (r *Reporter) Expirations(ctx context.Context, service string, limit int) (
 func (r *Reporter) Run(ctx context.Context) {
 	trim := time.NewTicker(trimEvery)
 	defer trim.Stop()
-	go func() {
+	// Leadership.Stop waits for Run; Run waits for the trimmer, so no trim
+	// outlives the leadership that started it.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
 		for {
 			select {
 			case <-ctx.Done():
@@ -104,7 +109,7 @@ func (r *Reporter) Run(ctx context.Context) {
 				}
 			}
 		}
-	}()
+	})
 	for ctx.Err() == nil {
 		err := r.follow(ctx)
 		if ctx.Err() != nil {

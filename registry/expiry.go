@@ -102,7 +102,11 @@ func (s *Store) Classify(ctx context.Context, d Deletion) (Outcome, error) {
 	if err != nil && !isLeaseNotFound(err) {
 		return Outcome{}, AsError(err)
 	}
-	if err == nil && ttl.TTL > 0 {
+	// The lease still exists: the key was deleted explicitly. Not TTL > 0:
+	// etcd truncates the remaining time to whole seconds, so a live lease
+	// in its last second shows TTL 0. A missing lease answers TTL -1 and
+	// GrantedTTL 0; an existing one always has GrantedTTL >= 1.
+	if err == nil && ttl.GrantedTTL > 0 {
 		out.Verdict = VerdictDeleted
 		return out, nil
 	}

@@ -76,7 +76,10 @@ func ValidateAddress(a string) error {
 	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
-		return bad("IPv6 hosts go in brackets, e.g. [::1]:8080")
+		if strings.Count(a, ":") > 1 && !strings.HasPrefix(a, "[") {
+			return bad("IPv6 hosts go in brackets, e.g. [::1]:8080")
+		}
+		return bad("expected host:port, e.g. 10.0.0.5:8080")
 	}
 	if !validPort(port) {
 		return bad("the port must be a number from 1 to 65535")

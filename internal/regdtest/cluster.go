@@ -71,6 +71,9 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 		}
 	})
 	peers := make([]string, n)
+	// One token for the whole cluster: etcd derives member and cluster IDs
+	// from it, so members with different tokens reject each other.
+	token := fmt.Sprintf("regdtest-%d", time.Now().UnixNano())
 	for i := range n {
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
@@ -88,7 +91,7 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 			ListenPeerURLs:      mustURLs(t, peerURL),
 			AdvertisePeerURLs:   mustURLs(t, peerURL),
 			ClusterState:        "new",
-			ClusterToken:        fmt.Sprintf("regdtest-%d", time.Now().UnixNano()),
+			ClusterToken:        token,
 			// Short raft timers make failover tests fast; not so short
 			// that the race detector's slowdown causes spurious elections.
 			TickMs:       50,
@@ -156,18 +159,27 @@ func (c *Cluster) start(i int) error {
 	return nil
 }
 
+// closeAll stops followers first, then the leader: stopping everything at
+// once makes the leader wait for a hand-over to members that are going away.
 func (c *Cluster) closeAll() {
+	leader := c.Leader()
+	stop := func(m *Member) {
+		if srv := m.take(); srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = srv.Close(ctx)
+		}
+	}
 	var wg sync.WaitGroup
-	for _, m := range c.Members {
-		wg.Go(func() {
-			if srv := m.take(); srv != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_ = srv.Close(ctx)
-			}
-		})
+	for i, m := range c.Members {
+		if i != leader {
+			wg.Go(func() { stop(m) })
+		}
 	}
 	wg.Wait()
+	if leader >= 0 {
+		stop(c.Members[leader])
+	}
 }
 
 func (m *Member) take() *server.Server {
@@ -212,6 +224,25 @@ func (c *Cluster) Restart(i int) {
 	c.t.Helper()
 	if err := c.start(i); err != nil {
 		c.t.Fatalf("restart member %d: %v", i, err)
+	}
+}
+
+// RestartAll starts the given stopped members again, concurrently. A member
+// becomes ready only once a quorum is up, so after a full-cluster stop the
+// members must be restarted together: one Restart alone would wait for the
+// others until its ready timeout.
+func (c *Cluster) RestartAll(idx ...int) {
+	c.t.Helper()
+	errs := make([]error, len(idx))
+	var wg sync.WaitGroup
+	for k, i := range idx {
+		wg.Go(func() { errs[k] = c.start(i) })
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			c.t.Fatalf("restart member %d: %v", idx[k], err)
+		}
 	}
 }
 

@@ -186,15 +186,17 @@ func (s *Server) Close(ctx context.Context) error {
 }
 
 // Kill stops the node the way a crash would: no draining, no leadership
-// hand-over. For fault tests.
+// hand-over. For fault tests. Everything that reads through the in-process
+// client stops first: a read after the member's hard stop would reach its
+// closed database.
 func (s *Server) Kill() {
 	s.stopOnce.Do(func() {
-		s.node.Kill()
 		s.api.Close()
 		s.http.Close()
 		<-s.httpDone
 		s.leader.Stop()
 		s.stopView()
 		<-s.viewDone
+		s.node.Kill()
 	})
 }

@@ -1,0 +1,228 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultAddr is the node used when Config.Addrs is empty: regd's dev mode.
+const DefaultAddr = "127.0.0.1:8080"
+
+// Config says how to reach a regd cluster.
+type Config struct {
+	// Addrs are the REST addresses of regd nodes, "host:port" or
+	// "http://host:port" (https works too). Requests go to one node at a
+	// time; a failing node is left for the next one. Empty: DefaultAddr.
+	Addrs []string
+	// HTTPClient sends the requests; nil: a client of its own. Its Timeout,
+	// if any, also cuts watch streams (they resume without loss, but a
+	// Timeout of zero avoids needless reconnects): per-request deadlines are
+	// set by this package through contexts.
+	HTTPClient *http.Client
+	// Logger receives what the client does on its own (retries, failovers,
+	// re-registrations); nil: nothing is logged.
+	Logger *slog.Logger
+}
+
+// Instance is one registered instance, as regd returns it.
+type Instance struct {
+	Service  string            `json:"service"`
+	ID       string            `json:"id"`
+	Address  string            `json:"address"`
+	Metadata map[string]string `json:"metadata"`
+	// TTL is the lease's TTL in seconds as granted; 0 for a key written by
+	// a plain etcd client without a lease.
+	TTL int64 `json:"ttl"`
+	// LeaseID is the etcd lease, in decimal.
+	LeaseID string `json:"lease_id"`
+	// Revision is the etcd revision of the instance's last registration.
+	Revision int64 `json:"revision"`
+	// RegisteredAt is zero for keys written by plain etcd clients.
+	RegisteredAt time.Time `json:"registered_at,omitzero"`
+}
+
+func (in Instance) clone() Instance {
+	in.Metadata = maps.Clone(in.Metadata)
+	return in
+}
+
+// instanceList is the body of a list response and of a reset event.
+type instanceList struct {
+	Service   string     `json:"service"`
+	Instances []Instance `json:"instances"`
+	Revision  int64      `json:"revision"`
+}
+
+// APIError is an error answer of regd: {"error":{"code","message"}}.
+type APIError struct {
+	StatusCode int    // HTTP status
+	Code       string // regd's error code, e.g. "not_found"
+	Message    string
+}
+
+func (e *APIError) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("regd: HTTP %d: %s", e.StatusCode, e.Message)
+	}
+	return fmt.Sprintf("regd: HTTP %d %s: %s", e.StatusCode, e.Code, e.Message)
+}
+
+// IsNotFound reports whether err is regd's 404 for an unknown or expired
+// instance.
+func IsNotFound(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound
+}
+
+// retryable reports whether another attempt (possibly on another node) may
+// succeed: transport errors, 5xx, 408 and 429. Other 4xx answers mean the
+// request itself is wrong.
+func retryable(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return true
+	}
+	return ae.StatusCode >= 500 || ae.StatusCode == http.StatusRequestTimeout || ae.StatusCode == http.StatusTooManyRequests
+}
+
+// conn is what Registrar and Discovery share: the nodes, the HTTP client
+// and the logger.
+type conn struct {
+	bases []string
+	hc    *http.Client
+	log   *slog.Logger
+}
+
+func newConn(cfg Config) *conn {
+	c := &conn{hc: cfg.HTTPClient, log: cfg.Logger}
+	if c.hc == nil {
+		c.hc = &http.Client{}
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	addrs := cfg.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{DefaultAddr}
+	}
+	for _, a := range addrs {
+		c.bases = append(c.bases, baseURL(a))
+	}
+	return c
+}
+
+// baseURL turns "host:port" or "http://host:port/" into "http://host:port".
+func baseURL(addr string) string {
+	addr = strings.TrimSpace(addr)
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return strings.TrimRight(addr, "/")
+}
+
+func (c *conn) node(i int) string { return c.bases[i%len(c.bases)] }
+
+func instancePath(service, id string) string {
+	return "/v1/services/" + url.PathEscape(service) + "/instances/" + url.PathEscape(id)
+}
+
+// do sends one request to base+path with an optional JSON body and decodes
+// a 2xx JSON answer into out (when not nil). A non-2xx answer is an
+// *APIError.
+func (c *conn) do(ctx context.Context, method, base, path string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		buf, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+		resp.Body.Close()
+	}()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, apiError(resp)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return resp.StatusCode, fmt.Errorf("regd: %s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+func apiError(resp *http.Response) error {
+	e := &APIError{StatusCode: resp.StatusCode}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(raw, &body) == nil && body.Error.Code != "" {
+		e.Code, e.Message = body.Error.Code, body.Error.Message
+	} else {
+		e.Message = strings.TrimSpace(string(raw))
+		if e.Message == "" {
+			e.Message = http.StatusText(resp.StatusCode)
+		}
+	}
+	return e
+}
+
+// backoff is capped exponential backoff with jitter: each delay is drawn
+// from [d/2, d], d doubling from base up to max.
+type backoff struct {
+	base, max time.Duration
+	n         int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.base
+	for i := 0; i < b.n && d < b.max; i++ {
+		d *= 2
+	}
+	d = min(d, b.max)
+	b.n++
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.n = 0 }
+
+// sleep waits d or until ctx ends; it reports whether the wait was full.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,452 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Reasons passed to OnDeregister callbacks.
+const (
+	ReasonDeregister = "deregister" // deregistered through the API
+	ReasonExpire     = "expire"     // its lease ran out
+	ReasonReset      = "reset"      // gone from the list a reset event replaced the state with
+)
+
+const (
+	// streamIdleTimeout ends a watch stream that sent nothing, not even a
+	// keep-alive comment (regd sends one every 15 s), for this long: the
+	// node is hung or cut off without the connection being closed.
+	streamIdleTimeout = 45 * time.Second
+	// maxSSELine bounds one line of the stream; a reset event carries the
+	// whole list on one data line.
+	maxSSELine = 64 << 20
+	// healthyStream is how long a stream must have lasted for the next
+	// reconnect to start again from the shortest backoff.
+	healthyStream = 5 * time.Second
+)
+
+// Discovery follows one service's instances: see the package
+// documentation. Its methods are safe for concurrent use.
+type Discovery struct {
+	c       *conn
+	service string
+	rr      atomic.Uint64
+	life    context.Context // ends at Close
+	kill    context.CancelFunc
+
+	mu         sync.Mutex
+	onRegister []func(Instance)
+	onDeregist []func(Instance, string)
+	state      map[string]Instance
+	sorted     []Instance // state sorted by id; nil when it must be rebuilt
+	rev        int64      // the newest revision applied
+	// revAll: every event of rev is known (rev came from a list). Else
+	// revIDs holds the instances whose event at rev was applied, and a
+	// resume asks from rev-1 in case the stream ended within a revision.
+	revAll    bool
+	revIDs    map[string]bool
+	node      int // index of the node the watch uses
+	started   bool
+	closed    bool
+	active    sync.WaitGroup // Start and the watch loop
+	lastError error
+}
+
+// NewDiscovery prepares to follow service. Nothing is sent until Start.
+func NewDiscovery(cfg Config, service string) *Discovery {
+	life, kill := context.WithCancel(context.Background())
+	return &Discovery{
+		c:       newConn(cfg),
+		service: service,
+		life:    life,
+		kill:    kill,
+		state:   make(map[string]Instance),
+		revIDs:  make(map[string]bool),
+	}
+}
+
+// OnRegister adds a callback for an instance that appears or is
+// registered again (a register event is an upsert: a new lease, address or
+// metadata). Callbacks run one at a time in the order of the changes, on
+// the Discovery's own goroutine (on Start's for the initial list), never
+// while it holds its lock; they must not call Close. Add callbacks before
+// Start to see the initial instances.
+func (d *Discovery) OnRegister(f func(Instance)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.onRegister = append(d.onRegister, f)
+}
+
+// OnDeregister adds a callback for an instance that is gone, with the
+// reason: ReasonDeregister, ReasonExpire, or ReasonReset when the instance
+// is missing from the full list of a reset. See OnRegister for how
+// callbacks are run.
+func (d *Discovery) OnDeregister(f func(Instance, string)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.onDeregist = append(d.onDeregist, f)
+}
+
+// Start lists the service's instances, trying the nodes in turn with
+// backoff until one answers or ctx ends, calls OnRegister for each, and
+// then follows the watch stream in the background until Close.
+func (d *Discovery) Start(ctx context.Context) error {
+	d.mu.Lock()
+	switch {
+	case d.closed:
+		d.mu.Unlock()
+		return ErrClosed
+	case d.started:
+		d.mu.Unlock()
+		return ErrStarted
+	}
+	d.started = true
+	d.active.Add(1)
+	defer d.active.Done()
+	d.mu.Unlock()
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	defer context.AfterFunc(d.life, stop)()
+
+	bo := backoff{base: 100 * time.Millisecond, max: 5 * time.Second}
+	node := 0
+	var list instanceList
+	for {
+		base := d.c.node(node)
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := d.c.do(rctx, http.MethodGet, base, "/v1/services/"+url.PathEscape(d.service)+"/instances", nil, &list)
+		cancel()
+		if err == nil {
+			break
+		}
+		d.c.log.Warn("regd: list failed", "service", d.service, "node", base, "err", err)
+		if d.life.Err() != nil {
+			return ErrClosed
+		}
+		if !retryable(err) {
+			return err
+		}
+		node = (node + 1) % len(d.c.bases)
+		if ctx.Err() != nil || !sleep(ctx, bo.next()) {
+			if d.life.Err() != nil {
+				return ErrClosed
+			}
+			return errors.Join(ctx.Err(), err)
+		}
+	}
+
+	d.mu.Lock()
+	d.node = node
+	calls := d.resetLocked(list)
+	d.mu.Unlock()
+	d.dispatch(calls)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	d.active.Add(1)
+	go d.run(d.life)
+	return nil
+}
+
+// Close stops following the service and waits until no callback runs
+// (so it must not be called from a callback).
+func (d *Discovery) Close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.kill()
+	d.active.Wait()
+}
+
+// Instances is a copy of the current instances, sorted by id.
+func (d *Discovery) Instances() []Instance {
+	d.mu.Lock()
+	s := d.sortedLocked()
+	d.mu.Unlock()
+	out := make([]Instance, len(s))
+	for i, in := range s {
+		out[i] = in.clone()
+	}
+	return out
+}
+
+// Pick returns the next instance round-robin, or false when there is none.
+func (d *Discovery) Pick() (Instance, bool) {
+	d.mu.Lock()
+	s := d.sortedLocked()
+	d.mu.Unlock()
+	if len(s) == 0 {
+		return Instance{}, false
+	}
+	i := (d.rr.Add(1) - 1) % uint64(len(s))
+	return s[i].clone(), true
+}
+
+// Revision is the newest etcd revision the state reflects.
+func (d *Discovery) Revision() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rev
+}
+
+// Err is why the last watch stream ended, or nil while one is open.
+func (d *Discovery) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastError
+}
+
+// sortedLocked returns the state as a slice sorted by id. The slice is
+// never modified afterwards: a change builds a new one.
+func (d *Discovery) sortedLocked() []Instance {
+	if d.sorted == nil {
+		d.sorted = make([]Instance, 0, len(d.state))
+		for _, in := range d.state {
+			d.sorted = append(d.sorted, in)
+		}
+		slices.SortFunc(d.sorted, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	}
+	return d.sorted
+}
+
+// call is one callback invocation, made after the lock is released.
+type call struct {
+	in     Instance
+	reason string // "" for OnRegister
+}
+
+func (d *Discovery) dispatch(calls []call) {
+	if len(calls) == 0 {
+		return
+	}
+	d.mu.Lock()
+	onReg, onDereg := d.onRegister, d.onDeregist
+	d.mu.Unlock()
+	for _, c := range calls {
+		if c.reason == "" {
+			for _, f := range onReg {
+				f(c.in.clone())
+			}
+		} else {
+			for _, f := range onDereg {
+				f(c.in.clone(), c.reason)
+			}
+		}
+	}
+}
+
+// resetLocked replaces the state with list and returns the callbacks for
+// the differences: removed instances first (reason "reset"), then new or
+// changed ones, by id.
+func (d *Discovery) resetLocked(list instanceList) []call {
+	var calls []call
+	fresh := make(map[string]Instance, len(list.Instances))
+	for _, in := range list.Instances {
+		fresh[in.ID] = in
+	}
+	for _, old := range d.sortedLocked() {
+		if _, ok := fresh[old.ID]; !ok {
+			calls = append(calls, call{old, ReasonReset})
+		}
+	}
+	ids := make([]string, 0, len(fresh))
+	for id := range fresh {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		in := fresh[id]
+		if old, ok := d.state[id]; !ok || !sameInstance(old, in) {
+			calls = append(calls, call{in, ""})
+		}
+	}
+	d.state = fresh
+	d.sorted = nil
+	d.rev = list.Revision
+	d.revAll = true
+	clear(d.revIDs)
+	return calls
+}
+
+func sameInstance(a, b Instance) bool {
+	return a.Revision == b.Revision && a.LeaseID == b.LeaseID && a.Address == b.Address
+}
+
+// applyLocked applies one stream event and returns its callbacks. Events
+// already applied (a resume replays the last revision; a node that lags
+// may send what the state already reflects) are dropped.
+func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
+	var rev int64
+	if ev.HasID {
+		n, err := strconv.ParseInt(ev.ID, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("regd client: event id %q is not a revision", ev.ID)
+		}
+		rev = n
+	}
+	switch ev.Event {
+	case "reset":
+		var list instanceList
+		if err := json.Unmarshal([]byte(ev.Data), &list); err != nil {
+			return nil, fmt.Errorf("regd client: reset event: %w", err)
+		}
+		return d.resetLocked(list), nil
+	case "register", "deregister", "expire":
+	default:
+		return nil, nil // a type this client does not know: skip it
+	}
+	var in Instance
+	if err := json.Unmarshal([]byte(ev.Data), &in); err != nil {
+		return nil, fmt.Errorf("regd client: %s event: %w", ev.Event, err)
+	}
+	if ev.HasID {
+		if rev < d.rev || rev == d.rev && (d.revAll || d.revIDs[in.ID]) {
+			return nil, nil // seen
+		}
+		if rev > d.rev {
+			d.rev, d.revAll = rev, false
+			clear(d.revIDs)
+		}
+		d.revIDs[in.ID] = true
+	}
+	if in.Metadata == nil {
+		in.Metadata = map[string]string{}
+	}
+	if ev.Event == "register" {
+		d.state[in.ID] = in
+		d.sorted = nil
+		return []call{{in, ""}}, nil
+	}
+	old, ok := d.state[in.ID]
+	if !ok {
+		return nil, nil // never seen registered: nothing to take back
+	}
+	delete(d.state, in.ID)
+	d.sorted = nil
+	if in.Address == "" {
+		in = old
+	}
+	return []call{{in, ev.Event}}, nil
+}
+
+// resumeFrom is the Last-Event-ID of the next stream.
+func (d *Discovery) resumeFrom() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.revAll || d.rev == 0 {
+		return d.rev
+	}
+	return d.rev - 1
+}
+
+// run follows the watch stream until ctx ends, moving to the next node
+// after every stream that ends.
+func (d *Discovery) run(ctx context.Context) {
+	defer d.active.Done()
+	bo := backoff{base: 100 * time.Millisecond, max: 3 * time.Second}
+	for {
+		d.mu.Lock()
+		base := d.c.node(d.node)
+		d.mu.Unlock()
+		began := time.Now()
+		err := d.stream(ctx, base)
+		if ctx.Err() != nil {
+			return
+		}
+		d.mu.Lock()
+		d.lastError = err
+		d.node = (d.node + 1) % len(d.c.bases)
+		next := d.c.node(d.node)
+		d.mu.Unlock()
+		if time.Since(began) > healthyStream {
+			bo.reset()
+		}
+		wait := bo.next()
+		d.c.log.Warn("regd: watch stream ended; resuming on the next node", "service", d.service,
+			"node", base, "next", next, "err", err, "revision", d.Revision(), "in", wait)
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// stream follows one watch stream until it ends; it never returns nil.
+func (d *Discovery) stream(ctx context.Context, base string) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	after := d.resumeFrom()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/services/"+url.PathEscape(d.service)+"/watch", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Cache-Control", "no-cache")
+	req.Header.Set("Last-Event-ID", strconv.FormatInt(after, 10))
+
+	idle := time.AfterFunc(streamIdleTimeout, func() {
+		cancel(fmt.Errorf("no data for %s", streamIdleTimeout))
+	})
+	defer idle.Stop()
+	resp, err := d.c.hc.Do(req)
+	if err != nil {
+		return errors.Join(err, context.Cause(ctx))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return apiError(resp)
+	}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+		return fmt.Errorf("regd client: watch answered %q, not an event stream", mt)
+	}
+	d.c.log.Info("regd: watching", "service", d.service, "node", base, "after", after)
+	d.mu.Lock()
+	d.lastError = nil
+	d.mu.Unlock()
+
+	var closing string
+	p := newSSEReader(resp.Body, maxSSELine)
+	p.onLine = func() { idle.Reset(streamIdleTimeout) }
+	p.onComment = func(c string) {
+		if r, ok := strings.CutPrefix(c, "closing:"); ok {
+			closing = strings.TrimSpace(r)
+		}
+	}
+	for {
+		ev, err := p.Next()
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+				return cause
+			}
+			if closing != "" {
+				return fmt.Errorf("server closed the stream: %s", closing)
+			}
+			if err == io.EOF {
+				return errors.New("server closed the stream")
+			}
+			return err
+		}
+		d.mu.Lock()
+		calls, err := d.applyLocked(ev)
+		d.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		d.dispatch(calls)
+	}
+}

@@ -1,0 +1,37 @@
+// Package client is a Go client for regd, the etcd-backed service registry.
+// It depends on nothing but the standard library.
+//
+// A service instance keeps itself registered with a [Registrar]: it
+// registers, heartbeats every TTL/3, registers again when regd answers a
+// heartbeat with 404 (the instance expired or was removed), moves on to the
+// next node when one fails, and deregisters on Close.
+//
+//	reg := client.NewRegistrar(client.Config{Addrs: []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+//		"user", "user-1", "10.0.0.5:9000", client.RegistrarOptions{TTL: 10})
+//	if err := reg.Start(ctx); err != nil {
+//		return err
+//	}
+//	defer reg.Close(context.Background())
+//
+// A consumer follows a service's instances with a [Discovery]: it lists
+// them once, then follows the watch stream (Server-Sent Events) and keeps
+// an up-to-date copy. When a stream ends (its node went away, lost its
+// leader or shut down) it reconnects to the next node and resumes with
+// Last-Event-ID, so no change is missed and none is seen twice; when the
+// history it asks for is gone, regd sends the full list (a reset) and the
+// copy is replaced, with callbacks for the differences.
+//
+//	d := client.NewDiscovery(client.Config{Addrs: addrs}, "user")
+//	d.OnRegister(func(in client.Instance) { log.Println("up", in.ID, in.Address) })
+//	d.OnDeregister(func(in client.Instance, reason string) { log.Println("down", in.ID, reason) })
+//	if err := d.Start(ctx); err != nil {
+//		return err
+//	}
+//	defer d.Close()
+//	if in, ok := d.Pick(); ok {
+//		dial(in.Address)
+//	}
+//
+// Start's context bounds only the initial registration or list; the
+// background work (heartbeats, the watch) runs until Close.
+package client

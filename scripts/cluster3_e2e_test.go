@@ -1,0 +1,548 @@
+//go:build e2e
+
+// Package scripts_test runs scripts/cluster3.sh end to end: real regd
+// processes, real signals. The script builds regd itself.
+package scripts_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// cluster is a cluster3.sh cluster in a temporary directory on free ports.
+type cluster struct {
+	t      *testing.T
+	script string
+	dir    string
+	env    []string
+	rest   map[string]string // member name -> REST base URL
+	names  []string
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	script, err := filepath.Abs("cluster3.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, script: script, dir: t.TempDir(), rest: map[string]string{}}
+	ports := freePorts(t, 9)
+	spec := fmt.Sprintf("%d,%d,%d %d,%d,%d %d,%d,%d", ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7], ports[8])
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REGD_") {
+			c.env = append(c.env, kv)
+		}
+	}
+	c.env = append(c.env, "REGD_CLUSTER_PORTS="+spec)
+	// Registered after TempDir, so it runs before the directory goes.
+	t.Cleanup(c.cleanup)
+	return c
+}
+
+// run runs the script with args and --dir, and returns its output and
+// exit code.
+func (c *cluster) run(timeout time.Duration, args ...string) (string, int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.script, append(args, "--dir", c.dir)...)
+	cmd.Env = c.env
+	cmd.WaitDelay = 5 * time.Second // members must not hold the output pipe
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ctx.Err() != nil {
+			c.t.Fatalf("cluster3.sh %s: %v (output %q)", strings.Join(args, " "), err, out)
+		}
+		code = ee.ExitCode()
+	}
+	return string(out), code
+}
+
+// cleanup stops the cluster, and kills what the script left running.
+func (c *cluster) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.script, "stop", "--dir", c.dir)
+	cmd.Env = c.env
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Logf("cleanup: cluster3.sh stop: %v\n%s", err, out)
+	}
+	for _, name := range []string{"m1", "m2", "m3"} {
+		if pid := c.pid(name); pid > 0 && alive(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if c.t.Failed() {
+		for _, name := range []string{"m1", "m2", "m3"} {
+			b, _ := os.ReadFile(filepath.Join(c.dir, name+".log"))
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			c.t.Logf("%s.log (tail):\n%s", name, b)
+		}
+	}
+}
+
+func (c *cluster) pid(name string) int {
+	b, err := os.ReadFile(filepath.Join(c.dir, name+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+var (
+	memberLine = regexp.MustCompile(`(?m)^cluster3: (m[123]) pid (\d+) rest (http://127\.0\.0\.1:\d+) client (http://127\.0\.0\.1:\d+)$`)
+	leaderLine = regexp.MustCompile(`(?m)^cluster3: leader (m[123])$`)
+)
+
+// start runs `start` and checks what it printed; it returns the leader.
+func (c *cluster) start() string {
+	c.t.Helper()
+	out, code := c.run(75*time.Second, "start")
+	if code != 0 {
+		c.t.Fatalf("cluster3.sh start: exit %d\n%s", code, out)
+	}
+	ms := memberLine.FindAllStringSubmatch(out, -1)
+	if len(ms) != 3 {
+		c.t.Fatalf("cluster3.sh start printed %d member lines, want 3:\n%s", len(ms), out)
+	}
+	c.names = nil
+	for _, m := range ms {
+		c.rest[m[1]] = m[3]
+		c.names = append(c.names, m[1])
+		if pid, _ := strconv.Atoi(m[2]); pid != c.pid(m[1]) || !alive(pid) {
+			c.t.Fatalf("%s: printed pid %s, pid file %d", m[1], m[2], c.pid(m[1]))
+		}
+	}
+	l := leaderLine.FindStringSubmatch(out)
+	if l == nil {
+		c.t.Fatalf("cluster3.sh start printed no leader:\n%s", out)
+	}
+	return l[1]
+}
+
+func do(method, url, body string) (int, []byte, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling pace
+	}
+}
+
+type instance struct {
+	Service, ID, Address string
+	LeaseID              string `json:"lease_id"`
+}
+
+type expiration struct {
+	Service, ID, Address string
+	LeaseID              string    `json:"lease_id"`
+	ExpiredAt            time.Time `json:"expired_at"`
+	ReportedBy           string    `json:"reported_by"`
+	Revision             int64
+}
+
+func register(base, service, id string, ttl int) (instance, int, error) {
+	code, body, err := do(http.MethodPut, base+"/v1/services/"+service+"/instances/"+id, fmt.Sprintf(`{"address":"10.9.0.1:80","ttl":%d}`, ttl))
+	var in instance
+	if err == nil && (code == 200 || code == 201) {
+		err = json.Unmarshal(body, &in)
+	}
+	return in, code, err
+}
+
+func leaderOf(base string) (string, error) {
+	code, body, err := do(http.MethodGet, base+"/v1/cluster", "")
+	if err != nil {
+		return "", err
+	}
+	var st struct{ Leader string }
+	if code != 200 || json.Unmarshal(body, &st) != nil {
+		return "", fmt.Errorf("/v1/cluster: %d %s", code, body)
+	}
+	return st.Leader, nil
+}
+
+func expirations(base, service string) ([]expiration, error) {
+	code, body, err := do(http.MethodGet, base+"/v1/expirations?limit=1000&service="+service, "")
+	if err != nil {
+		return nil, err
+	}
+	var out struct{ Expirations []expiration }
+	if code != 200 || json.Unmarshal(body, &out) != nil {
+		return nil, fmt.Errorf("/v1/expirations: %d %s", code, body)
+	}
+	return out.Expirations, nil
+}
+
+func TestE2ECluster3(t *testing.T) {
+	began := time.Now()
+	c := newCluster(t)
+	c.start()
+	m1, m2, m3 := c.rest["m1"], c.rest["m2"], c.rest["m3"]
+
+	// Register through node 1, see it on nodes 2 and 3.
+	a, code, err := register(m1, "e2e", "a", 3)
+	if err != nil || code != http.StatusCreated {
+		t.Fatalf("register through m1: %d %v", code, err)
+	}
+	for _, base := range []string{m2, m3} {
+		eventually(t, 5*time.Second, "instance listed on "+base, func() error {
+			code, body, err := do(http.MethodGet, base+"/v1/services/e2e/instances", "")
+			if err != nil || code != 200 || !strings.Contains(string(body), `"id":"a"`) {
+				return fmt.Errorf("%d %s %v", code, body, err)
+			}
+			return nil
+		})
+	}
+
+	// Kill the leader's process.
+	leader, err := leaderOf(m1)
+	if err != nil || c.rest[leader] == "" {
+		t.Fatalf("leader from /v1/cluster: %q %v", leader, err)
+	}
+	pid := c.pid(leader)
+	if pid <= 0 || !alive(pid) {
+		t.Fatalf("no live pid for the leader %s: %d", leader, pid)
+	}
+	killedAt := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var survivors []string
+	for _, n := range c.names {
+		if n != leader {
+			survivors = append(survivors, n)
+		}
+	}
+	var newLeader string
+	eventually(t, 15*time.Second, "survivors agree on a new leader", func() error {
+		l0, err0 := leaderOf(c.rest[survivors[0]])
+		l1, err1 := leaderOf(c.rest[survivors[1]])
+		if err0 != nil || err1 != nil || l0 == "" || l0 != l1 || l0 == leader {
+			return fmt.Errorf("%s sees %q (%v), %s sees %q (%v)", survivors[0], l0, err0, survivors[1], l1, err1)
+		}
+		newLeader = l0
+		return nil
+	})
+	elected := time.Since(killedAt)
+	var b instance
+	eventually(t, 15*time.Second, "a write accepted after the kill", func() error {
+		var code int
+		var err error
+		b, code, err = register(c.rest[survivors[0]], "e2e", "b", 2)
+		if err != nil || code != http.StatusCreated {
+			return fmt.Errorf("%d %v", code, err)
+		}
+		return nil
+	})
+	writable := time.Since(killedAt)
+	if alive(pid) {
+		t.Fatalf("killed leader %d still alive", pid)
+	}
+
+	// Both instances expire (no heartbeats) and are reported exactly once,
+	// as every survivor sees it.
+	want := map[string]string{"a": a.LeaseID, "b": b.LeaseID}
+	var es []expiration
+	eventually(t, 20*time.Second, "both expiries reported", func() error {
+		var err error
+		es, err = expirations(c.rest[survivors[0]], "e2e")
+		if err != nil {
+			return err
+		}
+		if len(es) < 2 {
+			return fmt.Errorf("%d reported", len(es))
+		}
+		return nil
+	})
+	for _, base := range []string{c.rest[survivors[0]], c.rest[survivors[1]]} {
+		es, err := expirations(base, "e2e")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, e := range es {
+			seen[e.ID]++
+			if want[e.ID] != e.LeaseID || e.ReportedBy == "" || e.ExpiredAt.IsZero() || e.Revision <= 0 || e.Address != "10.9.0.1:80" {
+				t.Fatalf("unexpected report on %s: %+v", base, e)
+			}
+		}
+		if len(es) != 2 || seen["a"] != 1 || seen["b"] != 1 {
+			t.Fatalf("ledger on %s: %+v, want a and b once each", base, es)
+		}
+	}
+	var worst time.Duration
+	for _, e := range es {
+		worst = max(worst, e.ExpiredAt.Sub(killedAt))
+	}
+	t.Logf("SIGKILL of leader %s: survivors agreed on %s after %s; first write accepted after %s; both expiries reported by %s after the kill",
+		leader, newLeader, elected.Round(time.Millisecond), writable.Round(time.Millisecond), worst.Round(time.Millisecond))
+
+	// status: exit 0, the killed member shows as stopped, the leader is known.
+	out, code := c.run(30*time.Second, "status")
+	if code != 0 || !regexp.MustCompile(`(?m)^`+leader+` stopped `).MatchString(out) || !strings.Contains(out, "leader "+newLeader) {
+		t.Fatalf("status: exit %d\n%s", code, out)
+	}
+	for _, n := range survivors {
+		if !regexp.MustCompile(`(?m)^` + n + ` running pid \d+ `).MatchString(out) {
+			t.Fatalf("status does not show %s running:\n%s", n, out)
+		}
+	}
+	pids := []int{pid, c.pid(survivors[0]), c.pid(survivors[1])}
+
+	out, code = c.run(40*time.Second, "stop")
+	if code != 0 {
+		t.Fatalf("stop: exit %d\n%s", code, out)
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Fatalf("pid %d still running after stop:\n%s", p, out)
+		}
+	}
+	for _, n := range c.names {
+		if _, err := os.Stat(filepath.Join(c.dir, n+".pid")); err == nil {
+			t.Fatalf("%s.pid left behind", n)
+		}
+	}
+	out, code = c.run(10*time.Second, "stop")
+	if code != 0 || !strings.Contains(out, "cluster3: not running") {
+		t.Fatalf("stop again: exit %d\n%s", code, out)
+	}
+	if took := time.Since(began); took > 90*time.Second {
+		t.Errorf("the test took %s, over its 90 s budget", took)
+	}
+}
+
+// TestE2EFailoverTimings measures, with the real binary and etcd's default
+// raft timers, how long writes are refused around a graceful stop and a
+// SIGKILL of the leader, and how late expiries are reported. It takes about
+// a minute and runs only with REGD_MEASURE=1:
+//
+//	REGD_MEASURE=1 go test -tags e2e -run TestE2EFailoverTimings -v ./scripts/
+func TestE2EFailoverTimings(t *testing.T) {
+	if os.Getenv("REGD_MEASURE") != "1" {
+		t.Skip("set REGD_MEASURE=1 to measure failover timings")
+	}
+	c := newCluster(t)
+	c.start()
+	const rounds = 3
+	for _, kill := range []bool{false, true} {
+		how := map[bool]string{false: "SIGTERM", true: "SIGKILL"}[kill]
+		var gaps []time.Duration
+		for round := range rounds {
+			leader, err := leaderOf(c.rest[c.names[0]])
+			if err != nil || leader == "" {
+				t.Fatalf("leader: %q %v", leader, err)
+			}
+			var survivor string
+			for _, n := range c.names {
+				if n != leader {
+					survivor = n
+					break
+				}
+			}
+			mon := startWriter(c.rest[survivor], fmt.Sprintf("%s-%d", how, round))
+			eventually(t, 10*time.Second, "probe writes accepted", func() error {
+				if mon.accepted() == 0 {
+					return fmt.Errorf("none yet")
+				}
+				return nil
+			})
+			sig := syscall.SIGTERM
+			if kill {
+				sig = syscall.SIGKILL
+			}
+			pid := c.pid(leader)
+			if err := syscall.Kill(pid, sig); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 20*time.Second, "leader process gone", func() error {
+				if alive(pid) {
+					return fmt.Errorf("pid %d alive", pid)
+				}
+				return nil
+			})
+			eventually(t, 20*time.Second, "a new leader", func() error {
+				l, err := leaderOf(c.rest[survivor])
+				if err != nil || l == "" || l == leader {
+					return fmt.Errorf("%q %v", l, err)
+				}
+				return nil
+			})
+			gaps = append(gaps, mon.finish(t))
+			c.start() // restarts the stopped member only
+		}
+		t.Logf("%s of the leader: longest gap between accepted writes per round: %v", how, gaps)
+	}
+	// Steady-state expiry report delay: TTL 2 s, no heartbeats.
+	var ins []instance
+	regAt := map[string]time.Time{}
+	for i := range 10 {
+		id := fmt.Sprintf("x%d", i)
+		in, code, err := register(c.rest[c.names[i%3]], "delay", id, 2)
+		if err != nil || code != 201 {
+			t.Fatalf("register: %d %v", code, err)
+		}
+		regAt[id] = time.Now()
+		ins = append(ins, in)
+	}
+	var es []expiration
+	eventually(t, 20*time.Second, "delay expiries", func() error {
+		var err error
+		es, err = expirations(c.rest[c.names[0]], "delay")
+		if err == nil && len(es) != len(ins) {
+			err = fmt.Errorf("%d of %d", len(es), len(ins))
+		}
+		return err
+	})
+	var worst time.Duration
+	for _, e := range es {
+		worst = max(worst, e.ExpiredAt.Sub(regAt[e.ID].Add(2*time.Second)))
+	}
+	t.Logf("steady state: worst expiry report %s after the TTL ended (TTL 2 s, from the client's registration time)", worst.Round(time.Millisecond))
+}
+
+// writer keeps registering a probe instance and records the longest time
+// between two accepted writes; each attempt gives up after 300 ms.
+type writer struct {
+	stop, done chan struct{}
+	mu         sync.Mutex
+	ok         int
+	maxGap     time.Duration
+}
+
+func startWriter(base, id string) *writer {
+	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		client := &http.Client{Timeout: 300 * time.Millisecond}
+		last := time.Now()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			req, _ := http.NewRequest(http.MethodPut, base+"/v1/services/probe/instances/"+id, bytes.NewReader([]byte(`{"address":"127.0.0.1:1","ttl":60}`)))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 && resp.StatusCode != 201 {
+				continue
+			}
+			now := time.Now()
+			w.mu.Lock()
+			w.ok++
+			w.maxGap = max(w.maxGap, now.Sub(last))
+			w.mu.Unlock()
+			last = now
+		}
+	}()
+	return w
+}
+
+func (w *writer) accepted() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ok
+}
+
+func (w *writer) finish(t *testing.T) time.Duration {
+	t.Helper()
+	n := w.accepted()
+	eventually(t, 20*time.Second, "a write after the failover", func() error {
+		if w.accepted() <= n {
+			return fmt.Errorf("none")
+		}
+		return nil
+	})
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.maxGap
+}
+
+// alive reports whether pid is a running process (a zombie is not).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // no /proc: trust the signal
+	}
+	s := string(b)
+	if i := strings.LastIndex(s, ") "); i >= 0 && len(s) > i+2 {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+// freePorts reserves n distinct free loopback ports and releases them.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var out []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
