@@ -9,7 +9,7 @@ VERSION ?= $(shell command -v git >/dev/null 2>&1 && git describe --always --dir
 LDFLAGS := $(if $(VERSION),-ldflags "-X main.version=$(VERSION)")
 
 .DEFAULT_GOAL := build
-.PHONY: build run test test-unit test-e2e lint bench cluster clean
+.PHONY: bench-micro build run test test-unit test-e2e lint bench cluster clean
 
 build:
 	$(GO) build $(LDFLAGS) -o bin/regd ./cmd/regd
@@ -55,8 +55,14 @@ lint:
 		exit 1; \
 	fi
 
+# Load runs against 1- and 3-node clusters, beside etcd's own JSON gateway;
+# writes docs/benchmarks.md (about 10 minutes; BENCH_DURATION shortens it).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	scripts/bench.sh
+
+# Go micro-benchmarks of the hot paths.
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./registry/ ./api/
 
 # A three-node cluster on loopback ports; `scripts/cluster3.sh stop` ends it.
 cluster: build

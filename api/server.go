@@ -135,7 +135,21 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/healthz", s.healthz},
 		{http.MethodGet, "/readyz", s.readyz},
 		{http.MethodGet, "/metrics", metrics},
+		{http.MethodGet, "/v1/openapi.json", s.openapi},
 	}
+}
+
+// Routes lists the routes the server answers, as "METHOD /path" with echo's
+// ":param" syntax, read back from echo's router.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.echo.Routes() {
+		if r.Method == echo.RouteNotFound {
+			continue
+		}
+		out = append(out, r.Method+" "+r.Path)
+	}
+	return out
 }
 
 // Handler is the API as an http.Handler.

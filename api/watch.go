@@ -20,7 +20,7 @@ import (
 // View is the watch-fed, in-memory registry (registry.View implements it).
 type View interface {
 	WaitRev(ctx context.Context, rev int64) error
-	List(service string) registry.InstanceList
+	ListJSON(service string) ([]byte, int64)
 	Services() registry.ServiceList
 	Changed(service string) (int64, <-chan struct{})
 	Subscribe(ctx context.Context, service string, after int64) (*registry.Subscription, error)
@@ -153,9 +153,9 @@ func (s *Server) listInstances(c echo.Context) error {
 		return err
 	}
 	s.block(c, service, o)
-	list := s.cfg.View.List(service)
-	setRevision(c, list.Revision)
-	return c.JSON(http.StatusOK, list)
+	body, rev := s.cfg.View.ListJSON(service)
+	setRevision(c, rev)
+	return c.JSONBlob(http.StatusOK, body)
 }
 
 func (s *Server) listServices(c echo.Context) error {

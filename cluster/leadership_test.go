@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/regd/regd/internal/freeport"
 	"net"
 	"net/http"
 	"net/url"
@@ -462,12 +463,7 @@ func TestJoinExistingCluster(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 func mustURLs(t *testing.T, s string) []url.URL {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sort"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -31,14 +33,14 @@ type Event struct {
 
 // ErrCompacted means the history a subscriber asked to resume from is gone;
 // it must start over from the current list.
-var ErrCompacted = errors.New("the requested revision has been compacted")
+var ErrCompacted error = &Error{Kind: KindUnavailable, Code: "compacted", Message: "the requested revision has been compacted; start over from a list"}
 
 // ErrSlowSubscriber closes a subscription whose consumer fell too far behind;
 // one slow client must not hold events for everyone else.
-var ErrSlowSubscriber = errors.New("subscriber fell too far behind")
+var ErrSlowSubscriber error = &Error{Kind: KindTooMany, Code: "slow_subscriber", Message: "the subscriber fell too far behind"}
 
 // ErrViewClosed closes subscriptions when the view stops.
-var ErrViewClosed = errors.New("registry view closed")
+var ErrViewClosed error = &Error{Kind: KindUnavailable, Code: CodeUnavailable, Message: "this node is shutting down"}
 
 // ViewOptions tune a View.
 type ViewOptions struct {
@@ -79,6 +81,7 @@ type serviceState struct {
 	changed   int64
 	wake      chan struct{}
 	sorted    []Instance // cache; nil after a change
+	encoded   []byte     // sorted as JSON; nil after a change
 }
 
 // NewView returns a view over st's registry. Run must be called to fill it.
@@ -380,7 +383,8 @@ func (v *View) deletionType(ctx context.Context, key string, old Instance, marke
 	}
 	tctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if resp, err := v.st.cli.TimeToLive(tctx, clientv3.LeaseID(lease)); err == nil && resp.TTL > 0 {
+	// GrantedTTL, not TTL: a live lease in its last second shows TTL 0.
+	if resp, err := v.st.cli.TimeToLive(tctx, clientv3.LeaseID(lease)); err == nil && resp.GrantedTTL > 0 {
 		return EventDeregister
 	}
 	return EventExpire
@@ -421,6 +425,7 @@ func (v *View) state(svc string) *serviceState {
 func (v *View) touch(svc string, st *serviceState, rev int64) {
 	st.changed = rev
 	st.sorted = nil
+	st.encoded = nil
 	close(st.wake)
 	st.wake = make(chan struct{})
 	if len(st.instances) == 0 && len(v.services) > 4096 {
@@ -533,10 +538,16 @@ func (v *View) List(service string) InstanceList {
 		})
 		return out
 	}
-	st, ok := v.services[service]
-	if !ok {
-		return out
+	if st, ok := v.services[service]; ok {
+		out.Instances = st.sortedInstances()
 	}
+	return out
+}
+
+// sortedInstances is the service's instances sorted by id, built once per
+// change. The slice is shared and never mutated: a change builds a new one.
+// Call with v.mu held.
+func (st *serviceState) sortedInstances() []Instance {
 	if st.sorted == nil {
 		st.sorted = make([]Instance, 0, len(st.instances))
 		for _, inst := range st.instances {
@@ -544,8 +555,49 @@ func (v *View) List(service string) InstanceList {
 		}
 		sort.Slice(st.sorted, func(i, j int) bool { return st.sorted[i].ID < st.sorted[j].ID })
 	}
-	out.Instances = st.sorted // shared and never mutated: a change builds a new slice
-	return out
+	return st.sorted
+}
+
+// ListJSON is List rendered as the API's JSON body. The instances are
+// encoded once per change of the service, not once per read: rendering a
+// thousand instances costs far more than serving them.
+func (v *View) ListJSON(service string) ([]byte, int64) {
+	v.mu.Lock()
+	rev := v.rev
+	st, ok := v.services[service]
+	var encoded []byte
+	var sorted []Instance
+	var changed int64
+	if ok {
+		encoded, sorted, changed = st.encoded, st.sortedInstances(), st.changed
+	}
+	v.mu.Unlock()
+	if encoded == nil {
+		// Encode outside the lock; keep the result only if the service
+		// has not changed meanwhile.
+		if len(sorted) == 0 {
+			encoded = []byte("[]")
+		} else {
+			encoded, _ = json.Marshal(sorted) // Instances always encode
+		}
+		if ok {
+			v.mu.Lock()
+			if st.changed == changed && st.encoded == nil {
+				st.encoded = encoded
+			}
+			v.mu.Unlock()
+		}
+	}
+	name, _ := json.Marshal(service)
+	body := make([]byte, 0, len(encoded)+len(name)+48)
+	body = append(body, `{"service":`...)
+	body = append(body, name...)
+	body = append(body, `,"instances":`...)
+	body = append(body, encoded...)
+	body = append(body, `,"revision":`...)
+	body = strconv.AppendInt(body, rev, 10)
+	body = append(body, "}\n"...)
+	return body, rev
 }
 
 // Services lists the services with instances, from memory.
@@ -570,7 +622,15 @@ func (v *View) Changed(service string) (int64, <-chan struct{}) {
 	if service == "" {
 		return v.allRev, v.allWake
 	}
-	st := v.state(service)
+	st, ok := v.services[service]
+	if !ok {
+		// The service never had instances here, or touch dropped its
+		// state after its last one went. Its last change is unknown but
+		// not after v.rev: a waiter with an older index looks again
+		// rather than sleeping through a change it has not seen.
+		st = v.state(service)
+		st.changed = v.rev
+	}
 	return st.changed, st.wake
 }
 
@@ -584,15 +644,57 @@ type Subscription struct {
 	notify  chan struct{}
 }
 
+// futureWait bounds how long Subscribe waits for the view to reach a
+// revision it has not applied yet.
+const futureWait = 2 * time.Second
+
 // Subscribe streams the events of service ("" for all services) with
 // revision > after. It returns ErrCompacted when after is older than what
-// this node can replay; the caller then starts over from a list.
+// this node can replay, or older than etcd's compaction point, or a
+// revision the view does not reach within futureWait (not one of this
+// cluster's); the caller then starts over from a list.
 func (v *View) Subscribe(ctx context.Context, service string, after int64) (*Subscription, error) {
 	select {
 	case <-v.ready:
 	case <-ctx.Done():
 		return nil, viewNotReady(ctx.Err())
 	}
+	if after > v.Rev() {
+		// The subscriber's last event came from a member that is ahead
+		// of this one. Without catching up first, the events up to after
+		// would reach it a second time.
+		wctx, cancel := context.WithTimeout(ctx, futureWait)
+		err := v.WaitRev(wctx, after)
+		cancel()
+		if ctx.Err() != nil {
+			return nil, viewNotReady(ctx.Err())
+		}
+		if err != nil {
+			return nil, ErrCompacted
+		}
+	}
+	if v.storeCompacted(ctx, after) {
+		return nil, ErrCompacted
+	}
+	return v.subscribe(service, after)
+}
+
+// storeCompacted reports whether etcd has compacted revision after away.
+// The view may still hold those events, but the contract makes a resume
+// from before the store's compaction point a reset. A local, serializable
+// read at that revision answers it; any other error leaves the decision to
+// the view's own history.
+func (v *View) storeCompacted(ctx context.Context, after int64) bool {
+	if after <= 0 {
+		return false // revision 0 means "latest" to etcd; the floor covers it
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := v.st.cli.Get(ctx, v.lo, clientv3.WithRev(after), clientv3.WithSerializable(), clientv3.WithCountOnly())
+	return err != nil && (errors.Is(err, rpctypes.ErrCompacted) || rpctypes.ErrorDesc(err) == rpctypes.ErrCompacted.Error())
+}
+
+func (v *View) subscribe(service string, after int64) (*Subscription, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
@@ -628,7 +730,7 @@ func (v *View) SubscribeFromList(ctx context.Context, service string) (InstanceL
 	v.mu.Unlock()
 	for {
 		list := v.List(service)
-		s, err := v.Subscribe(ctx, service, list.Revision)
+		s, err := v.subscribe(service, list.Revision)
 		if err != nil {
 			return InstanceList{}, nil, err
 		}
@@ -677,7 +779,13 @@ func (s *Subscription) Notify() <-chan struct{} { return s.notify }
 
 // Drain returns the pending events, and the error that ended the
 // subscription once everything before it was drained.
+//
+// It takes the view's lock, under which a revision's events are published
+// together, so it never returns part of a revision: a client that resumes
+// after the last id it received misses nothing.
 func (s *Subscription) Drain() ([]Event, error) {
+	s.v.mu.Lock()
+	defer s.v.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queue

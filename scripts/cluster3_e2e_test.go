@@ -9,8 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/regd/regd/internal/freeport"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -528,21 +528,12 @@ func alive(pid int) bool {
 	return true
 }
 
-// freePorts reserves n distinct free loopback ports and releases them.
+// freePorts picks n distinct free loopback ports (see internal/freeport).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var out []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
+	out := make([]int, n)
+	for i := range out {
+		out[i] = freeport.Port(t)
 	}
 	return out
 }

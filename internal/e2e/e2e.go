@@ -11,8 +11,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/regd/regd/internal/freeport"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -319,34 +319,11 @@ func StartNode(tb testing.TB, bin, dir string, env []string, extra ...string) (*
 	}
 }
 
-var ports struct {
-	mu   sync.Mutex
-	used map[int]bool
-}
-
 // FreePort returns a loopback TCP port that was free a moment ago and that
 // this test binary has not handed out before.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	ports.mu.Lock()
-	defer ports.mu.Unlock()
-	if ports.used == nil {
-		ports.used = map[int]bool{}
-	}
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("reserve a port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !ports.used[port] {
-			ports.used[port] = true
-			return port
-		}
-	}
-	tb.Fatal("no free port found")
-	return 0
+	return freeport.Port(tb)
 }
 
 // Resp is an HTTP response with its body read.

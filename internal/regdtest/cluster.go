@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/internal/freeport"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
 )
@@ -379,17 +380,10 @@ func MustJSON(t testing.TB, b []byte, v any) {
 	}
 }
 
-// freeAddr reserves a free loopback port by binding :0 and releasing it.
-// Another process can take it in between; the members' start retries cover
-// the REST port, and the chance for the etcd ports is small.
+// freeAddr picks a free loopback port (see internal/freeport for why not ":0").
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("reserve port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.Addr(t)
 }
 
 func mustURLs(t testing.TB, s string) []url.URL {
