@@ -244,7 +244,11 @@ func (s *Server) stream(c echo.Context, service string) error {
 	for {
 		events, err := sub.Drain()
 		for _, e := range events {
-			if werr := writeEvent(w, e.Revision, e.Type, e.Instance); werr != nil {
+			var data any = e.Data
+			if e.Data == nil {
+				data = e.Instance
+			}
+			if werr := writeEvent(w, e.Revision, e.Type, data); werr != nil {
 				return nil // the client is gone
 			}
 		}

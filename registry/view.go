@@ -29,6 +29,9 @@ type Event struct {
 	Type     string   `json:"type"`
 	Instance Instance `json:"instance"`
 	Revision int64    `json:"revision"`
+	// Data is Instance as JSON, encoded once when the event is published
+	// and shared by every subscriber's stream.
+	Data json.RawMessage `json:"-"`
 }
 
 // ErrCompacted means the history a subscriber asked to resume from is gone;
@@ -457,8 +460,15 @@ func (v *View) advance(rev int64) {
 }
 
 func (v *View) publish(e Event) {
+	// Encoded once here, not once per subscriber.
+	if e.Data == nil {
+		e.Data, _ = json.Marshal(e.Instance) // Instances always encode
+	}
 	v.history = append(v.history, e)
-	if over := len(v.history) - v.opts.History; over > 0 {
+	// Trim in one go once the history is a quarter over its size: trimming
+	// on every event would copy the whole history per event, under the lock.
+	if len(v.history) > v.opts.History+v.opts.History/4 {
+		over := len(v.history) - v.opts.History
 		v.floor = v.history[over-1].Revision
 		// Never split a revision: the floor must be a revision whose
 		// events are all gone.
