@@ -348,6 +348,14 @@ func (b *bench) runOne(ctx context.Context, be backend) (*loadgen.Stats, error) 
 			return 0, be.register(ctx, int(seq%nt), in, ttl)
 		})
 
+	case "populate":
+		// Not tracked: the instances stay for what is measured next.
+		svcs := int64(b.o.services)
+		return b.load(ctx, be, nil, func(ctx context.Context, _ int, seq int64) (int, error) {
+			in := &inst{service: fmt.Sprintf("%s-%d", b.service(be, "populate"), seq%svcs), id: fmt.Sprintf("p%d", seq), addr: address(seq)}
+			return 0, be.register(ctx, int(seq%nt), in, ttl)
+		})
+
 	case "heartbeat":
 		insts, err := b.preregister(ctx, be, b.service(be, "heartbeat"), b.o.k, tr)
 		if err != nil {

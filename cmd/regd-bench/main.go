@@ -29,7 +29,7 @@ const (
 	exitUsage  = 2
 )
 
-var workloads = []string{"register", "heartbeat", "list", "notify", "mixed"}
+var workloads = []string{"register", "heartbeat", "list", "notify", "mixed", "populate"}
 
 // options is the parsed command line.
 type options struct {
@@ -45,6 +45,7 @@ type options struct {
 	drain       time.Duration
 	k           int
 	subscribers int
+	services    int
 	ttl         int
 	service     string
 	etcdPrefix  string
@@ -74,6 +75,7 @@ func newFlagSet(o *options, stderr io.Writer) (*flag.FlagSet, *string, *string) 
 	fs.DurationVar(&o.waitReady, "wait-ready", 10*time.Second, "wait up to this long for every target's /readyz before starting")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "notify: how long to wait for outstanding events after the last registration")
 	fs.IntVar(&o.k, "k", 1000, "heartbeat, list, mixed: pre-registered instances in the one benchmark service")
+	fs.IntVar(&o.services, "services", 1000, "populate: services the registrations are spread over")
 	fs.IntVar(&o.subscribers, "subscribers", 64, "notify: watch streams on the benchmark service, spread over the targets (regd allows 64 per client IP and node)")
 	fs.IntVar(&o.ttl, "ttl", 30, "TTL in seconds of registrations (pre-registered instances get at least --max-duration + 30s so that none expires during a run)")
 	fs.StringVar(&o.service, "service", "bench", "service name prefix; every run uses <prefix>-<run id>-<workload>-<system>")
@@ -98,6 +100,8 @@ operations against plain etcd through its JSON gateway):
              response to each subscriber's event (etcd: /v3/watch)
   mixed      80%% heartbeat, 15%% list, 5%% register (into a second service,
              so the listed service keeps --k instances)
+  populate   like register, spread over --services services; the instances
+             are left in place (no cleanup), for scale runs
 
 Flags:
 `)
@@ -155,6 +159,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--max-duration must be positive")
 	case o.k < 1:
 		return nil, errors.New("--k must be at least 1")
+	case o.services < 1:
+		return nil, errors.New("--services must be at least 1")
 	case o.subscribers < 1:
 		return nil, errors.New("--subscribers must be at least 1")
 	case o.ttl < 2 || o.ttl > 3600:
