@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sort"
 	"sync"
 	"time"
 
@@ -238,60 +237,6 @@ func (s *Store) Get(ctx context.Context, service, id string) (Instance, error) {
 		return Instance{}, notFound(service, id)
 	}
 	return s.build(ctx, service, id, kv, firstKV(resp.Responses[1].GetResponseRange())), nil
-}
-
-// List returns a service's instances sorted by id, and the revision they
-// reflect. An unknown service is an empty list, not an error: services exist
-// only through their instances.
-func (s *Store) List(ctx context.Context, service string) (InstanceList, error) {
-	if err := ValidateService(service); err != nil {
-		return InstanceList{}, err
-	}
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	// One read-only transaction: keys and meta records at the same revision.
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(s.keys.Service(service), clientv3.WithPrefix()),
-		clientv3.OpGet(s.keys.MetaService(service), clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return InstanceList{}, AsError(err)
-	}
-	metas := make(map[string]*mvccpb.KeyValue)
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		metas[string(kv.Key[len(s.keys.MetaService(service)):])] = kv
-	}
-	out := InstanceList{Service: service, Instances: []Instance{}, Revision: resp.Header.Revision}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		svc, id, ok := s.keys.ParseInstance(string(kv.Key))
-		if !ok || svc != service {
-			continue // a plain client's key that breaks the naming rules
-		}
-		out.Instances = append(out.Instances, s.build(ctx, service, id, kv, metas[id]))
-	}
-	return out, nil
-}
-
-// Services lists every service that has at least one instance.
-func (s *Store) Services(ctx context.Context) (ServiceList, error) {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, s.keys.Prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return ServiceList{}, AsError(err)
-	}
-	counts := make(map[string]int)
-	for _, kv := range resp.Kvs {
-		if svc, _, ok := s.keys.ParseInstance(string(kv.Key)); ok {
-			counts[svc]++
-		}
-	}
-	out := ServiceList{Services: make([]ServiceSummary, 0, len(counts)), Revision: resp.Header.Revision}
-	for name, n := range counts {
-		out.Services = append(out.Services, ServiceSummary{Name: name, Instances: n})
-	}
-	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })
-	return out, nil
 }
 
 // build joins an instance key with its meta record. A key with no matching
