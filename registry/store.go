@@ -2,7 +2,7 @@
 // codes, the etcd key layout of the contract, and Store, which reads and
 // writes instances through any etcd v3 client.
 //
-// Layout (see docs/design.md): an instance is <prefix><service>/<id> whose
+// Layout (see DESIGN.md and the README): an instance is <prefix><service>/<id> whose
 // value is the plain host:port, attached to a lease of its own; everything
 // else lives under /_regd/, outside the prefix, so plain etcd clients that
 // watch the prefix see instances and nothing else.
