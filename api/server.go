@@ -56,8 +56,25 @@ type Config struct {
 	Gatherer     prometheus.Gatherer  // what /metrics serves; nil: Metrics plus the default gatherer
 	MaxBodyBytes int64
 
-	StreamsPerClient int           // 0: DefaultStreamsPerClient
+	// StreamsPerClient caps the watch streams and blocking queries one
+	// client IP may hold open at once (429 beyond); 0: DefaultStreamsPerClient.
+	StreamsPerClient int
 	KeepAlive        time.Duration // SSE keep-alive interval; 0: DefaultKeepAlive
+
+	// Auth checks bearer tokens; nil: no authentication (every request
+	// is allowed).
+	Auth *Auth
+	// MaxInFlight caps requests handled at once, watch streams, blocking
+	// queries and health probes excepted (503 overloaded beyond);
+	// 0: DefaultMaxInFlight; negative: no cap.
+	MaxInFlight int
+	// BodyTimeout bounds reading a request body (408 beyond);
+	// 0: DefaultBodyTimeout.
+	BodyTimeout time.Duration
+	// WriteTimeout bounds each write of a response (the connection is
+	// closed beyond); 0: DefaultWriteTimeout. At least twice KeepAlive is
+	// used, so idle watch streams are never cut.
+	WriteTimeout time.Duration
 }
 
 // Server is the HTTP handler of the REST API.
@@ -72,6 +89,11 @@ type Server struct {
 	closeOnce sync.Once
 	streams   *streamLimiter
 	keepAlive time.Duration
+
+	inflight     atomic.Int64
+	shedCount    atomic.Int64
+	shedLogged   atomic.Int64 // unix nanoseconds of the last shedding warning
+	writeTimeout time.Duration
 }
 
 type route struct {
@@ -99,6 +121,15 @@ func New(cfg Config) *Server {
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = DefaultKeepAlive
 	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
 	s := &Server{
 		cfg:       cfg,
 		lg:        cfg.Logger,
@@ -106,11 +137,16 @@ func New(cfg Config) *Server {
 		closing:   make(chan struct{}),
 		streams:   &streamLimiter{open: make(map[string]int), max: cfg.StreamsPerClient},
 		keepAlive: cfg.KeepAlive,
+
+		writeTimeout: max(cfg.WriteTimeout, 2*cfg.KeepAlive),
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observe)
+	// observe sees every request, refused ones included; authentication
+	// comes before the limits, so that requests without a valid token
+	// never take a slot.
+	e.Use(s.observe, s.authenticate, s.limit)
 	for _, r := range s.routes() {
 		e.Add(r.method, r.path, r.handler)
 	}
@@ -199,7 +235,9 @@ func setRevision(c echo.Context, rev int64) {
 // HeaderRevision carries the etcd revision a response reflects.
 const HeaderRevision = "X-Regd-Revision"
 
-// observe counts, times and logs every request.
+// observe counts, times and logs every request. The log has the path, never
+// the query string or headers: tokens travel in the Authorization header,
+// and nothing that identifies a client beyond its address is logged.
 func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -222,6 +260,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) logRequest(c echo.Context, route string, status int, elapsed time.Duration) {
 	level := zap.DebugLevel
 	switch {
+	case c.Get(ctxShed) != nil:
+		// Refused by a limit: logged in summary by shed, never one line
+		// per request (a flood must not turn into a flood of log lines).
 	case status >= 500 && status != http.StatusServiceUnavailable:
 		level = zap.ErrorLevel
 	case status >= 500:

@@ -86,9 +86,11 @@ func revisionParam(v, name string) (int64, error) {
 }
 
 // parseWait accepts Go/Consul durations ("30s", "5m") and bare seconds ("30").
+// Bare seconds are capped at MaxWait before the conversion: a huge number
+// would overflow time.Duration and turn into a negative wait.
 func parseWait(w string) (time.Duration, error) {
 	if n, err := strconv.Atoi(w); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second, nil
+		return time.Duration(min(n, int(MaxWait/time.Second))) * time.Second, nil
 	}
 	d, err := time.ParseDuration(w)
 	if err != nil || d < 0 {

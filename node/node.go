@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/pkg/v3/featuregate"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -50,6 +51,17 @@ type Config struct {
 
 	// QuotaBackendBytes caps the bbolt file; zero keeps etcd's default (2 GiB).
 	QuotaBackendBytes int64
+
+	// TLS of etcd's own listeners, as etcd's flags of the same names set
+	// them: ClientTLSInfo for https client URLs (--cert-file, --key-file,
+	// --trusted-ca-file, --client-cert-auth), PeerTLSInfo for https peer
+	// URLs and for dialing the other members (--peer-*). The auto variants
+	// make etcd generate self-signed certificates in the data dir. regd's
+	// own client is in-process and uses none of this.
+	ClientTLSInfo transport.TLSInfo
+	PeerTLSInfo   transport.TLSInfo
+	ClientAutoTLS bool
+	PeerAutoTLS   bool
 }
 
 // Member describes one member of the cluster.
@@ -123,6 +135,10 @@ func embedConfig(cfg Config) (*embed.Config, error) {
 	ec.InitialCluster = cfg.InitialCluster
 	ec.ClusterState = cfg.ClusterState
 	ec.InitialClusterToken = cfg.ClusterToken
+	ec.ClientTLSInfo = cfg.ClientTLSInfo
+	ec.PeerTLSInfo = cfg.PeerTLSInfo
+	ec.ClientAutoTLS = cfg.ClientAutoTLS
+	ec.PeerAutoTLS = cfg.PeerAutoTLS
 	if cfg.TickMs != 0 {
 		ec.TickMs = cfg.TickMs
 	}

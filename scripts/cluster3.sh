@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # cluster3.sh: a three-member regd cluster on one machine (loopback only).
 #
-#   scripts/cluster3.sh start  [--dir DIR]   build regd if needed, start m1 m2 m3,
-#                                            wait until ready with one leader
+#   scripts/cluster3.sh start  [--dir DIR] [--tls]
+#                                            build regd if needed, start m1 m2 m3,
+#                                            wait until ready with one leader;
+#                                            --tls: everything over TLS (see below)
 #   scripts/cluster3.sh stop   [--dir DIR]   SIGTERM the followers, then the leader;
 #                                            SIGKILL what is left after 15 s
 #   scripts/cluster3.sh status [--dir DIR]   running/stopped, pid, addresses, leader
@@ -16,6 +18,18 @@
 #   DIR/mN.log       its output;  DIR/mN.pid  its pid while it runs
 #   DIR/ports        the ports the cluster was created with; later commands
 #                    on DIR use them, whatever the environment says
+#   DIR/tls          with --tls: the cluster's CA (ca.crt, ca.key), each
+#                    member's certificate (mN.crt, mN.key) and a client
+#                    certificate for etcdctl (client.crt, client.key)
+#
+# --tls (needs openssl) makes a CA and certificates for 127.0.0.1 when DIR
+# has none yet, and starts the members with https everywhere: the REST API
+# (--http-cert-file), etcd's client URLs with client certificates required
+# (--cert-file, --trusted-ca-file, --client-cert-auth) and its peer URLs
+# with member certificates required (--peer-*). A cluster remembers: later
+# commands on DIR use TLS when DIR/tls exists, and curl trusts DIR/tls/ca.crt.
+# A cluster created without --tls cannot be switched to it (its members'
+# peer URLs are stored in their data); use another DIR.
 #
 # Ports (client, peer, REST per member), defaults:
 #   m1 2379 2380 8081   m2 22379 22380 8082   m3 32379 32380 8083
@@ -43,7 +57,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 start|stop|status [--dir DIR]" >&2
+	echo "usage: $0 start|stop|status [--dir DIR] [--tls]" >&2
 	exit 2
 }
 
@@ -54,8 +68,13 @@ cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
 dir=${REGD_CLUSTER_DIR:-/tmp/regd-cluster3}
+want_tls=0
 while [ $# -gt 0 ]; do
 	case $1 in
+	--tls)
+		want_tls=1
+		shift
+		;;
 	--dir)
 		[ $# -ge 2 ] || usage
 		dir=$2
@@ -82,6 +101,70 @@ fi
 dir=$(cd "$dir" && pwd)
 bin=$dir/bin/regd
 timeout=${REGD_CLUSTER_TIMEOUT:-30}
+tls_dir=$dir/tls
+
+# ---- TLS ----
+
+# use_tls is decided once: by --tls on start, else by what DIR holds.
+use_tls=0
+if [ -f "$tls_dir/ca.crt" ]; then
+	use_tls=1
+elif [ "$want_tls" = 1 ] && [ "$cmd" = start ]; then
+	for m in "${members[@]}"; do
+		[ ! -d "$dir/$m.regd" ] || die "the cluster in $dir was created without --tls; its members' URLs are http in their data. Stop it and start with --tls in another --dir"
+	done
+	use_tls=1
+fi
+scheme=http
+curl_tls=()
+if [ "$use_tls" = 1 ]; then
+	scheme=https
+	curl_tls=(--cacert "$tls_dir/ca.crt")
+fi
+
+# make_certs creates DIR/tls: a CA, one certificate per member (server and
+# client use: members present it to each other) and one for etcd clients.
+# ECDSA P-256, valid for 127.0.0.1 and localhost. All or nothing: the files
+# are made in a temporary directory that is renamed at the end.
+make_certs() {
+	[ -f "$tls_dir/ca.crt" ] && return 0
+	command -v openssl >/dev/null 2>&1 || die "--tls needs openssl to make the cluster's certificates; install openssl, or start without --tls"
+	echo "$prog: making a CA and certificates in $tls_dir"
+	local tmp name
+	tmp=$(mktemp -d "$dir/tls.tmp.XXXXXX") || die "cannot create a temporary directory in $dir"
+	if ! (
+		set -e
+		cd "$tmp"
+		umask 077
+		openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+		openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=regd cluster3 CA" \
+			-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt
+		for name in "${members[@]}" client; do
+			openssl ecparam -name prime256v1 -genkey -noout -out "$name.key"
+			openssl req -new -key "$name.key" -subj "/CN=$name" -out "$name.csr"
+			{
+				echo "basicConstraints=CA:FALSE"
+				echo "keyUsage=critical,digitalSignature"
+				if [ "$name" = client ]; then
+					echo "extendedKeyUsage=clientAuth"
+				else
+					echo "extendedKeyUsage=serverAuth,clientAuth"
+					echo "subjectAltName=IP:127.0.0.1,DNS:localhost"
+				fi
+			} >"$name.ext"
+			openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 -sha256 \
+				-extfile "$name.ext" -out "$name.crt"
+		done
+		rm -f ./*.csr ./*.ext ca.srl
+		chmod 644 ./*.crt
+	) >"$tmp.log" 2>&1; then
+		cat "$tmp.log" >&2
+		rm -rf "$tmp" "$tmp.log"
+		die "openssl failed to make the certificates (output above)"
+	fi
+	rm -f "$tmp.log"
+	mv "$tmp" "$tls_dir"
+}
 
 # ---- ports ----
 
@@ -110,9 +193,9 @@ load_ports() {
 	ports_spec=$spec
 }
 
-client_url() { echo "http://127.0.0.1:${client_port[$1]}"; }
-peer_url() { echo "http://127.0.0.1:${peer_port[$1]}"; }
-rest_addr() { echo "127.0.0.1:${http_port[$1]}"; }
+client_url() { echo "$scheme://127.0.0.1:${client_port[$1]}"; }
+peer_url() { echo "$scheme://127.0.0.1:${peer_port[$1]}"; }
+rest_url() { echo "$scheme://127.0.0.1:${http_port[$1]}"; }
 
 # ---- processes ----
 
@@ -137,10 +220,10 @@ pid_of() {
 	rm -f "$f"
 }
 
-http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
+http_code() { curl -s ${curl_tls[@]+"${curl_tls[@]}"} -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true; }
 
 leader_seen_by() { # the leader's name as member i sees it, or nothing
-	curl -s -m 2 "http://$(rest_addr "$1")/v1/cluster" 2>/dev/null |
+	curl -s ${curl_tls[@]+"${curl_tls[@]}"} -m 2 "$(rest_url "$1")/v1/cluster" 2>/dev/null |
 		sed -n 's/.*"leader":"\([^"]*\)".*/\1/p' || true
 }
 
@@ -169,18 +252,28 @@ start_member() {
 		initial+="${initial:+,}${members[$j]}=$(peer_url "$j")"
 	done
 	[ -d "$dir/$name.regd" ] && state=existing
+	local tls_flags=()
+	if [ "$use_tls" = 1 ]; then
+		local crt=$tls_dir/$name.crt key=$tls_dir/$name.key ca=$tls_dir/ca.crt
+		tls_flags=(
+			--http-cert-file "$crt" --http-key-file "$key"
+			--cert-file "$crt" --key-file "$key" --trusted-ca-file "$ca" --client-cert-auth
+			--peer-cert-file "$crt" --peer-key-file "$key" --peer-trusted-ca-file "$ca" --peer-client-cert-auth
+		)
+	fi
 	rm -f "$dir/$name.pid"
 	# setsid: own session, so the member survives this script and its
 	# terminal; the shell writes its own pid, then execs regd under it. The
 	# subshell makes init, not this script, the member's parent.
 	(setsid nohup bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$dir/$name.pid" \
 		"$bin" --name "$name" --data-dir "$dir/$name.regd" \
-		--http-addr "$(rest_addr "$i")" \
+		--http-addr "127.0.0.1:${http_port[$i]}" \
 		--listen-client-urls "$(client_url "$i")" --advertise-client-urls "$(client_url "$i")" \
 		--listen-peer-urls "$(peer_url "$i")" --initial-advertise-peer-urls "$(peer_url "$i")" \
 		--initial-cluster "$initial" --initial-cluster-state "$state" \
 		--initial-cluster-token regd-cluster3 \
 		--log-level "${REGD_CLUSTER_LOG_LEVEL:-info}" \
+		${tls_flags[@]+"${tls_flags[@]}"} \
 		>>"$dir/$name.log" 2>&1 </dev/null &)
 	echo "$prog: started $name ($state) pid-file $dir/$name.pid log $dir/$name.log"
 }
@@ -196,6 +289,7 @@ cmd_start() {
 		exit 1
 	fi
 	build
+	[ "$use_tls" = 0 ] || make_certs
 	# A brand-new cluster that fails to start is removed again, so the next
 	# start (say, on other ports) begins from scratch, not half-bootstrapped.
 	fresh=1
@@ -222,7 +316,7 @@ cmd_start() {
 		done
 		ok=1 leader=
 		for i in 0 1 2; do
-			if [ "$(http_code "http://$(rest_addr "$i")/readyz")" != 200 ]; then
+			if [ "$(http_code "$(rest_url "$i")/readyz")" != 200 ]; then
 				ok=0
 				break
 			fi
@@ -241,9 +335,13 @@ cmd_start() {
 		sleep 0.2
 	done
 	for i in 0 1 2; do
-		echo "$prog: ${members[$i]} pid $(pid_of "$i") rest http://$(rest_addr "$i") client $(client_url "$i")"
+		echo "$prog: ${members[$i]} pid $(pid_of "$i") rest $(rest_url "$i") client $(client_url "$i")"
 	done
 	echo "$prog: leader $leader"
+	if [ "$use_tls" = 1 ]; then
+		echo "$prog: tls: curl --cacert $tls_dir/ca.crt $(rest_url 0)/v1/services"
+		echo "$prog: tls: etcdctl --endpoints $(client_url 0) --cacert $tls_dir/ca.crt --cert $tls_dir/client.crt --key $tls_dir/client.key get --prefix /service/"
+	fi
 }
 
 # abort_start stops what this start began, so a failed start leaves no
@@ -329,10 +427,10 @@ cmd_status() {
 	for i in 0 1 2; do
 		pid=$(pid_of "$i")
 		if [ -n "$pid" ]; then
-			printf '%s running pid %s rest http://%s client %s\n' "${members[$i]}" "$pid" "$(rest_addr "$i")" "$(client_url "$i")"
+			printf '%s running pid %s rest %s client %s\n' "${members[$i]}" "$pid" "$(rest_url "$i")" "$(client_url "$i")"
 			[ -n "$leader" ] || leader=$(leader_seen_by "$i")
 		else
-			printf '%s stopped rest http://%s client %s\n' "${members[$i]}" "$(rest_addr "$i")" "$(client_url "$i")"
+			printf '%s stopped rest %s client %s\n' "${members[$i]}" "$(rest_url "$i")" "$(client_url "$i")"
 		fi
 	done
 	echo "leader ${leader:-none}"

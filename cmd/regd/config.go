@@ -1,19 +1,26 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/api"
 	"github.com/regd/regd/registry"
 )
 
@@ -52,6 +59,29 @@ type Config struct {
 	ExpiryRetention          int           // max expiry ledger entries kept
 	ShutdownTimeout          time.Duration
 	ShowVersion              bool
+
+	// Access tokens of the REST API (nil: no authentication).
+	AuthTokenFile string
+	Tokens        []api.Token
+	TokenReads    bool // --auth-reads token: reads need a token too
+	Insecure      bool // --insecure: serve beyond loopback without authentication
+
+	// TLS of the REST API; HTTPTLS is nil for plain HTTP.
+	HTTPCertFile     string
+	HTTPKeyFile      string
+	HTTPClientCAFile string
+	HTTPTLS          *restTLS
+
+	// TLS of the embedded etcd's own listeners, etcd's flags passed through.
+	ClientTLS     transport.TLSInfo
+	PeerTLS       transport.TLSInfo
+	ClientAutoTLS bool
+	PeerAutoTLS   bool
+
+	// Limits of the REST API.
+	MaxInFlight         int
+	MaxConns            int
+	MaxWatchesPerClient int
 }
 
 // rawFlags holds the flag destinations before validation turns them into a
@@ -73,6 +103,26 @@ type rawFlags struct {
 	expiryRetention          int
 	shutdownTimeout          time.Duration
 	version                  bool
+
+	authTokenFile       string
+	authReads           string
+	insecure            bool
+	httpCertFile        string
+	httpKeyFile         string
+	httpClientCAFile    string
+	certFile            string
+	keyFile             string
+	trustedCAFile       string
+	clientCertAuth      bool
+	autoTLS             bool
+	peerCertFile        string
+	peerKeyFile         string
+	peerTrustedCAFile   string
+	peerClientCertAuth  bool
+	peerAutoTLS         bool
+	maxInFlight         int
+	maxConns            int
+	maxWatchesPerClient int
 }
 
 // computedDefaults documents defaults that depend on other flags; the flag
@@ -99,6 +149,26 @@ func newFlagSet(r *rawFlags) *flag.FlagSet {
 	fs.StringVar(&r.etcdLogLevel, "etcd-log-level", "warn", "embedded etcd's log `level`: debug, info, warn or error")
 	fs.IntVar(&r.expiryRetention, "expiry-retention", 10000, "maximum `number` of expiry ledger entries kept")
 	fs.DurationVar(&r.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long graceful shutdown may take")
+
+	fs.StringVar(&r.authTokenFile, "auth-token-file", "", "`file` of REST API access tokens, one \"<scope> <token>\" per line (scope read or write); writes then need a write token")
+	fs.StringVar(&r.authReads, "auth-reads", "open", "`mode` of reads with --auth-token-file: open (no token needed) or token (a read or write token needed)")
+	fs.BoolVar(&r.insecure, "insecure", false, "allow --http-addr beyond loopback without --auth-token-file or --http-client-ca-file: anyone on the network may read and write")
+	fs.StringVar(&r.httpCertFile, "http-cert-file", "", "serve the REST API over TLS with this PEM certificate `file` (needs --http-key-file)")
+	fs.StringVar(&r.httpKeyFile, "http-key-file", "", "PEM private key `file` of --http-cert-file")
+	fs.StringVar(&r.httpClientCAFile, "http-client-ca-file", "", "require REST clients to present a certificate signed by a CA in this PEM `file`")
+	fs.StringVar(&r.certFile, "cert-file", "", "etcd: TLS certificate `file` for https client URLs")
+	fs.StringVar(&r.keyFile, "key-file", "", "etcd: TLS key `file` for https client URLs")
+	fs.StringVar(&r.trustedCAFile, "trusted-ca-file", "", "etcd: CA `file` that client certificates are verified against")
+	fs.BoolVar(&r.clientCertAuth, "client-cert-auth", false, "etcd: require client certificates on the client URLs (needs --trusted-ca-file)")
+	fs.BoolVar(&r.autoTLS, "auto-tls", false, "etcd: https client URLs with a generated self-signed certificate")
+	fs.StringVar(&r.peerCertFile, "peer-cert-file", "", "etcd: TLS certificate `file` for https peer URLs, also presented to other members")
+	fs.StringVar(&r.peerKeyFile, "peer-key-file", "", "etcd: TLS key `file` for https peer URLs")
+	fs.StringVar(&r.peerTrustedCAFile, "peer-trusted-ca-file", "", "etcd: CA `file` that other members' certificates are verified against")
+	fs.BoolVar(&r.peerClientCertAuth, "peer-client-cert-auth", false, "etcd: require member certificates on the peer URLs (needs --peer-trusted-ca-file)")
+	fs.BoolVar(&r.peerAutoTLS, "peer-auto-tls", false, "etcd: https peer URLs with a generated self-signed certificate (encrypts, does not authenticate)")
+	fs.IntVar(&r.maxInFlight, "max-inflight", api.DefaultMaxInFlight, "maximum `number` of REST requests handled at once; beyond it 503 overloaded (watches and blocking queries not counted)")
+	fs.IntVar(&r.maxConns, "max-conns", api.DefaultMaxConns, "maximum `number` of open REST connections; beyond it new ones wait in the kernel's backlog")
+	fs.IntVar(&r.maxWatchesPerClient, "max-watches-per-client", api.DefaultStreamsPerClient, "maximum `number` of watch streams and blocking queries one client IP may hold open; beyond it 429")
 	fs.BoolVar(&r.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -275,6 +345,24 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 		return nil, v.fail("shutdown-timeout", "must be greater than 0")
 	}
 
+	for _, f := range []struct {
+		name string
+		val  int
+		dst  *int
+	}{
+		{"max-inflight", r.maxInFlight, &c.MaxInFlight},
+		{"max-conns", r.maxConns, &c.MaxConns},
+		{"max-watches-per-client", r.maxWatchesPerClient, &c.MaxWatchesPerClient},
+	} {
+		if f.val < 1 {
+			return nil, v.fail(f.name, "must be at least 1")
+		}
+		*f.dst = f.val
+	}
+
+	if err := v.security(c, &r); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -555,4 +643,298 @@ func flagSyntaxError(err error) error {
 		}
 	}
 	return err
+}
+
+// ---- security: tokens, TLS, exposure ----
+
+// security validates and loads the access tokens and the TLS material, and
+// refuses a REST listener beyond loopback that nothing protects. Every file
+// is read here, before anything starts, so that a bad one is one line naming
+// its flag; nothing read from a token file is ever part of an error.
+func (v validator) security(c *Config, r *rawFlags) error {
+	c.AuthTokenFile = r.authTokenFile
+	switch r.authReads {
+	case "open":
+	case "token":
+		c.TokenReads = true
+		if c.AuthTokenFile == "" {
+			return v.fail("auth-reads", "needs --auth-token-file (the tokens to ask for)")
+		}
+	default:
+		return v.fail("auth-reads", `must be "open" or "token"`)
+	}
+	if c.AuthTokenFile != "" {
+		tokens, err := loadTokens(c.AuthTokenFile)
+		if err != nil {
+			return v.fail("auth-token-file", "%s", err)
+		}
+		c.Tokens = tokens
+	}
+	c.Insecure = r.insecure
+
+	c.HTTPCertFile, c.HTTPKeyFile, c.HTTPClientCAFile = r.httpCertFile, r.httpKeyFile, r.httpClientCAFile
+	if err := v.keyPair("http-cert-file", c.HTTPCertFile, "http-key-file", c.HTTPKeyFile); err != nil {
+		return err
+	}
+	if c.HTTPClientCAFile != "" {
+		if c.HTTPCertFile == "" {
+			return v.fail("http-client-ca-file", "needs --http-cert-file and --http-key-file: client certificates are asked for over TLS only")
+		}
+		if err := v.caFile("http-client-ca-file", c.HTTPClientCAFile); err != nil {
+			return err
+		}
+	}
+	if c.HTTPCertFile != "" {
+		t, err := newRestTLS(c.HTTPCertFile, c.HTTPKeyFile, c.HTTPClientCAFile)
+		if err != nil { // validated above; the files changed in between
+			return v.fail("http-cert-file", "%s", err)
+		}
+		c.HTTPTLS = t
+	}
+
+	var err error
+	if c.ClientTLS, c.ClientAutoTLS, err = v.etcdTLS(etcdTLSFlags{
+		cert: "cert-file", key: "key-file", ca: "trusted-ca-file", certAuth: "client-cert-auth", auto: "auto-tls",
+		listen: "listen-client-urls", advertise: "advertise-client-urls",
+	}, r.certFile, r.keyFile, r.trustedCAFile, r.clientCertAuth, r.autoTLS, c.ListenClientURLs, c.AdvertiseClientURLs); err != nil {
+		return err
+	}
+	if c.PeerTLS, c.PeerAutoTLS, err = v.etcdTLS(etcdTLSFlags{
+		cert: "peer-cert-file", key: "peer-key-file", ca: "peer-trusted-ca-file", certAuth: "peer-client-cert-auth", auto: "peer-auto-tls",
+		listen: "listen-peer-urls", advertise: "initial-advertise-peer-urls",
+	}, r.peerCertFile, r.peerKeyFile, r.peerTrustedCAFile, r.peerClientCertAuth, r.peerAutoTLS, c.ListenPeerURLs, c.InitialAdvertisePeerURLs); err != nil {
+		return err
+	}
+
+	// A REST listener others can reach must ask who is calling: by token,
+	// or by client certificate. --insecure is the explicit way to say that
+	// the network itself is trusted.
+	host, _, _ := net.SplitHostPort(c.HTTPAddr)
+	if !isLoopback(host) && c.Tokens == nil && c.HTTPClientCAFile == "" && !c.Insecure {
+		return v.fail("http-addr", "listening beyond loopback without --auth-token-file; add tokens, or --insecure to accept anyone on the network")
+	}
+	return nil
+}
+
+// isLoopback reports whether host (of a listen address) can only be reached
+// from this machine. An empty host, 0.0.0.0 and :: listen everywhere; a
+// name other than localhost may resolve to anything.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// loadTokens reads and parses a token file. Its errors name a line, never
+// a token.
+func loadTokens(path string) ([]api.Token, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read: %v", pathReason(err))
+	}
+	defer f.Close()
+	return api.ParseTokens(f)
+}
+
+// pathReason strips the path that *fs.PathError repeats, since the caller
+// already quotes it.
+func pathReason(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func readPEM(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read: %v", pathReason(err))
+	}
+	return b, nil
+}
+
+// keyPair checks a certificate and key given by two flags: both or neither,
+// both readable, matching, and the certificate not expired.
+func (v validator) keyPair(certFlag, cert, keyFlag, key string) error {
+	switch {
+	case cert == "" && key == "":
+		return nil
+	case key == "":
+		return v.fail(certFlag, "needs --%s too", keyFlag)
+	case cert == "":
+		return v.fail(keyFlag, "needs --%s too", certFlag)
+	}
+	certPEM, err := readPEM(cert)
+	if err != nil {
+		return v.fail(certFlag, "%s", err)
+	}
+	keyPEM, err := readPEM(key)
+	if err != nil {
+		return v.fail(keyFlag, "%s", err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		// The error names what is wrong (no PEM data, a key that does not
+		// match) without quoting either file.
+		return v.fail(certFlag, "with --%s %q: %v", keyFlag, key, err)
+	}
+	if pair.Leaf != nil && time.Now().After(pair.Leaf.NotAfter) {
+		return v.fail(certFlag, "the certificate expired on %s", pair.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// caFile checks that a CA bundle is readable and holds certificates.
+func (v validator) caFile(flag, path string) error {
+	b, err := readPEM(path)
+	if err != nil {
+		return v.fail(flag, "%s", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return v.fail(flag, "holds no PEM certificate")
+	}
+	return nil
+}
+
+// etcdTLSFlags names one side's (client or peer) TLS flags, as etcd does.
+type etcdTLSFlags struct {
+	cert, key, ca, certAuth, auto string
+	listen, advertise             string
+}
+
+// etcdTLS validates one side's TLS flags against its URLs. An https URL
+// needs a certificate (or auto-tls) and TLS material needs an https URL to
+// serve: etcd itself would fail late on the first and silently ignore the
+// second, leaving an operator who asked for TLS without it.
+func (v validator) etcdTLS(f etcdTLSFlags, cert, key, ca string, certAuth, auto bool, listen, advertise []url.URL) (transport.TLSInfo, bool, error) {
+	var none transport.TLSInfo
+	if err := v.keyPair(f.cert, cert, f.key, key); err != nil {
+		return none, false, err
+	}
+	if ca != "" {
+		if err := v.caFile(f.ca, ca); err != nil {
+			return none, false, err
+		}
+	}
+	if auto && cert != "" {
+		return none, false, v.fail(f.auto, "given together with --%s; use one or the other", f.cert)
+	}
+	if auto && (certAuth || ca != "") {
+		// etcd replaces the whole TLS setup with the generated one, which
+		// has no CA to verify anyone against.
+		return none, false, v.fail(f.auto, "cannot verify client certificates (--%s, --%s); use --%s and --%s instead", f.certAuth, f.ca, f.cert, f.key)
+	}
+	if certAuth && ca == "" {
+		return none, false, v.fail(f.certAuth, "needs --%s to verify the certificates against", f.ca)
+	}
+	haveTLS := cert != "" || auto
+	for _, l := range []struct {
+		flag string
+		urls []url.URL
+	}{{f.listen, listen}, {f.advertise, advertise}} {
+		for _, u := range l.urls {
+			if u.Scheme == "https" && !haveTLS {
+				return none, false, v.failValue(l.flag, u.String(), "an https URL needs --%s and --%s, or --%s", f.cert, f.key, f.auto)
+			}
+		}
+	}
+	if haveTLS && !slices.ContainsFunc(listen, func(u url.URL) bool { return u.Scheme == "https" }) {
+		name := f.cert
+		if auto {
+			name = f.auto
+		}
+		return none, false, v.fail(name, "no https URL in --%s to use it on", f.listen)
+	}
+	if certAuth && !haveTLS {
+		return none, false, v.fail(f.certAuth, "needs https URLs in --%s and --%s with --%s", f.listen, f.cert, f.key)
+	}
+	return transport.TLSInfo{CertFile: cert, KeyFile: key, TrustedCAFile: ca, ClientCertAuth: certAuth}, auto, nil
+}
+
+// exposure is one way this configuration lets someone past the REST API's
+// checks: a warning run logs at start, with the flag and value concerned.
+type exposure struct {
+	msg, key, value string
+}
+
+// exposures are warnings, not errors: clusters on private networks
+// legitimately listen beyond loopback.
+func (c *Config) exposures() []exposure {
+	var out []exposure
+	if host, _, _ := net.SplitHostPort(c.HTTPAddr); !isLoopback(host) && c.Tokens == nil && c.HTTPClientCAFile == "" {
+		out = append(out, exposure{"--insecure: the REST API lets anyone who reaches it read and write", "http-addr", c.HTTPAddr})
+	}
+	if u, ok := beyondLoopback(c.ListenClientURLs); ok && !c.ClientTLS.ClientCertAuth {
+		out = append(out, exposure{"etcd client URL reachable beyond loopback without --client-cert-auth: whoever reaches it reads and writes every key, bypassing the REST API's tokens", "listen-client-url", u})
+	}
+	if u, ok := beyondLoopback(c.ListenPeerURLs); ok && !c.PeerTLS.ClientCertAuth {
+		out = append(out, exposure{"etcd peer URL reachable beyond loopback without --peer-client-cert-auth: whoever reaches it can pose as a cluster member", "listen-peer-url", u})
+	}
+	if c.AuthTokenFile != "" {
+		if fi, err := os.Stat(c.AuthTokenFile); err == nil && fi.Mode().Perm()&0o004 != 0 {
+			out = append(out, exposure{"token file is readable by every user of this machine; chmod o-r it", "auth-token-file", c.AuthTokenFile})
+		}
+	}
+	return out
+}
+
+func beyondLoopback(urls []url.URL) (string, bool) {
+	for _, u := range urls {
+		if !isLoopback(u.Hostname()) {
+			return u.String(), true
+		}
+	}
+	return "", false
+}
+
+// restTLS is the REST API's TLS configuration. The certificate is held
+// behind a pointer so that SIGHUP can swap in a renewed one without a
+// restart; connections already open keep theirs.
+type restTLS struct {
+	certFile, keyFile string
+	cert              atomic.Pointer[tls.Certificate]
+	config            *tls.Config
+}
+
+// newRestTLS loads the key pair (and the client CA, when given) and
+// builds the server's TLS configuration: TLS 1.2 or later, HTTP/2 offered,
+// and client certificates required and verified when caFile is set.
+func newRestTLS(certFile, keyFile, caFile string) (*restTLS, error) {
+	t := &restTLS{certFile: certFile, keyFile: keyFile}
+	if err := t.reload(); err != nil {
+		return nil, err
+	}
+	t.config = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return t.cert.Load(), nil
+		},
+	}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
+		t.config.ClientCAs = pool
+		t.config.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return t, nil
+}
+
+// reload reads the key pair again; on error the current one stays.
+func (t *restTLS) reload() error {
+	pair, err := tls.LoadX509KeyPair(t.certFile, t.keyFile)
+	if err != nil {
+		return err
+	}
+	t.cert.Store(&pair)
+	return nil
 }

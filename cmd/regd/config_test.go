@@ -2,17 +2,23 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"flag"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/regd/regd/api"
+	"github.com/regd/regd/internal/tlstest"
 )
 
 func mapEnv(m map[string]string) func(string) string {
@@ -55,6 +61,9 @@ func TestConfigDefaults(t *testing.T) {
 		ExpiryRetention:          10000,
 		ShutdownTimeout:          10 * time.Second,
 		ShowVersion:              false,
+		MaxInFlight:              4096,
+		MaxConns:                 8192,
+		MaxWatchesPerClient:      64,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -103,7 +112,8 @@ func TestConfigParse(t *testing.T) {
 		},
 		{
 			name: "initial-cluster from multiple peer urls",
-			args: []string{"-name", "n2", "-initial-advertise-peer-urls", "http://10.0.0.2:2380, https://n2.example:2381/"},
+			args: []string{"-name", "n2", "-initial-advertise-peer-urls", "http://10.0.0.2:2380, https://n2.example:2381/",
+				"--listen-peer-urls", "http://127.0.0.1:2380,https://127.0.0.1:2381", "--peer-auto-tls"},
 			check: func(t *testing.T, c *Config) {
 				want := "n2=http://10.0.0.2:2380,n2=https://n2.example:2381/"
 				if c.InitialCluster != want {
@@ -134,6 +144,7 @@ func TestConfigParse(t *testing.T) {
 				"--initial-cluster-token=tok", "--prefix=/svc/a/",
 				"--log-level=DEBUG", "--etcd-log-level=error",
 				"--expiry-retention=1", "--shutdown-timeout=1500ms",
+				"--auto-tls", "--insecure", "--max-inflight=10", "--max-conns=20", "--max-watches-per-client=3",
 			},
 			check: func(t *testing.T, c *Config) {
 				want := &Config{
@@ -152,6 +163,11 @@ func TestConfigParse(t *testing.T) {
 					EtcdLogLevel:             zapcore.ErrorLevel,
 					ExpiryRetention:          1,
 					ShutdownTimeout:          1500 * time.Millisecond,
+					ClientAutoTLS:            true,
+					Insecure:                 true,
+					MaxInFlight:              10,
+					MaxConns:                 20,
+					MaxWatchesPerClient:      3,
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("\n got %+v\nwant %+v", c, want)
@@ -223,6 +239,10 @@ func TestEnv(t *testing.T) {
 		"REGD_ETCD_LOG_LEVEL":              "debug",
 		"REGD_EXPIRY_RETENTION":            "42",
 		"REGD_SHUTDOWN_TIMEOUT":            "3s",
+		"REGD_INSECURE":                    "true",
+		"REGD_MAX_INFLIGHT":                "100",
+		"REGD_MAX_CONNS":                   "200",
+		"REGD_MAX_WATCHES_PER_CLIENT":      "5",
 	}
 
 	t.Run("env fills unset flags", func(t *testing.T) {
@@ -246,6 +266,10 @@ func TestEnv(t *testing.T) {
 			EtcdLogLevel:             zapcore.DebugLevel,
 			ExpiryRetention:          42,
 			ShutdownTimeout:          3 * time.Second,
+			Insecure:                 true,
+			MaxInFlight:              100,
+			MaxConns:                 200,
+			MaxWatchesPerClient:      5,
 		}
 		if !reflect.DeepEqual(c, want) {
 			t.Errorf("\n got %+v\nwant %+v", c, want)
@@ -519,4 +543,297 @@ func TestConfigCheckDataDir(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeFile writes content to a new file in a temp dir and returns its path.
+func writeFile(t *testing.T, name, content string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const (
+	cfgReadToken  = "read-token-0123456789"
+	cfgWriteToken = "write-token-0123456789"
+)
+
+// TestConfigTokenFile: --auth-token-file is read and checked before
+// anything starts; a bad file is one line naming the flag and the line,
+// never the token.
+func TestConfigTokenFile(t *testing.T) {
+	good := "# tokens of regd\nread " + cfgReadToken + "\nwrite " + cfgWriteToken + "\n"
+	unreadable := writeFile(t, "unreadable", good, 0o000)
+	canRead := false
+	if f, err := os.Open(unreadable); err == nil {
+		f.Close()
+		canRead = true // root ignores permission bits
+	}
+	tests := []struct {
+		name    string
+		content string // written to a file unless path is set
+		path    string
+		args    []string
+		env     map[string]string
+		wantErr string // error prefix after `--auth-token-file "<path>"`; "" means success
+		check   func(t *testing.T, c *Config)
+	}{
+		{name: "good", content: good, check: func(t *testing.T, c *Config) {
+			if len(c.Tokens) != 2 || c.Tokens[0].Scope != api.ScopeRead || c.Tokens[1].Scope != api.ScopeWrite || c.TokenReads {
+				t.Errorf("Tokens %d, TokenReads %v", len(c.Tokens), c.TokenReads)
+			}
+		}},
+		{name: "reads need tokens", content: good, args: []string{"--auth-reads", "token"}, check: func(t *testing.T, c *Config) {
+			if !c.TokenReads {
+				t.Error("TokenReads = false")
+			}
+		}},
+		{name: "from env", content: good, env: map[string]string{"REGD_AUTH_READS": "token"}, check: func(t *testing.T, c *Config) {
+			if !c.TokenReads || len(c.Tokens) != 2 {
+				t.Errorf("TokenReads %v, tokens %d", c.TokenReads, len(c.Tokens))
+			}
+		}},
+		{name: "beyond loopback with tokens", content: good, args: []string{"--http-addr", "0.0.0.0:8080"}, check: func(t *testing.T, c *Config) {
+			if c.Insecure || len(c.exposures()) != 0 {
+				t.Errorf("Insecure %v, exposures %v", c.Insecure, c.exposures())
+			}
+		}},
+		{name: "short token", content: "write 0123456789\n", wantErr: ": line 1: token is shorter than 16 characters"},
+		{name: "bad scope", content: "# x\nadmin " + cfgWriteToken + "\n", wantErr: `: line 2: the scope (first word) must be "read" or "write"`},
+		{name: "token first", content: cfgWriteToken + " write\n", wantErr: ": line 1: the scope"},
+		{name: "one field", content: "read\n", wantErr: ": line 1: want"},
+		{name: "duplicate", content: good + "read " + cfgWriteToken + "\n", wantErr: ": line 4: the same token is already on line 3"},
+		{name: "empty", content: "\n# none\n", wantErr: ": no tokens in the file"},
+		{name: "missing file", path: filepath.Join(t.TempDir(), "nope"), wantErr: ": cannot read: no such file or directory"},
+		{name: "a directory", path: t.TempDir(), wantErr: ": cannot read: is a directory"},
+		{name: "unreadable", path: unreadable, wantErr: ": cannot read: permission denied"},
+		{name: "bad auth-reads", content: good, args: []string{"--auth-reads", "closed"}, wantErr: "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "unreadable" && canRead {
+				t.Skip("permission bits are not enforced here (running as root?)")
+			}
+			path := tt.path
+			if path == "" {
+				path = writeFile(t, "tokens", tt.content, 0o600)
+			}
+			args := append([]string{"--auth-token-file", path}, tt.args...)
+			c, err := parseConfig(args, mapEnv(tt.env), &bytes.Buffer{})
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("parseConfig: %v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatal("parseConfig succeeded, want an error")
+			}
+			msg := err.Error()
+			if tt.wantErr == "-" {
+				if !strings.HasPrefix(msg, `--auth-reads "closed": must be "open" or "token"`) {
+					t.Fatalf("error %q", msg)
+				}
+				return
+			}
+			if want := fmt.Sprintf("--auth-token-file %q%s", path, tt.wantErr); !strings.HasPrefix(msg, want) {
+				t.Errorf("error %q, want prefix %q", msg, want)
+			}
+			if strings.Contains(msg, "\n") || strings.Contains(msg, cfgWriteToken) || strings.Contains(msg, "0123456789") {
+				t.Errorf("error %q spans lines or shows a token", msg)
+			}
+		})
+	}
+
+	t.Run("auth-reads token without a file", func(t *testing.T) {
+		_, err := parseConfig([]string{"--auth-reads", "token"}, mapEnv(nil), &bytes.Buffer{})
+		if err == nil || !strings.HasPrefix(err.Error(), `--auth-reads "token": needs --auth-token-file`) {
+			t.Fatalf("err %v", err)
+		}
+	})
+
+	t.Run("world-readable file is an exposure", func(t *testing.T) {
+		path := writeFile(t, "tokens", good, 0o644)
+		c, err := parseConfig([]string{"--auth-token-file", path}, mapEnv(nil), &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex := c.exposures(); len(ex) != 1 || ex[0].key != "auth-token-file" {
+			t.Fatalf("exposures %+v, want one about the token file", ex)
+		}
+	})
+}
+
+// TestConfigInsecure: a REST listener beyond loopback needs tokens, a
+// client CA, or --insecure.
+func TestConfigInsecure(t *testing.T) {
+	certs := tlstest.New(t)
+	const refusal = `: listening beyond loopback without --auth-token-file; add tokens, or --insecure to accept anyone on the network`
+	tests := []struct {
+		addr string
+		args []string
+		ok   bool
+	}{
+		{addr: "127.0.0.1:8080", ok: true},
+		{addr: "127.1.2.3:8080", ok: true},
+		{addr: "[::1]:8080", ok: true},
+		{addr: "localhost:8080", ok: true},
+		{addr: "LOCALHOST:8080", ok: true},
+		{addr: "0.0.0.0:8080"},
+		{addr: ":8080"},
+		{addr: "[::]:8080"},
+		{addr: "10.0.0.5:8080"},
+		{addr: "regd.example:8080"},
+		{addr: "0.0.0.0:8080", args: []string{"--insecure"}, ok: true},
+		{addr: "0.0.0.0:8080", args: []string{"--http-cert-file", certs.ServerCert, "--http-key-file", certs.ServerKey}},
+		{addr: "0.0.0.0:8080", args: []string{"--http-cert-file", certs.ServerCert, "--http-key-file", certs.ServerKey, "--http-client-ca-file", certs.CA.CertFile}, ok: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr+strings.Join(tt.args, " "), func(t *testing.T) {
+			c, err := parseConfig(append([]string{"--http-addr", tt.addr}, tt.args...), mapEnv(nil), &bytes.Buffer{})
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("parseConfig: %v", err)
+				}
+				insecure := slices.Contains(tt.args, "--insecure")
+				if got := len(c.exposures()) == 1; got != insecure {
+					t.Errorf("exposures %+v; want one exactly when --insecure is given", c.exposures())
+				}
+				return
+			}
+			if want := fmt.Sprintf("--http-addr %q", tt.addr) + refusal; err == nil || err.Error() != want {
+				t.Fatalf("err %v, want %q", err, want)
+			}
+		})
+	}
+	t.Run("from env", func(t *testing.T) {
+		_, err := parseConfig(nil, mapEnv(map[string]string{"REGD_HTTP_ADDR": "0.0.0.0:1"}), &bytes.Buffer{})
+		if err == nil || !strings.HasPrefix(err.Error(), `--http-addr "0.0.0.0:1" (from REGD_HTTP_ADDR): listening beyond loopback`) {
+			t.Fatalf("err %v", err)
+		}
+		if _, err := parseConfig(nil, mapEnv(map[string]string{"REGD_HTTP_ADDR": "0.0.0.0:1", "REGD_INSECURE": "true"}), &bytes.Buffer{}); err != nil {
+			t.Fatalf("with REGD_INSECURE: %v", err)
+		}
+	})
+}
+
+// TestConfigTLS: the TLS flags of the REST API and of etcd, each error one
+// line naming the flag.
+func TestConfigTLS(t *testing.T) {
+	certs := tlstest.New(t)
+	other := tlstest.NewCA(t)
+	otherCert, _ := other.Issue(t, "other", true)
+	notPEM := writeFile(t, "garbage.pem", "not a certificate\n", 0o600)
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	sc, sk, ca := certs.ServerCert, certs.ServerKey, certs.CA.CertFile
+	httpsClient := []string{"--listen-client-urls", "https://127.0.0.1:2379", "--advertise-client-urls", "https://127.0.0.1:2379"}
+	httpsPeer := []string{"--listen-peer-urls", "https://127.0.0.1:2380", "--initial-advertise-peer-urls", "https://127.0.0.1:2380"}
+	with := func(lists ...[]string) []string { return slices.Concat(lists...) }
+
+	tests := []struct {
+		name   string
+		args   []string
+		prefix string // error prefix; "" means success
+		check  func(t *testing.T, c *Config)
+	}{
+		// REST
+		{name: "rest tls", args: []string{"--http-cert-file", sc, "--http-key-file", sk}, check: func(t *testing.T, c *Config) {
+			if c.HTTPTLS == nil || c.HTTPTLS.config.MinVersion != tls.VersionTLS12 || c.HTTPTLS.config.ClientAuth != tls.NoClientCert {
+				t.Errorf("HTTPTLS %+v", c.HTTPTLS)
+			}
+		}},
+		{name: "rest mtls", args: []string{"--http-cert-file", sc, "--http-key-file", sk, "--http-client-ca-file", ca}, check: func(t *testing.T, c *Config) {
+			if c.HTTPTLS == nil || c.HTTPTLS.config.ClientAuth != tls.RequireAndVerifyClientCert || c.HTTPTLS.config.ClientCAs == nil {
+				t.Errorf("HTTPTLS %+v", c.HTTPTLS)
+			}
+		}},
+		{name: "rest cert without key", args: []string{"--http-cert-file", sc}, prefix: fmt.Sprintf("--http-cert-file %q: needs --http-key-file too", sc)},
+		{name: "rest key without cert", args: []string{"--http-key-file", sk}, prefix: fmt.Sprintf("--http-key-file %q: needs --http-cert-file too", sk)},
+		{name: "rest cert missing", args: []string{"--http-cert-file", missing, "--http-key-file", sk}, prefix: fmt.Sprintf("--http-cert-file %q: cannot read: no such file", missing)},
+		{name: "rest key missing", args: []string{"--http-cert-file", sc, "--http-key-file", missing}, prefix: fmt.Sprintf("--http-key-file %q: cannot read: no such file", missing)},
+		{name: "rest cert not PEM", args: []string{"--http-cert-file", notPEM, "--http-key-file", sk}, prefix: fmt.Sprintf("--http-cert-file %q: with --http-key-file %q: ", notPEM, sk)},
+		{name: "rest key of another cert", args: []string{"--http-cert-file", otherCert, "--http-key-file", sk}, prefix: fmt.Sprintf("--http-cert-file %q: with --http-key-file %q: ", otherCert, sk)},
+		{name: "rest client CA without TLS", args: []string{"--http-client-ca-file", ca}, prefix: fmt.Sprintf("--http-client-ca-file %q: needs --http-cert-file", ca)},
+		{name: "rest client CA not PEM", args: []string{"--http-cert-file", sc, "--http-key-file", sk, "--http-client-ca-file", notPEM}, prefix: fmt.Sprintf("--http-client-ca-file %q: holds no PEM certificate", notPEM)},
+
+		// etcd client side
+		{name: "etcd client tls", args: with(httpsClient, []string{"--cert-file", sc, "--key-file", sk, "--trusted-ca-file", ca, "--client-cert-auth"}), check: func(t *testing.T, c *Config) {
+			if c.ClientTLS.CertFile != sc || c.ClientTLS.KeyFile != sk || c.ClientTLS.TrustedCAFile != ca || !c.ClientTLS.ClientCertAuth || c.ClientAutoTLS {
+				t.Errorf("ClientTLS %v auto %v", c.ClientTLS, c.ClientAutoTLS)
+			}
+			if !c.PeerTLS.Empty() || c.PeerAutoTLS {
+				t.Errorf("PeerTLS %v auto %v", c.PeerTLS, c.PeerAutoTLS)
+			}
+		}},
+		{name: "etcd client auto tls", args: with(httpsClient, []string{"--auto-tls"}), check: func(t *testing.T, c *Config) {
+			if !c.ClientAutoTLS || !c.ClientTLS.Empty() {
+				t.Errorf("ClientTLS %v auto %v", c.ClientTLS, c.ClientAutoTLS)
+			}
+		}},
+		{name: "https client URL without cert", args: httpsClient, prefix: `--listen-client-urls "https://127.0.0.1:2379": an https URL needs --cert-file and --key-file, or --auto-tls`},
+		{name: "https advertised client URL without cert", args: []string{"--advertise-client-urls", "https://127.0.0.1:2379"}, prefix: `--advertise-client-urls "https://127.0.0.1:2379": an https URL needs`},
+		{name: "client cert without https URL", args: []string{"--cert-file", sc, "--key-file", sk}, prefix: fmt.Sprintf("--cert-file %q: no https URL in --listen-client-urls to use it on", sc)},
+		{name: "auto-tls without https URL", args: []string{"--auto-tls"}, prefix: `--auto-tls "true": no https URL in --listen-client-urls`},
+		{name: "client key without cert", args: with(httpsClient, []string{"--key-file", sk}), prefix: fmt.Sprintf("--key-file %q: needs --cert-file too", sk)},
+		{name: "client cert unreadable", args: with(httpsClient, []string{"--cert-file", missing, "--key-file", sk}), prefix: fmt.Sprintf("--cert-file %q: cannot read", missing)},
+		{name: "client-cert-auth without CA", args: with(httpsClient, []string{"--cert-file", sc, "--key-file", sk, "--client-cert-auth"}), prefix: `--client-cert-auth "true": needs --trusted-ca-file`},
+		{name: "client CA not PEM", args: with(httpsClient, []string{"--cert-file", sc, "--key-file", sk, "--trusted-ca-file", notPEM}), prefix: fmt.Sprintf("--trusted-ca-file %q: holds no PEM certificate", notPEM)},
+		{name: "auto-tls with cert", args: with(httpsClient, []string{"--auto-tls", "--cert-file", sc, "--key-file", sk}), prefix: `--auto-tls "true": given together with --cert-file`},
+		{name: "auto-tls with cert auth", args: with(httpsClient, []string{"--auto-tls", "--client-cert-auth", "--trusted-ca-file", ca}), prefix: `--auto-tls "true": cannot verify client certificates`},
+		{name: "client-cert-auth over http", args: []string{"--client-cert-auth", "--trusted-ca-file", ca}, prefix: `--client-cert-auth "true": needs https URLs`},
+
+		// etcd peer side
+		{name: "etcd peer tls", args: with(httpsPeer, []string{"--peer-cert-file", sc, "--peer-key-file", sk, "--peer-trusted-ca-file", ca, "--peer-client-cert-auth"}), check: func(t *testing.T, c *Config) {
+			if c.PeerTLS.CertFile != sc || !c.PeerTLS.ClientCertAuth || c.PeerTLS.TrustedCAFile != ca || !c.ClientTLS.Empty() {
+				t.Errorf("PeerTLS %v ClientTLS %v", c.PeerTLS, c.ClientTLS)
+			}
+			if c.InitialCluster != "default=https://127.0.0.1:2380" {
+				t.Errorf("InitialCluster %q", c.InitialCluster)
+			}
+		}},
+		{name: "etcd peer auto tls", args: with(httpsPeer, []string{"--peer-auto-tls"}), check: func(t *testing.T, c *Config) {
+			if !c.PeerAutoTLS {
+				t.Error("PeerAutoTLS = false")
+			}
+		}},
+		{name: "https peer URL without cert", args: httpsPeer, prefix: `--listen-peer-urls "https://127.0.0.1:2380": an https URL needs --peer-cert-file and --peer-key-file, or --peer-auto-tls`},
+		{name: "peer cert without https URL", args: []string{"--peer-cert-file", sc, "--peer-key-file", sk}, prefix: fmt.Sprintf("--peer-cert-file %q: no https URL in --listen-peer-urls", sc)},
+		{name: "peer-auto-tls without https URL", args: []string{"--peer-auto-tls"}, prefix: `--peer-auto-tls "true": no https URL in --listen-peer-urls`},
+		{name: "peer-client-cert-auth without CA", args: with(httpsPeer, []string{"--peer-cert-file", sc, "--peer-key-file", sk, "--peer-client-cert-auth"}), prefix: `--peer-client-cert-auth "true": needs --peer-trusted-ca-file`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, mapEnv(nil), &bytes.Buffer{})
+			if tt.prefix == "" {
+				if err != nil {
+					t.Fatalf("parseConfig: %v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatalf("parseConfig succeeded, want an error starting %q", tt.prefix)
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, tt.prefix) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q, want one line starting %q", msg, tt.prefix)
+			}
+		})
+	}
+
+	t.Run("etcd exposures", func(t *testing.T) {
+		c, err := parseConfig([]string{
+			"--listen-client-urls", "http://0.0.0.0:2379", "--listen-peer-urls", "https://10.0.0.1:2380",
+			"--peer-cert-file", sc, "--peer-key-file", sk, "--peer-trusted-ca-file", ca, "--peer-client-cert-auth",
+		}, mapEnv(nil), &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex := c.exposures()
+		if len(ex) != 1 || ex[0].key != "listen-client-url" || ex[0].value != "http://0.0.0.0:2379" {
+			t.Fatalf("exposures %+v, want the client URL only (the peer URL asks for certificates)", ex)
+		}
+	})
 }

@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
 )
@@ -60,6 +65,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	lg, etcdLg := newLoggers(stderr, cfg.LogLevel, cfg.EtcdLogLevel)
 	defer lg.Sync() //nolint:errcheck // nothing to do about a failed sync of stderr
 
+	for _, e := range cfg.exposures() {
+		lg.Warn(e.msg, zap.String(e.key, e.value))
+	}
+	if limit, ok := fileLimit(); ok {
+		// Go raises the soft limit to the hard one at start; this is what
+		// there is for connections, etcd's files and its peers.
+		lg.Debug("file descriptor limit", zap.Uint64("nofile", limit), zap.Int("max-conns", cfg.MaxConns))
+		if limit < uint64(cfg.MaxConns)+fdReserve {
+			lg.Info("--max-conns is above what the file descriptor limit leaves for connections; raise the limit (ulimit -n) to keep the cap meaningful",
+				zap.Uint64("nofile", limit), zap.Int("max-conns", cfg.MaxConns))
+		}
+	}
+	var auth *api.Auth
+	if cfg.Tokens != nil {
+		auth = api.NewAuth(cfg.Tokens, cfg.TokenReads)
+	}
+	var restTLS *tls.Config
+	if cfg.HTTPTLS != nil {
+		restTLS = cfg.HTTPTLS.config
+	}
+
 	srv, err := server.Start(ctx, server.Config{
 		Node: node.Config{
 			Name:                cfg.Name,
@@ -72,11 +98,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			ClusterState:        cfg.InitialClusterState,
 			ClusterToken:        cfg.InitialClusterToken,
 			Logger:              etcdLg,
+			ClientTLSInfo:       cfg.ClientTLS,
+			PeerTLSInfo:         cfg.PeerTLS,
+			ClientAutoTLS:       cfg.ClientAutoTLS,
+			PeerAutoTLS:         cfg.PeerAutoTLS,
 		},
-		Listener:        ln,
-		Prefix:          cfg.Prefix,
-		Logger:          lg,
-		ExpiryRetention: cfg.ExpiryRetention,
+		Listener:         ln,
+		Prefix:           cfg.Prefix,
+		Logger:           lg,
+		ExpiryRetention:  cfg.ExpiryRetention,
+		TLS:              restTLS,
+		Auth:             auth,
+		MaxConns:         cfg.MaxConns,
+		MaxInFlight:      cfg.MaxInFlight,
+		StreamsPerClient: cfg.MaxWatchesPerClient,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -87,13 +122,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "regd: %v\n", err)
 		return exitFailed
 	}
+	// SIGHUP re-reads the token file and the REST certificate, so both
+	// can be rotated without a restart. Without either there is nothing to
+	// reload, and SIGHUP keeps its default meaning.
+	hup := make(chan os.Signal, 1)
+	if auth != nil || cfg.HTTPTLS != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	code := exitOK
-	select {
-	case <-ctx.Done():
-		lg.Info("shutting down", zap.String("reason", context.Cause(ctx).Error()))
-	case err := <-srv.Fatal():
-		lg.Error("node failed; shutting down", zap.Error(err))
-		code = exitFailed
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			lg.Info("shutting down", zap.String("reason", context.Cause(ctx).Error()))
+			break wait
+		case err := <-srv.Fatal():
+			lg.Error("node failed; shutting down", zap.Error(err))
+			code = exitFailed
+			break wait
+		case <-hup:
+			reload(lg, cfg, auth)
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -135,6 +185,35 @@ func bind(cfg *Config) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// reload re-reads what SIGHUP rotates. A file that no longer parses is
+// reported and the current tokens or certificate stay in force: a typo
+// must not lock every client out.
+func reload(lg *zap.Logger, cfg *Config, auth *api.Auth) {
+	if auth != nil {
+		tokens, err := loadTokens(cfg.AuthTokenFile)
+		if err != nil {
+			// err names a line, never a token.
+			lg.Warn("token file not reloaded; the previous tokens stay in force",
+				zap.String("file", cfg.AuthTokenFile), zap.String("problem", err.Error()))
+		} else {
+			auth.SetTokens(tokens)
+			lg.Info("token file reloaded", zap.String("file", cfg.AuthTokenFile), zap.Int("tokens", len(tokens)))
+		}
+	}
+	if cfg.HTTPTLS != nil {
+		if err := cfg.HTTPTLS.reload(); err != nil {
+			lg.Warn("REST certificate not reloaded; the previous one stays in use",
+				zap.String("cert-file", cfg.HTTPCertFile), zap.Error(err))
+		} else {
+			lg.Info("REST certificate reloaded", zap.String("cert-file", cfg.HTTPCertFile))
+		}
+	}
+}
+
+// fdReserve is the file descriptors regd needs besides REST connections:
+// etcd's WAL, snapshots and bbolt, its client and peer connections.
+const fdReserve = 1024
 
 func listenReason(err error) error {
 	var oe *net.OpError

@@ -6,10 +6,13 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +34,33 @@ type Config struct {
 
 	ExpiryRetention int           // ledger entries kept; 0: 10000
 	RequestTimeout  time.Duration // per store operation; 0: registry.DefaultTimeout
+
+	// TLS, when set, serves the REST API over TLS on Listener.
+	TLS *tls.Config
+	// Auth checks the REST API's bearer tokens; nil: none.
+	Auth *api.Auth
+	// MaxConns caps the REST API's open connections; 0:
+	// api.DefaultMaxConns, negative: no cap.
+	MaxConns int
+	// MaxInFlight and StreamsPerClient: see api.Config; 0 keeps the
+	// API's defaults.
+	MaxInFlight      int
+	StreamsPerClient int
 }
+
+// Timeouts of the REST server. There is deliberately no ReadTimeout or
+// WriteTimeout: they bound whole requests and responses, which would end
+// every watch stream and blocking query; the API bounds body reads and each
+// response write itself (api.DefaultBodyTimeout, api.DefaultWriteTimeout).
+const (
+	// readHeaderTimeout bounds a request's headers, and a TLS handshake.
+	readHeaderTimeout = 10 * time.Second
+	// idleTimeout closes keep-alive connections that send nothing.
+	idleTimeout = 2 * time.Minute
+	// maxHeaderBytes caps request headers (431 beyond); regd's requests
+	// carry a token at most.
+	maxHeaderBytes = 64 << 10
+)
 
 // Server is a running regd node.
 type Server struct {
@@ -88,13 +117,26 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	leader.Run(reporter.Run)
 	leader.Run(cluster.NewCompactor(store, lg.Named("compactor")).Run)
 	a := api.New(api.Config{
-		Registry:    store,
-		View:        view,
-		Cluster:     info,
-		Expirations: reporter,
-		Logger:      lg.Named("api"),
-		Metrics:     metrics,
+		Registry:         store,
+		View:             view,
+		Cluster:          info,
+		Expirations:      reporter,
+		Logger:           lg.Named("api"),
+		Metrics:          metrics,
+		Auth:             cfg.Auth,
+		MaxInFlight:      cfg.MaxInFlight,
+		StreamsPerClient: cfg.StreamsPerClient,
 	})
+	maxConns := cfg.MaxConns
+	if maxConns == 0 {
+		maxConns = api.DefaultMaxConns
+	}
+	// The cap counts TCP connections, so it sits under TLS: a connection
+	// stuck in its handshake holds a slot too.
+	ln := api.LimitListener(cfg.Listener, maxConns)
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
 	s := &Server{
 		cfg:      cfg,
 		lg:       lg,
@@ -108,15 +150,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		fatal:    make(chan error, 1),
 		http: &http.Server{
 			Handler:           a.Handler(),
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          zap.NewStdLog(lg.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          log.New(httpErrorLog{lg.Named("http")}, "", 0),
 		},
 	}
 	leader.Start()
 	go func() {
 		defer close(s.httpDone)
-		if err := s.http.Serve(cfg.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.httpErr = err
 			s.fail(fmt.Errorf("REST server: %w", err))
 		}
@@ -131,13 +174,41 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			s.fail(errors.New("embedded etcd stopped"))
 		}
 	}()
+	auth := "none"
+	if cfg.Auth != nil {
+		auth = "writes"
+		if cfg.Auth.TokenReads() {
+			auth = "reads and writes"
+		}
+	}
 	lg.Info("regd node started",
 		zap.String("name", n.Name()),
 		zap.String("http-addr", cfg.Listener.Addr().String()),
+		zap.Bool("http-tls", cfg.TLS != nil),
+		zap.String("tokens-required-for", auth),
 		zap.String("member-id", fmt.Sprintf("%x", n.ID())),
 		zap.String("data-dir", cfg.Node.DataDir),
 	)
 	return s, nil
+}
+
+// httpErrorLog receives net/http's own error log. Failed TLS handshakes
+// are what any client can cause (a port scan, a client that does not trust
+// the certificate, one without a client certificate): debug level, so they
+// cannot flood the log. Everything else (accept errors such as running out
+// of file descriptors, which net/http retries) is a warning.
+type httpErrorLog struct{ lg *zap.Logger }
+
+func (w httpErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := zap.WarnLevel
+	if strings.Contains(msg, "TLS handshake error") {
+		level = zap.DebugLevel
+	}
+	if ce := w.lg.Check(level, "net/http"); ce != nil {
+		ce.Write(zap.String("error", msg))
+	}
+	return len(p), nil
 }
 
 func (s *Server) fail(err error) {
