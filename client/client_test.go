@@ -375,13 +375,18 @@ func TestDiscoveryFailover(t *testing.T) {
 	d, rec := startAttached(t, ctx, c, "pay")
 
 	// A registrar with member 0 first keeps its instance through the crash.
-	reg := client.NewRegistrar(cfgFor(c, 0, 1, 2), "pay", "keeper", "10.2.0.1:80", client.RegistrarOptions{TTL: 3})
+	// TTL 6: heartbeats every 2 s leave room for a failover on a loaded
+	// machine under the race detector (measured 1-2 s, more under load).
+	reg := client.NewRegistrar(cfgFor(c, 0, 1, 2), "pay", "keeper", "10.2.0.1:80", client.RegistrarOptions{TTL: 6})
 	if err := reg.Start(ctx); err != nil {
 		t.Fatalf("registrar Start: %v", err)
 	}
 	keeper := reg.Instance()
 
 	c.Kill(0)
+	// If member 0 led, writes answer 503 until a new leader is elected;
+	// clients retry those, the test waits for the election instead.
+	c.WaitLeader(t)
 	ids := []string{"warm", "keeper"}
 	for i := range 10 {
 		id := fmt.Sprintf("p%02d", i)
@@ -395,7 +400,7 @@ func TestDiscoveryFailover(t *testing.T) {
 		return nil
 	})
 	// Outlive the TTL of the registrar's instance: heartbeats moved on.
-	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 		in, ok := listOf(t, c.Members[1], "pay")["keeper"]
 		if !ok || in.LeaseID != keeper.LeaseID {
 			t.Fatalf("the registrar's instance expired or was re-registered after the crash: %+v %v", in, ok)
