@@ -31,6 +31,9 @@ type Options struct {
 	Prefix          string        // default "/service/"
 	ExpiryRetention int           // default 10000
 	RequestTimeout  time.Duration // default 3s
+	// QuotaBackendBytes caps each member's bbolt file (etcd's
+	// --quota-backend-bytes); 0 keeps etcd's default. Fault tests fill it.
+	QuotaBackendBytes int64
 }
 
 // Cluster is a set of in-process regd nodes forming one etcd cluster.
@@ -98,6 +101,8 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 			TickMs:       50,
 			ElectionMs:   750,
 			ReadyTimeout: 30 * time.Second,
+
+			QuotaBackendBytes: o.QuotaBackendBytes,
 		}
 		c.Members = append(c.Members, m)
 	}

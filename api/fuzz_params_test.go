@@ -1,0 +1,205 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/regd/regd/api"
+	"github.com/regd/regd/registry"
+)
+
+// paramRegistry and paramView answer at once, from canned data at revision
+// paramRev; the view never changes, so a blocking query waits its whole wait.
+const paramRev = 5
+
+type paramRegistry struct{ api.Registry }
+
+func (paramRegistry) Revision(context.Context) (int64, error) { return paramRev, nil }
+
+type paramView struct{ api.View }
+
+func (paramView) WaitRev(context.Context, int64) error { return nil }
+func (paramView) ListJSON(service string) ([]byte, int64) {
+	name, _ := json.Marshal(service)
+	return []byte(`{"service":` + string(name) + `,"instances":[],"revision":5}`), paramRev
+}
+func (paramView) Services() registry.ServiceList {
+	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: paramRev}
+}
+func (paramView) Changed(string) (int64, <-chan struct{}) { return paramRev, nil }
+
+// Streams cannot be opened on this fake: a valid watch request gets as far
+// as subscribing and answers 503.
+func (paramView) Subscribe(context.Context, string, int64) (*registry.Subscription, error) {
+	return nil, registry.ErrViewClosed
+}
+func (paramView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {
+	return registry.InstanceList{}, nil, registry.ErrViewClosed
+}
+
+type paramExpirations struct{}
+
+func (paramExpirations) Expirations(context.Context, string, int) ([]registry.Expiration, error) {
+	return []registry.Expiration{}, nil
+}
+
+// paramRoutes are the routes that read query parameters or Last-Event-ID.
+var paramRoutes = []string{
+	"/v1/services/user/instances",
+	"/v1/services",
+	"/v1/services/user/watch",
+	"/v1/watch",
+	"/v1/expirations",
+}
+
+// FuzzQueryParams sends arbitrary query strings and Last-Event-ID headers
+// to the routes that parse them: the answer is never a 5xx but the fake's
+// 503, a 400 exactly when a parameter is malformed (checked against the
+// contract's rules, written out independently below), and a blocking query
+// holds for its wait, capped at 300 s, whatever number it is given.
+func FuzzQueryParams(f *testing.F) {
+	for _, seed := range []struct {
+		route      uint8
+		query, lei string
+	}{
+		{0, "", ""},
+		{0, "index=3&wait=30s", ""},
+		{0, "index=9&wait=2", ""},
+		{0, "index=9&wait=9223372036", ""},
+		{0, "index=9&wait=99999999999999999999s", ""},
+		{0, "index=-1", ""},
+		{0, "index=x&wait=5m", ""},
+		{0, "wait=-1s", ""},
+		{0, "stale&min_revision=4", ""},
+		{1, "index=6&wait=1h", ""},
+		{1, "min_revision=18446744073709551616", ""},
+		{2, "", "7"},
+		{2, "after=7", ""},
+		{2, "reset=1", "-3"},
+		{3, "after=%zz", "x"},
+		{4, "limit=0", ""},
+		{4, "limit=10000&service=user", ""},
+		{4, "service=..", ""},
+		{4, "limit=+5", ""},
+	} {
+		f.Add(seed.route, seed.query, seed.lei)
+	}
+	srv := api.New(api.Config{
+		Registry:    paramRegistry{},
+		View:        paramView{},
+		Cluster:     readyCluster{},
+		Expirations: paramExpirations{},
+	}).Handler()
+	f.Fuzz(func(t *testing.T, route uint8, query, lastEventID string) {
+		path := paramRoutes[int(route)%len(paramRoutes)]
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.URL.RawQuery = query
+		if lastEventID != "" {
+			req.Header.Set("Last-Event-ID", lastEventID)
+		}
+		q, _ := url.ParseQuery(query) // what the server sees, errors and all
+		want400, wait := contractCheck(path, q, lastEventID)
+		blocks := wait >= 50*time.Millisecond && !want400 && isList(path) && revisionParamOK(q.Get("index")) && mustInt(q.Get("index")) > paramRev
+
+		// A blocking query is cut short by the request's context; it
+		// must not end on its own before that.
+		hold := 5 * time.Millisecond
+		began := time.Now() // before the deadline is set: took >= hold
+		ctx, cancel := context.WithTimeout(context.Background(), hold)
+		defer cancel()
+		if !blocks {
+			cancel()
+		}
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req.WithContext(ctx))
+		took := time.Since(began)
+
+		body := rec.Body.String()
+		switch {
+		case rec.Code >= 500 && rec.Code != http.StatusServiceUnavailable:
+			t.Fatalf("%s?%s (Last-Event-ID %q): %d %s", path, query, lastEventID, rec.Code, body)
+		case rec.Code >= 400 && !strings.Contains(body, `"error":{"code":`):
+			t.Fatalf("%s?%s: %d without the error JSON: %s", path, query, rec.Code, body)
+		case rec.Code == http.StatusBadRequest && !want400:
+			t.Fatalf("%s?%s (Last-Event-ID %q): 400 for parameters the contract accepts: %s", path, query, lastEventID, body)
+		case rec.Code != http.StatusBadRequest && want400:
+			t.Fatalf("%s?%s (Last-Event-ID %q): %d for malformed parameters, want 400: %s", path, query, lastEventID, rec.Code, body)
+		case blocks && took < hold:
+			t.Fatalf("%s?%s: a blocking query with wait %v returned after %v", path, query, wait, took)
+		}
+	})
+}
+
+func isList(path string) bool { return path == paramRoutes[0] || path == paramRoutes[1] }
+
+// contractCheck applies the contract's rules to the parameters a route
+// reads: whether the request must be a 400, and the blocking wait it asks
+// for (default 60 s, capped at 300 s).
+func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wait time.Duration) {
+	switch {
+	case isList(path):
+		if !revisionParamOK(q.Get("index")) || !revisionParamOK(q.Get("min_revision")) {
+			return true, 0
+		}
+		wait = 60 * time.Second
+		if w := q.Get("wait"); w != "" {
+			d, ok := waitOK(w)
+			if !ok {
+				return true, 0
+			}
+			wait = min(d, 300*time.Second)
+		}
+		return false, wait
+	case strings.HasSuffix(path, "/watch"):
+		v := lastEventID
+		if v == "" {
+			v = q.Get("after")
+		}
+		return !revisionParamOK(v), 0
+	default: // expirations
+		if s := q.Get("service"); s != "" && registry.ValidateService(s) != nil {
+			return true, 0
+		}
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > 10000 {
+				return true, 0
+			}
+		}
+		return false, 0
+	}
+}
+
+// revisionParamOK: absent, or a whole number >= 0 that fits a revision.
+func revisionParamOK(v string) bool {
+	if v == "" {
+		return true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return err == nil && n >= 0
+}
+
+func mustInt(v string) int64 {
+	n, _ := strconv.ParseInt(v, 10, 64)
+	return n
+}
+
+// waitOK: bare seconds or a Go duration, not negative. A number of
+// seconds too large for a Duration is still a valid wait: it is capped.
+func waitOK(w string) (time.Duration, bool) {
+	if n, err := strconv.Atoi(w); err == nil && n >= 0 {
+		return time.Duration(min(n, 300)) * time.Second, true
+	}
+	d, err := time.ParseDuration(w)
+	if err != nil || d < 0 {
+		return 0, false
+	}
+	return d, true
+}
