@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -50,10 +49,7 @@ func fakeInstance(service, id, addr string) registry.Instance {
 type fakeView struct{}
 
 func (fakeView) WaitRev(context.Context, int64) error { return nil }
-func (fakeView) ListJSON(service string) ([]byte, int64) {
-	b, _ := json.Marshal(registry.InstanceList{Service: service, Instances: []registry.Instance{}, Revision: 2})
-	return b, 2
-}
+func (fakeView) InstancesJSON(string) ([]byte, int64) { return []byte("[]"), 2 }
 func (fakeView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: 2}
 }

@@ -46,8 +46,8 @@ type benchView struct {
 	encoded []byte
 }
 
-func (v *benchView) ListJSON(string) ([]byte, int64) {
-	v.once.Do(func() { v.encoded, _ = json.Marshal(v.list) })
+func (v *benchView) InstancesJSON(string) ([]byte, int64) {
+	v.once.Do(func() { v.encoded, _ = json.Marshal(v.list.Instances) })
 	return v.encoded, v.list.Revision
 }
 

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -26,10 +25,7 @@ func (paramRegistry) Revision(context.Context) (int64, error) { return paramRev,
 type paramView struct{ api.View }
 
 func (paramView) WaitRev(context.Context, int64) error { return nil }
-func (paramView) ListJSON(service string) ([]byte, int64) {
-	name, _ := json.Marshal(service)
-	return []byte(`{"service":` + string(name) + `,"instances":[],"revision":5}`), paramRev
-}
+func (paramView) InstancesJSON(string) ([]byte, int64) { return []byte("[]"), paramRev }
 func (paramView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: paramRev}
 }

@@ -243,7 +243,7 @@ type bigView struct {
 	body []byte
 }
 
-func (v bigView) ListJSON(string) ([]byte, int64) { return v.body, 2 }
+func (v bigView) InstancesJSON(string) ([]byte, int64) { return v.body, 2 }
 
 // TestBlockingQueriesPerClient: blocking queries share the per-client cap
 // of watch streams (429 beyond it); plain reads do not count.

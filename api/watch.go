@@ -20,7 +20,7 @@ import (
 // View is the watch-fed, in-memory registry (registry.View implements it).
 type View interface {
 	WaitRev(ctx context.Context, rev int64) error
-	ListJSON(service string) ([]byte, int64)
+	InstancesJSON(service string) ([]byte, int64)
 	Services() registry.ServiceList
 	Changed(service string) (int64, <-chan struct{})
 	Subscribe(ctx context.Context, service string, after int64) (*registry.Subscription, error)
@@ -155,9 +155,9 @@ func (s *Server) listInstances(c echo.Context) error {
 		return err
 	}
 	s.block(c, service, o)
-	body, rev := s.cfg.View.ListJSON(service)
+	instances, rev := s.cfg.View.InstancesJSON(service)
 	setRevision(c, rev)
-	return c.JSONBlob(http.StatusOK, body)
+	return writeList(c, service, instances, rev)
 }
 
 func (s *Server) listServices(c echo.Context) error {
@@ -347,4 +347,31 @@ func (l *streamLimiter) acquire(client string) (release func(), ok bool) {
 			delete(l.open, client)
 		}
 	}, true
+}
+
+// writeList writes {"service":..,"instances":..,"revision":..} around the
+// view's shared, pre-encoded instances, without copying them.
+func writeList(c echo.Context, service string, instances []byte, rev int64) error {
+	name, err := json.Marshal(service)
+	if err != nil {
+		return err
+	}
+	head := make([]byte, 0, len(name)+32)
+	head = append(head, `{"service":`...)
+	head = append(head, name...)
+	head = append(head, `,"instances":`...)
+	tail := make([]byte, 0, 32)
+	tail = append(tail, `,"revision":`...)
+	tail = strconv.AppendInt(tail, rev, 10)
+	tail = append(tail, "}\n"...)
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	w.Header().Set(echo.HeaderContentLength, strconv.Itoa(len(head)+len(instances)+len(tail)))
+	w.WriteHeader(http.StatusOK)
+	for _, part := range [][]byte{head, instances, tail} {
+		if _, err := w.Write(part); err != nil {
+			return nil // the client is gone
+		}
+	}
+	return nil
 }

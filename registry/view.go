@@ -486,6 +486,19 @@ func (v *View) publish(e Event) {
 	}
 }
 
+// LeaseOf is the lease of service/id as this view last saw it: a hint for
+// heartbeats, which verify it with etcd.
+func (v *View) LeaseOf(service, id string) (int64, bool) {
+	v.mu.Lock()
+	inst, ok := v.instance(service, id)
+	v.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	lease, err := strconv.ParseInt(inst.LeaseID, 10, 64)
+	return lease, err == nil
+}
+
 // Rev is the revision the view reflects.
 func (v *View) Rev() int64 {
 	v.mu.Lock()
@@ -568,10 +581,13 @@ func (st *serviceState) sortedInstances() []Instance {
 	return st.sorted
 }
 
-// ListJSON is List rendered as the API's JSON body. The instances are
-// encoded once per change of the service, not once per read: rendering a
-// thousand instances costs far more than serving them.
-func (v *View) ListJSON(service string) ([]byte, int64) {
+// InstancesJSON is the service's instances, sorted by id, as a JSON array,
+// and the revision the view reflects. The array is encoded once per change
+// of the service and shared: callers write it out and must not modify it.
+// Serving a list then allocates nothing in proportion to its size, which
+// matters on a node with a large heap, where garbage makes every GC cycle
+// mark all of it.
+func (v *View) InstancesJSON(service string) ([]byte, int64) {
 	v.mu.Lock()
 	rev := v.rev
 	st, ok := v.services[service]
@@ -582,32 +598,21 @@ func (v *View) ListJSON(service string) ([]byte, int64) {
 		encoded, sorted, changed = st.encoded, st.sortedInstances(), st.changed
 	}
 	v.mu.Unlock()
-	if encoded == nil {
-		// Encode outside the lock; keep the result only if the service
-		// has not changed meanwhile.
-		if len(sorted) == 0 {
-			encoded = []byte("[]")
-		} else {
-			encoded, _ = json.Marshal(sorted) // Instances always encode
-		}
-		if ok {
-			v.mu.Lock()
-			if st.changed == changed && st.encoded == nil {
-				st.encoded = encoded
-			}
-			v.mu.Unlock()
-		}
+	if encoded != nil {
+		return encoded, rev
 	}
-	name, _ := json.Marshal(service)
-	body := make([]byte, 0, len(encoded)+len(name)+48)
-	body = append(body, `{"service":`...)
-	body = append(body, name...)
-	body = append(body, `,"instances":`...)
-	body = append(body, encoded...)
-	body = append(body, `,"revision":`...)
-	body = strconv.AppendInt(body, rev, 10)
-	body = append(body, "}\n"...)
-	return body, rev
+	if len(sorted) == 0 {
+		return []byte("[]"), rev
+	}
+	// Encode outside the lock; keep the result only if the service has not
+	// changed meanwhile.
+	encoded, _ = json.Marshal(sorted) // Instances always encode
+	v.mu.Lock()
+	if st.changed == changed && st.encoded == nil {
+		st.encoded = encoded
+	}
+	v.mu.Unlock()
+	return encoded, rev
 }
 
 // Services lists the services with instances, from memory.

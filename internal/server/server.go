@@ -99,6 +99,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	metrics := prometheus.NewRegistry()
 	store := registry.NewStore(n.Client(), registry.Options{Prefix: cfg.Prefix, Logger: lg.Named("registry"), Timeout: cfg.RequestTimeout})
 	view := registry.NewView(store, registry.ViewOptions{})
+	store.SetLeaseHint(view.LeaseOf)
 	viewCtx, stopView := context.WithCancel(context.Background())
 	viewDone := make(chan struct{})
 	go func() {
