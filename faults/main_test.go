@@ -65,20 +65,8 @@ func figure(t *testing.T, format string, args ...any) {
 	fmt.Printf("faults: %s: %s\n", t.Name(), msg)
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling pace
-	}
-}
+// eventually is e2e.Eventually, under the name these tests use.
+var eventually = e2e.Eventually
 
 type instance struct {
 	Service      string            `json:"service"`

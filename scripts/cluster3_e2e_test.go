@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/regd/regd/internal/e2e"
 	"github.com/regd/regd/internal/freeport"
 	"io"
 	"net/http"
@@ -159,20 +160,8 @@ func do(method, url, body string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling pace
-	}
-}
+// eventually is e2e.Eventually, under the name these tests use.
+var eventually = e2e.Eventually
 
 type instance struct {
 	Service, ID, Address string
