@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,10 @@ type Config struct {
 	// StreamsPerClient caps the watch streams and blocking queries one
 	// client IP may hold open at once (429 beyond); 0: DefaultStreamsPerClient.
 	StreamsPerClient int
-	KeepAlive        time.Duration // SSE keep-alive interval; 0: DefaultKeepAlive
+	// EnablePprof serves Go's profiler under /debug/pprof/, for measuring
+	// a running node (subject to the same read rule as /metrics).
+	EnablePprof bool
+	KeepAlive   time.Duration // SSE keep-alive interval; 0: DefaultKeepAlive
 
 	// Auth checks bearer tokens; nil: no authentication (every request
 	// is allowed).
@@ -147,7 +151,11 @@ func New(cfg Config) *Server {
 	// comes before the limits, so that requests without a valid token
 	// never take a slot.
 	e.Use(s.observe, s.authenticate, s.limit)
-	for _, r := range s.routes() {
+	routes := s.routes()
+	if cfg.EnablePprof {
+		routes = append(routes, pprofRoutes()...)
+	}
+	for _, r := range routes {
 		e.Add(r.method, r.path, r.handler)
 	}
 	s.echo = e
@@ -172,6 +180,18 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/readyz", s.readyz},
 		{http.MethodGet, "/metrics", metrics},
 		{http.MethodGet, "/v1/openapi.json", s.openapi},
+	}
+}
+
+// pprofRoutes are served only with EnablePprof: they cost nothing when
+// unused, but a profile holds a request open and reveals internals.
+func pprofRoutes() []route {
+	return []route{
+		{http.MethodGet, "/debug/pprof/*", echo.WrapHandler(http.HandlerFunc(pprof.Index))},
+		{http.MethodGet, "/debug/pprof/cmdline", echo.WrapHandler(http.HandlerFunc(pprof.Cmdline))},
+		{http.MethodGet, "/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile))},
+		{http.MethodGet, "/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol))},
+		{http.MethodGet, "/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace))},
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -286,20 +285,24 @@ func (s *Server) stream(c echo.Context, service string) error {
 }
 
 func writeEvent(w http.ResponseWriter, rev int64, typ string, data any) error {
-	buf, err := json.Marshal(data)
-	if err != nil {
-		return err
+	// Pre-encoded data is written as it is: json.Marshal of a RawMessage
+	// would validate and compact it again for every subscriber.
+	buf, ok := data.(json.RawMessage)
+	if !ok {
+		var err error
+		if buf, err = json.Marshal(data); err != nil {
+			return err
+		}
 	}
-	var b strings.Builder
-	b.Grow(len(buf) + 48)
-	b.WriteString("id: ")
-	b.WriteString(strconv.FormatInt(rev, 10))
-	b.WriteString("\nevent: ")
-	b.WriteString(typ)
-	b.WriteString("\ndata: ")
-	b.Write(buf)
-	b.WriteString("\n\n")
-	_, err = w.Write([]byte(b.String()))
+	frame := make([]byte, 0, len(buf)+len(typ)+40)
+	frame = append(frame, "id: "...)
+	frame = strconv.AppendInt(frame, rev, 10)
+	frame = append(frame, "\nevent: "...)
+	frame = append(frame, typ...)
+	frame = append(frame, "\ndata: "...)
+	frame = append(frame, buf...)
+	frame = append(frame, "\n\n"...)
+	_, err := w.Write(frame)
 	return err
 }
 

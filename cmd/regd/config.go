@@ -82,6 +82,8 @@ type Config struct {
 	MaxInFlight         int
 	MaxConns            int
 	MaxWatchesPerClient int
+
+	EnablePprof bool // --enable-pprof: Go's profiler under /debug/pprof/
 }
 
 // rawFlags holds the flag destinations before validation turns them into a
@@ -123,6 +125,7 @@ type rawFlags struct {
 	maxInFlight         int
 	maxConns            int
 	maxWatchesPerClient int
+	enablePprof         bool
 }
 
 // computedDefaults documents defaults that depend on other flags; the flag
@@ -168,6 +171,7 @@ func newFlagSet(r *rawFlags) *flag.FlagSet {
 	fs.BoolVar(&r.peerAutoTLS, "peer-auto-tls", false, "etcd: https peer URLs with a generated self-signed certificate (encrypts, does not authenticate)")
 	fs.IntVar(&r.maxInFlight, "max-inflight", api.DefaultMaxInFlight, "maximum `number` of REST requests handled at once; beyond it 503 overloaded (watches and blocking queries not counted)")
 	fs.IntVar(&r.maxConns, "max-conns", api.DefaultMaxConns, "maximum `number` of open REST connections; beyond it new ones wait in the kernel's backlog")
+	fs.BoolVar(&r.enablePprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the REST listener (reads rule applies), as etcd's flag of the same name")
 	fs.IntVar(&r.maxWatchesPerClient, "max-watches-per-client", api.DefaultStreamsPerClient, "maximum `number` of watch streams and blocking queries one client IP may hold open; beyond it 429")
 	fs.BoolVar(&r.version, "version", false, "print the version and exit")
 	return fs
@@ -671,6 +675,7 @@ func (v validator) security(c *Config, r *rawFlags) error {
 		c.Tokens = tokens
 	}
 	c.Insecure = r.insecure
+	c.EnablePprof = r.enablePprof
 
 	c.HTTPCertFile, c.HTTPKeyFile, c.HTTPClientCAFile = r.httpCertFile, r.httpKeyFile, r.httpClientCAFile
 	if err := v.keyPair("http-cert-file", c.HTTPCertFile, "http-key-file", c.HTTPKeyFile); err != nil {

@@ -112,6 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		MaxConns:         cfg.MaxConns,
 		MaxInFlight:      cfg.MaxInFlight,
 		StreamsPerClient: cfg.MaxWatchesPerClient,
+		EnablePprof:      cfg.EnablePprof,
 	})
 	if err != nil {
 		if ctx.Err() != nil {

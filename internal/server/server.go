@@ -46,6 +46,7 @@ type Config struct {
 	// API's defaults.
 	MaxInFlight      int
 	StreamsPerClient int
+	EnablePprof      bool // serve /debug/pprof/ on the REST listener
 }
 
 // Timeouts of the REST server. There is deliberately no ReadTimeout or
@@ -127,6 +128,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Auth:             cfg.Auth,
 		MaxInFlight:      cfg.MaxInFlight,
 		StreamsPerClient: cfg.StreamsPerClient,
+		EnablePprof:      cfg.EnablePprof,
 	})
 	maxConns := cfg.MaxConns
 	if maxConns == 0 {
