@@ -195,7 +195,7 @@ func (s *Server) stream(c echo.Context, service string) error {
 	release, ok := s.streams.acquire(clientIP(c.Request()))
 	if !ok {
 		c.Response().Header().Set("Retry-After", "5")
-		return registry.Errorf(registry.KindTooMany, "too_many_streams", "this client already has %d open watch streams", s.streams.max)
+		return registry.Errorf(registry.KindTooMany, "too_many_streams", "this client already has %d open watch streams and blocking queries", s.streams.max)
 	}
 	defer release()
 	if !s.cfg.Cluster.Ready() {

@@ -8,8 +8,6 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -242,76 +240,6 @@ func countReported(t *testing.T, m *regdtest.Member, want map[key]registry.Insta
 	return n
 }
 
-// writeMonitor keeps registering a probe instance through one member and
-// records the longest time between two accepted writes: the window in
-// which the cluster refused or stalled writes. Each attempt gives up after
-// 300 ms, so the resolution is not the store's 3 s timeout.
-type writeMonitor struct {
-	stop, done chan struct{}
-	mu         sync.Mutex
-	ok         int
-	maxGap     time.Duration
-}
-
-func startWriteMonitor(m *regdtest.Member, id string) *writeMonitor {
-	w := &writeMonitor{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		client := &http.Client{Timeout: 300 * time.Millisecond}
-		last := time.Now()
-		pace := time.NewTicker(20 * time.Millisecond)
-		defer pace.Stop()
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-pace.C:
-			}
-			req, _ := http.NewRequest(http.MethodPut, instanceURL(m, "probe", id), strings.NewReader(`{"address":"127.0.0.1:1","ttl":60}`))
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := client.Do(req)
-			if err != nil {
-				continue
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-				continue
-			}
-			now := time.Now()
-			w.mu.Lock()
-			w.ok++
-			w.maxGap = max(w.maxGap, now.Sub(last))
-			w.mu.Unlock()
-			last = now
-		}
-	}()
-	return w
-}
-
-func (w *writeMonitor) accepted() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ok
-}
-
-// finish waits for one more accepted write, stops the monitor and returns
-// the longest gap.
-func (w *writeMonitor) finish(t *testing.T) time.Duration {
-	t.Helper()
-	n := w.accepted()
-	regdtest.Eventually(t, 15*time.Second, func() error {
-		if w.accepted() <= n {
-			return fmt.Errorf("no write accepted since the new leader was elected")
-		}
-		return nil
-	})
-	close(w.stop)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.maxGap
-}
-
 // expiryDelay is how late an instance's expiry was reported: from the end
 // of its TTL (counted from registration, no heartbeats) to the report.
 func expiryDelay(e registry.Expiration, in registry.Instance) time.Duration {
@@ -367,9 +295,9 @@ func testExactlyOnceFailover(t *testing.T, kill bool) {
 	before := ledger(t, c.Members[leader], nil)
 	old := c.Members[leader].Name
 	survivor := (leader + 1) % 3
-	mon := startWriteMonitor(c.Members[survivor], "failover")
+	mon := regdtest.StartWriteMonitor("http://"+c.Members[survivor].HTTPAddr, "failover")
 	regdtest.Eventually(t, 5*time.Second, func() error {
-		if mon.accepted() == 0 {
+		if mon.Accepted() == 0 {
 			return fmt.Errorf("probe writes not accepted yet")
 		}
 		return nil
@@ -385,7 +313,7 @@ func testExactlyOnceFailover(t *testing.T, kill bool) {
 	if newLeader == leader {
 		t.Fatalf("member %d still leads after it was stopped", leader)
 	}
-	gap := mon.finish(t)
+	gap := mon.Finish(t, 15*time.Second)
 	deregister(t, c.Members[survivor], "probe", "failover")
 	forbidden["probe/failover"] = true
 	t.Logf("%s of leader %s: longest gap between accepted writes %s; new leader %s; %d of 30 reported before",

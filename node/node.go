@@ -240,9 +240,6 @@ func (n *Node) MemberName(id uint64) string {
 	return ""
 }
 
-// ClientURLs are the member's advertised client URLs, for plain etcd clients.
-func (n *Node) ClientURLs() []url.URL { return n.cfg.AdvertiseClientURLs }
-
 // Close stops the member: a leader hands leadership to another member first,
 // so the cluster does not wait an election timeout. The data dir is kept, so
 // the member rejoins when started again. Safe to call more than once.

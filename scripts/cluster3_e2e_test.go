@@ -5,12 +5,12 @@
 package scripts_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"github.com/regd/regd/internal/e2e"
 	"github.com/regd/regd/internal/freeport"
+	"github.com/regd/regd/internal/regdtest"
 	"io"
 	"net/http"
 	"os"
@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -376,9 +375,9 @@ func TestE2EFailoverTimings(t *testing.T) {
 					break
 				}
 			}
-			mon := startWriter(c.rest[survivor], fmt.Sprintf("%s-%d", how, round))
+			mon := regdtest.StartWriteMonitor(c.rest[survivor], fmt.Sprintf("%s-%d", how, round))
 			eventually(t, 10*time.Second, "probe writes accepted", func() error {
-				if mon.accepted() == 0 {
+				if mon.Accepted() == 0 {
 					return fmt.Errorf("none yet")
 				}
 				return nil
@@ -404,7 +403,7 @@ func TestE2EFailoverTimings(t *testing.T) {
 				}
 				return nil
 			})
-			gaps = append(gaps, mon.finish(t))
+			gaps = append(gaps, mon.Finish(t, 20*time.Second))
 			c.start() // restarts the stopped member only
 		}
 		t.Logf("%s of the leader: longest gap between accepted writes per round: %v", how, gaps)
@@ -435,70 +434,6 @@ func TestE2EFailoverTimings(t *testing.T) {
 		worst = max(worst, e.ExpiredAt.Sub(regAt[e.ID].Add(2*time.Second)))
 	}
 	t.Logf("steady state: worst expiry report %s after the TTL ended (TTL 2 s, from the client's registration time)", worst.Round(time.Millisecond))
-}
-
-// writer keeps registering a probe instance and records the longest time
-// between two accepted writes; each attempt gives up after 300 ms.
-type writer struct {
-	stop, done chan struct{}
-	mu         sync.Mutex
-	ok         int
-	maxGap     time.Duration
-}
-
-func startWriter(base, id string) *writer {
-	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		client := &http.Client{Timeout: 300 * time.Millisecond}
-		last := time.Now()
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			req, _ := http.NewRequest(http.MethodPut, base+"/v1/services/probe/instances/"+id, bytes.NewReader([]byte(`{"address":"127.0.0.1:1","ttl":60}`)))
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := client.Do(req)
-			if err != nil {
-				continue
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 && resp.StatusCode != 201 {
-				continue
-			}
-			now := time.Now()
-			w.mu.Lock()
-			w.ok++
-			w.maxGap = max(w.maxGap, now.Sub(last))
-			w.mu.Unlock()
-			last = now
-		}
-	}()
-	return w
-}
-
-func (w *writer) accepted() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.ok
-}
-
-func (w *writer) finish(t *testing.T) time.Duration {
-	t.Helper()
-	n := w.accepted()
-	eventually(t, 20*time.Second, "a write after the failover", func() error {
-		if w.accepted() <= n {
-			return fmt.Errorf("none")
-		}
-		return nil
-	})
-	close(w.stop)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.maxGap
 }
 
 // alive reports whether pid is a running process (a zombie is not).

@@ -97,16 +97,11 @@ func (r *regdBackend) watch(ctx context.Context, t int, service string, ready fu
 		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	resp, err := r.h.stream.Do(req)
+	resp, err := r.h.openStream(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		return statusErr(resp.StatusCode, b.Bytes())
-	}
 	// regd subscribes before it sends the headers: from here on, every
 	// change is on the stream.
 	ready()
@@ -309,16 +304,11 @@ func (e *etcdBackend) watch(ctx context.Context, t int, service string, ready fu
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := e.h.stream.Do(req)
+	resp, err := e.h.openStream(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		return statusErr(resp.StatusCode, b.Bytes())
-	}
 	idPrefix := len(key)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)

@@ -98,3 +98,20 @@ func expect(codes ...int) func(int, []byte) error {
 		return statusErr(status, body)
 	}
 }
+
+// openStream sends a streaming request (SSE, etcd's /v3/watch) and returns
+// the response once its status says the stream is open; any other status
+// is an error carrying the body.
+func (h *httpc) openStream(req *http.Request) (*http.Response, error) {
+	resp, err := h.stream.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return nil, statusErr(resp.StatusCode, b.Bytes())
+	}
+	return resp, nil
+}

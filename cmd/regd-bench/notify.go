@@ -162,7 +162,7 @@ func (b *bench) notify(ctx context.Context, be backend, tr *tracker) (*loadgen.S
 	if regStats != nil {
 		elapsed = time.Duration(regStats.Seconds * float64(time.Second))
 	}
-	st := loadgen.SummarizeSigned(after, nil, elapsed)
+	st := loadgen.Summarize(after, nil, elapsed)
 	st.Registrations = want
 	st.Subscribers = len(subs)
 	st.Missed = max(want*int64(len(subs))-delivered, 0)

@@ -42,29 +42,16 @@ type Stats struct {
 
 func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
-// Summarize turns a histogram, error counts and the measured time into Stats.
-func Summarize(h *Histogram, errs map[string]int64, elapsed time.Duration) *Stats {
-	s := &Stats{
-		Ops:     int64(h.Count()),
-		Seconds: elapsed.Seconds(),
-		Latency: Latency{
-			P50:  ms(h.Quantile(0.50)),
-			P90:  ms(h.Quantile(0.90)),
-			P99:  ms(h.Quantile(0.99)),
-			Max:  ms(h.Max()),
-			Mean: ms(h.Mean()),
-		},
-		Errors: map[string]int64{},
-	}
-	maps.Copy(s.Errors, errs)
-	if elapsed > 0 {
-		s.OpsPerSec = float64(s.Ops) / elapsed.Seconds()
-	}
-	return s
+// Distribution is what Summarize reads: a Histogram, or a Signed one.
+type Distribution interface {
+	Count() uint64
+	Quantile(q float64) time.Duration
+	Max() time.Duration
+	Mean() time.Duration
 }
 
-// SummarizeSigned is Summarize for signed samples.
-func SummarizeSigned(h *Signed, errs map[string]int64, elapsed time.Duration) *Stats {
+// Summarize turns a distribution, error counts and the measured time into Stats.
+func Summarize(h Distribution, errs map[string]int64, elapsed time.Duration) *Stats {
 	s := &Stats{
 		Ops:     int64(h.Count()),
 		Seconds: elapsed.Seconds(),
