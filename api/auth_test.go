@@ -63,7 +63,7 @@ func (fakeView) SubscribeFromList(context.Context, string) (registry.InstanceLis
 
 type fakeCluster struct{}
 
-func (fakeCluster) Ready() bool { return true }
+func (fakeCluster) Ready() error { return nil }
 func (fakeCluster) Status(context.Context) (registry.ClusterStatus, error) {
 	return registry.ClusterStatus{Node: "n1", Leader: "n1", Revision: 2}, nil
 }

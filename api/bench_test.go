@@ -65,7 +65,7 @@ func (v *benchView) SubscribeFromList(context.Context, string) (registry.Instanc
 
 type benchCluster struct{}
 
-func (benchCluster) Ready() bool { return true }
+func (benchCluster) Ready() error { return nil }
 func (benchCluster) Status(context.Context) (registry.ClusterStatus, error) {
 	return registry.ClusterStatus{}, nil
 }

@@ -78,6 +78,10 @@ func (s *Server) classify(err error) (int, errorDetail) {
 	case status == http.StatusInternalServerError:
 		s.lg.Error("internal error", zap.Error(err))
 		return status, errorDetail{registry.CodeInternal, "internal error; the server log has the details"}
+	case status == http.StatusServiceUnavailable && (re.Code == registry.CodeStorageFull || re.Code == registry.CodeStorageUnwritable):
+		// The disk guard and etcd's alarm log the cause once; a line per
+		// refused write would flood the log of a node short of disk.
+		s.lg.Debug("write refused for storage", zap.Error(re.Err))
 	case status == http.StatusServiceUnavailable && re.Err != nil:
 		s.lg.Warn("cluster unavailable", zap.Error(re.Err))
 	}

@@ -35,7 +35,7 @@ func (f failingRegistry) Get(context.Context, string, string) (registry.Instance
 
 type readyCluster struct{ api.Cluster }
 
-func (readyCluster) Ready() bool { return true }
+func (readyCluster) Ready() error { return nil }
 
 // secret is text that must never reach a client.
 const secret = "s3cr3t-dial-tcp-10.9.9.9:2379"

@@ -32,8 +32,9 @@ type Registry interface {
 
 // Cluster answers readiness and cluster status.
 type Cluster interface {
-	// Ready reports whether the embedded member is up and knows a leader.
-	Ready() bool
+	// Ready is nil when the node can serve: its embedded member is up,
+	// knows a leader, and has a working disk. The error says why not.
+	Ready() error
 	Status(ctx context.Context) (registry.ClusterStatus, error)
 }
 
@@ -223,8 +224,9 @@ func (s *Server) readyz(c echo.Context) error {
 	switch {
 	case s.draining.Load():
 		return unavailable("this node is shutting down")
-	case !s.cfg.Cluster.Ready():
-		return unavailable("this node's embedded etcd is not ready or knows no leader")
+	}
+	if err := s.cfg.Cluster.Ready(); err != nil {
+		return unavailable(err.Error())
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -198,8 +198,8 @@ func (s *Server) stream(c echo.Context, service string) error {
 		return registry.Errorf(registry.KindTooMany, "too_many_streams", "this client already has %d open watch streams and blocking queries", s.streams.max)
 	}
 	defer release()
-	if !s.cfg.Cluster.Ready() {
-		return unavailable("this node knows no leader; watch through another node")
+	if err := s.cfg.Cluster.Ready(); err != nil {
+		return unavailable(err.Error() + "; watch through another node")
 	}
 	ctx := c.Request().Context()
 	var (
@@ -271,8 +271,8 @@ func (s *Server) stream(c echo.Context, service string) error {
 			}
 			w.Flush()
 		case <-health.C:
-			if !s.cfg.Cluster.Ready() {
-				_, _ = w.Write([]byte(": closing: this node lost its leader\n\n"))
+			if err := s.cfg.Cluster.Ready(); err != nil {
+				_, _ = w.Write([]byte(": closing: " + err.Error() + "\n\n"))
 				w.Flush()
 				return nil
 			}

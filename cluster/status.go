@@ -6,6 +6,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,10 +36,24 @@ type Info struct {
 // NewInfo returns an Info over n.
 func NewInfo(n Node) *Info { return &Info{n: n} }
 
-// Ready reports whether the member knows a leader. A member on the minority
-// side of a partition loses its leader after an election timeout and turns
-// not-ready, so load balancers route around it.
-func (i *Info) Ready() bool { return i.n.Leader() != 0 }
+// Ready is nil when the member knows a leader and its disk works. A member
+// on the minority side of a partition loses its leader after an election
+// timeout and turns not-ready, so load balancers route around it; so does
+// one whose data dir went read-only, because etcd stops at its next write.
+// A disk that is merely short of space keeps the member ready: it serves
+// reads and heartbeats.
+func (i *Info) Ready() error {
+	if s, ok := i.n.(interface{ StorageErr() error }); ok {
+		var se *node.StorageError
+		if err := s.StorageErr(); errors.As(err, &se) && se.Failed {
+			return fmt.Errorf("this node cannot write its data dir: %v", se.Err)
+		}
+	}
+	if i.n.Leader() == 0 {
+		return errors.New("this node's embedded etcd is not ready or knows no leader")
+	}
+	return nil
+}
 
 // Status describes the cluster as this member sees it. The revision comes
 // from a serializable read so that it answers even without a quorum.

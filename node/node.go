@@ -52,6 +52,19 @@ type Config struct {
 	// QuotaBackendBytes caps the bbolt file; zero keeps etcd's default (2 GiB).
 	QuotaBackendBytes int64
 
+	// MinFreeBytes is the free space the disk guard keeps in the data
+	// dir's file system (see disk.go); zero: DefaultMinFreeBytes, negative:
+	// no guard. DiskCheckInterval is how often it looks; zero:
+	// DefaultDiskCheckInterval. DiskStat replaces statfs, for tests that
+	// cannot fill a real disk; nil: StatDisk.
+	MinFreeBytes      int64
+	DiskCheckInterval time.Duration
+	DiskStat          func(dir string) (DiskUsage, error)
+
+	// EventLogger receives regd's own events about this member (the disk
+	// guard's); nil: none.
+	EventLogger *zap.Logger
+
 	// TLS of etcd's own listeners, as etcd's flags of the same names set
 	// them: ClientTLSInfo for https client URLs (--cert-file, --key-file,
 	// --trusted-ca-file, --client-cert-auth), PeerTLSInfo for https peer
@@ -84,6 +97,10 @@ type Node struct {
 
 	closing   *atomic.Bool
 	closeOnce sync.Once
+
+	guard     *guard // nil without a disk guard
+	stopGuard context.CancelFunc
+	guardDone chan struct{}
 }
 
 // Start starts the member and waits until it is ready to serve. On failure
@@ -100,6 +117,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	ec, err := embedConfig(cfg)
 	if err != nil {
 		return nil, err
+	}
+	var g *guard
+	if cfg.MinFreeBytes >= 0 {
+		g = newGuard(cfg)
+		g.prepare()
 	}
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
@@ -121,7 +143,34 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		e.Close()
 		return nil, ctx.Err()
 	}
-	return &Node{cfg: cfg, etcd: e, client: v3client.New(e.Server), closing: closing}, nil
+	n := &Node{cfg: cfg, etcd: e, client: v3client.New(e.Server), closing: closing, guard: g, guardDone: make(chan struct{})}
+	if g == nil {
+		close(n.guardDone)
+		n.stopGuard = func() {}
+		return n, nil
+	}
+	// The first look is synchronous so that a member starting on a short
+	// disk refuses writes from its first request.
+	gctx, stop := context.WithCancel(context.Background())
+	n.stopGuard = stop
+	g.step(gctx, n)
+	go func() {
+		defer close(n.guardDone)
+		g.run(gctx, n)
+	}()
+	return n, nil
+}
+
+// StorageErr is nil while this member's data dir is writable and has its
+// minimum free space; otherwise a *StorageError saying what is wrong.
+func (n *Node) StorageErr() error {
+	if n.guard == nil {
+		return nil
+	}
+	if p := n.guard.problem.Load(); p != nil {
+		return p
+	}
+	return nil
 }
 
 func embedConfig(cfg Config) (*embed.Config, error) {
@@ -245,6 +294,8 @@ func (n *Node) MemberName(id uint64) string {
 // the member rejoins when started again. Safe to call more than once.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
+		n.stopGuard()
+		<-n.guardDone
 		n.closing.Store(true)
 		n.client.Close()
 		n.etcd.Close()
@@ -255,6 +306,8 @@ func (n *Node) Close() {
 // It exists for fault tests.
 func (n *Node) Kill() {
 	n.closeOnce.Do(func() {
+		n.stopGuard()
+		<-n.guardDone
 		n.closing.Store(true)
 		n.client.Close()
 		n.etcd.Server.HardStop()

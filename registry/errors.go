@@ -53,7 +53,9 @@ const (
 	CodeNoLease     = "no_lease"
 	CodeUnavailable = "unavailable"
 	CodeStorageFull = "storage_full"
-	CodeInternal    = "internal"
+	// CodeStorageUnwritable: this node cannot write its data dir at all.
+	CodeStorageUnwritable = "storage_unwritable"
+	CodeInternal          = "internal"
 )
 
 // AsError returns err as an *Error, classifying errors that come from etcd
@@ -81,7 +83,7 @@ func fromEtcd(err error) *Error {
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
 		return &Error{Kind: KindNotFound, Code: CodeNotFound, Message: "the instance's lease has expired", Err: err}
 	case errors.Is(err, rpctypes.ErrNoSpace):
-		return &Error{Kind: KindUnavailable, Code: CodeStorageFull, Message: "the registry's storage is full; writes are refused until an operator frees space", Err: err}
+		return &Error{Kind: KindUnavailable, Code: CodeStorageFull, Message: "a member of the cluster is out of storage space; writes are refused until space is freed", Err: err}
 	}
 	// In-process etcd errors are gRPC status errors; compare by code
 	// because rpctypes errors are not always the same values.
@@ -89,7 +91,7 @@ func fromEtcd(err error) *Error {
 	case rpctypes.ErrLeaseNotFound.Error():
 		return &Error{Kind: KindNotFound, Code: CodeNotFound, Message: "the instance's lease has expired", Err: err}
 	case rpctypes.ErrNoSpace.Error():
-		return &Error{Kind: KindUnavailable, Code: CodeStorageFull, Message: "the registry's storage is full; writes are refused until an operator frees space", Err: err}
+		return &Error{Kind: KindUnavailable, Code: CodeStorageFull, Message: "a member of the cluster is out of storage space; writes are refused until space is freed", Err: err}
 	}
 	// etcd's client turns server errors into rpctypes.EtcdError, which
 	// carries the gRPC code but is no gRPC status: no leader, timeouts and

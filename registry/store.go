@@ -31,6 +31,10 @@ type Options struct {
 	Prefix  string        // registry prefix, e.g. "/service/"
 	Logger  *zap.Logger   // nil: no logs
 	Timeout time.Duration // per operation; 0: DefaultTimeout
+	// WriteGate, when set, is asked before each register and deregister;
+	// a non-nil answer (an *Error) refuses the write before it reaches
+	// etcd. regd's node uses it to refuse writes while its disk is short.
+	WriteGate func() error
 }
 
 // Store reads and writes instances in etcd.
@@ -49,6 +53,7 @@ type Store struct {
 	ttlCache map[int64]int64
 
 	leaseHint func(service, id string) (int64, bool)
+	writeGate func() error
 }
 
 // SetLeaseHint gives Heartbeat a local source of instances' leases (the
@@ -56,6 +61,13 @@ type Store struct {
 func (s *Store) SetLeaseHint(hint func(service, id string) (int64, bool)) { s.leaseHint = hint }
 
 const maxTTLCache = 65536
+
+func (s *Store) gate() error {
+	if s.writeGate == nil {
+		return nil
+	}
+	return s.writeGate()
+}
 
 // NewStore returns a Store over cli.
 func NewStore(cli *clientv3.Client, opts Options) *Store {
@@ -66,12 +78,13 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 		opts.Timeout = DefaultTimeout
 	}
 	return &Store{
-		cli:      cli,
-		keys:     Keys{Prefix: opts.Prefix},
-		lg:       opts.Logger,
-		timeout:  opts.Timeout,
-		now:      time.Now,
-		ttlCache: make(map[int64]int64),
+		cli:       cli,
+		keys:      Keys{Prefix: opts.Prefix},
+		lg:        opts.Logger,
+		timeout:   opts.Timeout,
+		now:       time.Now,
+		ttlCache:  make(map[int64]int64),
+		writeGate: opts.WriteGate,
 	}
 }
 
@@ -113,6 +126,9 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 		return Instance{}, false, err
 	}
 	if err := ValidateMetadata(r.Metadata); err != nil {
+		return Instance{}, false, err
+	}
+	if err := s.gate(); err != nil {
 		return Instance{}, false, err
 	}
 	ctx, cancel := s.withTimeout(ctx)
@@ -200,6 +216,9 @@ func (s *Store) Heartbeat(ctx context.Context, service, id string) (int64, error
 // revoked when regd created it. It returns the deletion's revision.
 func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
 	if err := validateNames(service, id); err != nil {
+		return 0, err
+	}
+	if err := s.gate(); err != nil {
 		return 0, err
 	}
 	ctx, cancel := s.withTimeout(ctx)

@@ -15,12 +15,14 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
 )
 
@@ -84,6 +86,11 @@ type Config struct {
 	MaxWatchesPerClient int
 
 	EnablePprof bool // --enable-pprof: Go's profiler under /debug/pprof/
+
+	// Storage: the disk guard's minimum (-1: off) and etcd's backend quota
+	// (0: etcd's default).
+	MinFreeBytes      int64
+	QuotaBackendBytes int64
 }
 
 // rawFlags holds the flag destinations before validation turns them into a
@@ -126,6 +133,8 @@ type rawFlags struct {
 	maxConns            int
 	maxWatchesPerClient int
 	enablePprof         bool
+	minFreeBytes        int64
+	quotaBackendBytes   int64
 }
 
 // computedDefaults documents defaults that depend on other flags; the flag
@@ -173,6 +182,8 @@ func newFlagSet(r *rawFlags) *flag.FlagSet {
 	fs.IntVar(&r.maxConns, "max-conns", api.DefaultMaxConns, "maximum `number` of open REST connections; beyond it new ones wait in the kernel's backlog")
 	fs.BoolVar(&r.enablePprof, "enable-pprof", false, "serve Go's profiler under /debug/pprof/ on the REST listener (reads rule applies), as etcd's flag of the same name")
 	fs.IntVar(&r.maxWatchesPerClient, "max-watches-per-client", api.DefaultStreamsPerClient, "maximum `number` of watch streams and blocking queries one client IP may hold open; beyond it 429")
+	fs.Int64Var(&r.minFreeBytes, "min-free-bytes", node.DefaultMinFreeBytes, "free `bytes` kept in the data dir's file system: below them writes are refused (503 storage_full) and etcd's NOSPACE alarm is raised until space is freed; 0 turns the guard off")
+	fs.Int64Var(&r.quotaBackendBytes, "quota-backend-bytes", 0, "etcd: raise the NOSPACE alarm when the backend database exceeds this many `bytes` (0: etcd's default, 2 GiB)")
 	fs.BoolVar(&r.version, "version", false, "print the version and exit")
 	return fs
 }
@@ -363,6 +374,19 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 		}
 		*f.dst = f.val
 	}
+
+	switch {
+	case r.minFreeBytes < 0:
+		return nil, v.fail("min-free-bytes", "must not be negative (0 turns the guard off)")
+	case r.minFreeBytes == 0:
+		c.MinFreeBytes = -1
+	default:
+		c.MinFreeBytes = r.minFreeBytes
+	}
+	if r.quotaBackendBytes < 0 {
+		return nil, v.fail("quota-backend-bytes", "must not be negative")
+	}
+	c.QuotaBackendBytes = r.quotaBackendBytes
 
 	if err := v.security(c, &r); err != nil {
 		return nil, err
@@ -610,14 +634,11 @@ func checkDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir %q: not writable: %w", dir, err)
 	}
-	f, err := os.CreateTemp(dir, ".regd-probe-*")
-	if err != nil {
-		return fmt.Errorf("--data-dir %q: not writable: %w", dir, err)
-	}
-	name := f.Name()
-	err = f.Close()
-	if rerr := os.Remove(name); err == nil {
-		err = rerr
+	err := node.ProbeDataDir(dir)
+	if errors.Is(err, syscall.ENOSPC) && node.ReleaseReserve(dir) {
+		// A disk filled to the last byte under a running member; the
+		// reserve is there to give it room to start again.
+		err = node.ProbeDataDir(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("--data-dir %q: not writable: %w", dir, err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/tlstest"
+	"github.com/regd/regd/node"
 )
 
 func mapEnv(m map[string]string) func(string) string {
@@ -64,6 +65,7 @@ func TestConfigDefaults(t *testing.T) {
 		MaxInFlight:              4096,
 		MaxConns:                 8192,
 		MaxWatchesPerClient:      64,
+		MinFreeBytes:             node.DefaultMinFreeBytes,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -145,6 +147,7 @@ func TestConfigParse(t *testing.T) {
 				"--log-level=DEBUG", "--etcd-log-level=error",
 				"--expiry-retention=1", "--shutdown-timeout=1500ms",
 				"--auto-tls", "--insecure", "--max-inflight=10", "--max-conns=20", "--max-watches-per-client=3",
+				"--min-free-bytes=0", "--quota-backend-bytes=1048576",
 			},
 			check: func(t *testing.T, c *Config) {
 				want := &Config{
@@ -168,6 +171,8 @@ func TestConfigParse(t *testing.T) {
 					MaxInFlight:              10,
 					MaxConns:                 20,
 					MaxWatchesPerClient:      3,
+					MinFreeBytes:             -1,
+					QuotaBackendBytes:        1 << 20,
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("\n got %+v\nwant %+v", c, want)
@@ -270,6 +275,7 @@ func TestEnv(t *testing.T) {
 			MaxInFlight:              100,
 			MaxConns:                 200,
 			MaxWatchesPerClient:      5,
+			MinFreeBytes:             node.DefaultMinFreeBytes,
 		}
 		if !reflect.DeepEqual(c, want) {
 			t.Errorf("\n got %+v\nwant %+v", c, want)
@@ -408,6 +414,9 @@ func TestConfigErrors(t *testing.T) {
 		{name: "shutdown-timeout zero", args: []string{"--shutdown-timeout=0"}, prefix: `--shutdown-timeout "0s": must be greater than 0`},
 		{name: "shutdown-timeout negative", args: []string{"--shutdown-timeout=-1s"}, prefix: `--shutdown-timeout "-1s": must be greater than 0`},
 		{name: "shutdown-timeout env unparsable", env: map[string]string{"REGD_SHUTDOWN_TIMEOUT": "10"}, prefix: `invalid value "10" for --shutdown-timeout (from REGD_SHUTDOWN_TIMEOUT): `},
+		{name: "min-free-bytes negative", args: []string{"--min-free-bytes=-1"}, prefix: `--min-free-bytes "-1": must not be negative (0 turns the guard off)`},
+		{name: "min-free-bytes env unparsable", env: map[string]string{"REGD_MIN_FREE_BYTES": "1GiB"}, prefix: `invalid value "1GiB" for --min-free-bytes (from REGD_MIN_FREE_BYTES): `},
+		{name: "quota-backend-bytes negative", args: []string{"--quota-backend-bytes=-1"}, prefix: `--quota-backend-bytes "-1": must not be negative`},
 		{name: "version env unparsable", env: map[string]string{"REGD_VERSION": "maybe"}, prefix: `invalid value "maybe" for --version (from REGD_VERSION): `},
 	}
 	for _, tt := range tests {

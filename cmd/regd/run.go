@@ -57,13 +57,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintln(stdout, versionString())
 		return exitOK
 	}
-	ln, err := bind(cfg)
+	ln, diskErr, err := bind(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "regd: %v\n", err)
 		return exitUsage
 	}
 	lg, etcdLg := newLoggers(stderr, cfg.LogLevel, cfg.EtcdLogLevel)
 	defer lg.Sync() //nolint:errcheck // nothing to do about a failed sync of stderr
+	if diskErr != nil && !waitForDataDir(ctx, lg, cfg.DataDir, ln, diskErr) {
+		ln.Close()
+		lg.Info("interrupted while waiting for the data dir", zap.NamedError("cause", context.Cause(ctx)))
+		return exitOK
+	}
 
 	for _, e := range cfg.exposures() {
 		lg.Warn(e.msg, zap.String(e.key, e.value))
@@ -102,6 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			PeerTLSInfo:         cfg.PeerTLS,
 			ClientAutoTLS:       cfg.ClientAutoTLS,
 			PeerAutoTLS:         cfg.PeerAutoTLS,
+			MinFreeBytes:        cfg.MinFreeBytes,
+			QuotaBackendBytes:   cfg.QuotaBackendBytes,
 		},
 		Listener:         ln,
 		Prefix:           cfg.Prefix,
@@ -157,8 +164,10 @@ wait:
 // bind checks that every port regd needs is free before anything starts, so
 // that a busy port is one line naming its flag rather than a failure deep in
 // etcd's startup. The REST listener is kept and handed to the server; etcd's
-// ports are released again because etcd binds them itself.
-func bind(cfg *Config) (net.Listener, error) {
+// ports are released again because etcd binds them itself. A data dir that
+// holds a member but cannot be written is not an error but diskErr: the
+// disk broke under a running member, and regd waits for it (waitdisk.go).
+func bind(cfg *Config) (ln net.Listener, diskErr, err error) {
 	for _, f := range []struct {
 		flag string
 		urls []url.URL
@@ -169,22 +178,25 @@ func bind(cfg *Config) (net.Listener, error) {
 		for _, u := range f.urls {
 			l, err := net.Listen("tcp", u.Host)
 			if err != nil {
-				return nil, fmt.Errorf("%s %q: cannot listen: %v", f.flag, u.String(), listenReason(err))
+				return nil, nil, fmt.Errorf("%s %q: cannot listen: %v", f.flag, u.String(), listenReason(err))
 			}
 			l.Close()
 		}
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("--http-addr %q: cannot listen: %v", cfg.HTTPAddr, listenReason(err))
+		return nil, nil, fmt.Errorf("--http-addr %q: cannot listen: %v", cfg.HTTPAddr, listenReason(err))
 	}
 	// Last, because it creates the directory: a busy port must not leave
 	// an empty data dir behind.
 	if err := checkDataDir(cfg.DataDir); err != nil {
+		if hasMember(cfg.DataDir) {
+			return ln, err, nil
+		}
 		ln.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return ln, nil
+	return ln, nil, nil
 }
 
 // reload re-reads what SIGHUP rotates. A file that no longer parses is

@@ -34,6 +34,12 @@ type Options struct {
 	// QuotaBackendBytes caps each member's bbolt file (etcd's
 	// --quota-backend-bytes); 0 keeps etcd's default. Fault tests fill it.
 	QuotaBackendBytes int64
+	// MinFreeBytes is the disk guard's minimum (node.Config); 0: 1 MiB,
+	// so that test members do not each allocate a full-size reserve.
+	// DiskStat replaces statfs for tests that play a disk filling up;
+	// DiskCheckInterval is then 50 ms.
+	MinFreeBytes int64
+	DiskStat     func(dir string) (node.DiskUsage, error)
 }
 
 // Cluster is a set of in-process regd nodes forming one etcd cluster.
@@ -66,6 +72,9 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	}
 	if o.Prefix == "" {
 		o.Prefix = "/service/"
+	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = 1 << 20
 	}
 	c := &Cluster{t: t, opts: o, logs: &logBuffer{}}
 	t.Cleanup(func() {
@@ -103,6 +112,11 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 			ReadyTimeout: 30 * time.Second,
 
 			QuotaBackendBytes: o.QuotaBackendBytes,
+			MinFreeBytes:      o.MinFreeBytes,
+			DiskStat:          o.DiskStat,
+		}
+		if o.DiskStat != nil {
+			m.nodeCfg.DiskCheckInterval = 50 * time.Millisecond
 		}
 		c.Members = append(c.Members, m)
 	}

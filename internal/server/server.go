@@ -92,13 +92,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.ExpiryRetention = 10000
 	}
 	lg := cfg.Logger
+	if cfg.Node.EventLogger == nil {
+		cfg.Node.EventLogger = lg.Named("disk")
+	}
 	n, err := node.Start(ctx, cfg.Node)
 	if err != nil {
 		cfg.Listener.Close()
 		return nil, err
 	}
 	metrics := prometheus.NewRegistry()
-	store := registry.NewStore(n.Client(), registry.Options{Prefix: cfg.Prefix, Logger: lg.Named("registry"), Timeout: cfg.RequestTimeout})
+	store := registry.NewStore(n.Client(), registry.Options{
+		Prefix:    cfg.Prefix,
+		Logger:    lg.Named("registry"),
+		Timeout:   cfg.RequestTimeout,
+		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
+	})
 	view := registry.NewView(store, registry.ViewOptions{})
 	store.SetLeaseHint(view.LeaseOf)
 	viewCtx, stopView := context.WithCancel(context.Background())
@@ -193,6 +201,22 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		zap.String("data-dir", cfg.Node.DataDir),
 	)
 	return s, nil
+}
+
+// storageRefusal turns the disk guard's verdict into the error a refused
+// write answers with: 503 either way, with a code that tells a full disk
+// (wait, or write elsewhere once space is freed) from a broken one.
+func storageRefusal(err error) error {
+	var se *node.StorageError
+	if !errors.As(err, &se) {
+		return err
+	}
+	if se.Full {
+		return &registry.Error{Kind: registry.KindUnavailable, Code: registry.CodeStorageFull,
+			Message: "this node's data dir is short of free space; writes are refused until space is freed", Err: se}
+	}
+	return &registry.Error{Kind: registry.KindUnavailable, Code: registry.CodeStorageUnwritable,
+		Message: "this node cannot write its data dir; writes are refused until it can", Err: se}
 }
 
 // httpErrorLog receives net/http's own error log. Failed TLS handshakes

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// A member whose disk breaks stops (etcd cannot go on once a write it
+// accepted fails), and a supervisor starts it again. If it then exited at
+// once because the disk is still broken, the supervisor would loop. So a
+// data dir that holds a member but cannot be written makes regd wait
+// instead: it answers on its REST port (healthz 200, everything else 503
+// storage_unwritable), checks the disk every diskRetry, and starts the
+// member once the disk works. A data dir without a member is a fresh start
+// and a wrong --data-dir is likelier than a broken disk, so that still exits
+// at once.
+
+const diskRetry = time.Second
+
+// hasMember reports whether dir holds an etcd member's data.
+func hasMember(dir string) bool {
+	fi, err := os.Stat(filepath.Join(dir, "member"))
+	return err == nil && fi.IsDir()
+}
+
+// waitForDataDir serves the waiting answers on ln until the data dir passes
+// checkDataDir (true) or ctx ends (false). ln stays open for the real
+// server either way.
+func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.Listener, cause error) bool {
+	lg.Error("data dir is not writable; answering 503 and waiting for it before starting the member",
+		zap.String("data-dir", dir), zap.Error(errors.Unwrap(cause)))
+	hl := &heldListener{Listener: ln}
+	srv := &http.Server{Handler: waitingHandler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(hl)
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-served
+		hl.release()
+	}()
+	t := time.NewTicker(diskRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		if err := checkDataDir(dir); err == nil {
+			lg.Info("data dir is writable again; starting the member", zap.String("data-dir", dir))
+			return true
+		}
+	}
+}
+
+func waitingHandler() http.Handler {
+	body, _ := json.Marshal(map[string]any{"error": map[string]string{
+		"code":    "storage_unwritable",
+		"message": "this node cannot write its data dir; it starts once the disk is repaired",
+	}})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/healthz" {
+			_, _ = w.Write([]byte(`{"status":"ok"}`))
+			return
+		}
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write(body)
+	})
+}
+
+// heldListener lets an http.Server stop accepting on a listener without
+// closing it: Close makes the pending Accept time out, which a shutting
+// down server takes as its end, and release makes the listener usable again.
+type heldListener struct {
+	net.Listener
+	closed atomic.Bool
+}
+
+type deadliner interface{ SetDeadline(time.Time) error }
+
+func (l *heldListener) Accept() (net.Conn, error) {
+	if l.closed.Load() {
+		return nil, net.ErrClosed
+	}
+	return l.Listener.Accept()
+}
+
+func (l *heldListener) Close() error {
+	l.closed.Store(true)
+	if d, ok := l.Listener.(deadliner); ok {
+		return d.SetDeadline(time.Now())
+	}
+	return nil
+}
+
+func (l *heldListener) release() {
+	if d, ok := l.Listener.(deadliner); ok {
+		_ = d.SetDeadline(time.Time{})
+	}
+}

@@ -1,0 +1,332 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/server/v3/storage"
+	"go.uber.org/zap"
+)
+
+// The disk guard keeps a member from running its disk full. etcd cannot
+// survive a write it has already accepted failing: a WAL append or a bbolt
+// commit that hits ENOSPC or EROFS ends the process. So the guard acts
+// before that point. Below MinFreeBytes it raises etcd's own NOSPACE
+// alarm, which makes every member refuse puts, transactions with puts and
+// lease grants (plain etcd clients included), and regd refuses REST writes
+// on this member at once, before the alarm has gone through raft. Deletes,
+// lease renewals, revocations and reads keep working, so instances keep
+// heartbeating and expiring. When space is back the guard disarms the
+// alarm it owns, and writes resume without a restart.
+//
+// A reserve file of half MinFreeBytes sits in the data dir while the disk
+// has room. The guard deletes it the moment the disk runs low, and before
+// the member starts, so that etcd has room to finish what it is doing and to
+// start at all on a disk that something else filled to the last byte.
+
+// DefaultMinFreeBytes leaves room for one more 64 MB WAL segment, which etcd
+// allocates ahead, with as much again to spare.
+const DefaultMinFreeBytes = 128 << 20
+
+// DefaultDiskCheckInterval is how often the guard looks at the disk.
+const DefaultDiskCheckInterval = 500 * time.Millisecond
+
+// ReserveFile is the reserve's name in the data dir.
+const ReserveFile = "regd.reserve"
+
+// DiskUsage is what the guard reads of the data dir's file system.
+type DiskUsage struct {
+	Free     int64 // bytes an unprivileged writer can still use
+	ReadOnly bool  // the file system is mounted read-only
+}
+
+// StorageError says why this member refuses writes.
+type StorageError struct {
+	Dir string
+	// Full: free space is under the minimum (Free, Min). Otherwise the data
+	// dir cannot be written (Err).
+	Full      bool
+	Free, Min int64
+	// Failed: the file system is read-only or failing (EROFS, EIO). etcd
+	// stops at its next WAL write, and the member is not ready.
+	Failed bool
+	Err    error
+}
+
+func (e *StorageError) Error() string {
+	if e.Full {
+		return fmt.Sprintf("data dir %s has %s free, under the %s regd keeps free", e.Dir, mib(e.Free), mib(e.Min))
+	}
+	return fmt.Sprintf("data dir %s is not writable: %v", e.Dir, e.Err)
+}
+
+func (e *StorageError) Unwrap() error { return e.Err }
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// StatDisk reads the file system usage of dir; it is statfs where there is
+// one (see statfs_*.go).
+func StatDisk(dir string) (DiskUsage, error) { return statDisk(dir) }
+
+// ProbeDataDir writes and removes a one-byte file in dir: the cheapest
+// write that fails the way etcd's would (EACCES, EROFS, EIO, and ENOSPC on a
+// file system full to the last block).
+func ProbeDataDir(dir string) error {
+	f, err := os.CreateTemp(dir, ".regd-probe-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write([]byte{0})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := os.Remove(f.Name()); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// ReleaseReserve deletes the reserve file in dataDir and reports whether
+// there was one.
+func ReleaseReserve(dataDir string) bool {
+	return os.Remove(filepath.Join(dataDir, ReserveFile)) == nil
+}
+
+// failedFS reports errors after which the file system takes no writes at
+// all, open files included.
+func failedFS(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EIO)
+}
+
+// guard is the disk guard of one member.
+type guard struct {
+	dir      string
+	min      int64
+	reserve  int64
+	interval time.Duration
+	stat     func(string) (DiskUsage, error)
+	lg       *zap.Logger
+
+	problem atomic.Pointer[StorageError]
+}
+
+func newGuard(cfg Config) *guard {
+	g := &guard{
+		dir:      cfg.DataDir,
+		min:      cfg.MinFreeBytes,
+		interval: cfg.DiskCheckInterval,
+		stat:     cfg.DiskStat,
+		lg:       cfg.EventLogger,
+	}
+	if g.min == 0 {
+		g.min = DefaultMinFreeBytes
+	}
+	g.reserve = g.min / 2
+	if g.interval == 0 {
+		g.interval = DefaultDiskCheckInterval
+	}
+	if g.stat == nil {
+		g.stat = statDisk
+	}
+	if g.lg == nil {
+		g.lg = zap.NewNop()
+	}
+	return g
+}
+
+func (g *guard) reservePath() string { return filepath.Join(g.dir, ReserveFile) }
+
+func (g *guard) hasReserve() bool {
+	fi, err := os.Stat(g.reservePath())
+	return err == nil && fi.Size() >= g.reserve
+}
+
+// releaseReserve deletes the reserve file, if there is one.
+func (g *guard) releaseReserve(why string) {
+	err := os.Remove(g.reservePath())
+	switch {
+	case err == nil:
+		g.lg.Warn("released the disk reserve so that etcd has room", zap.String("file", g.reservePath()), zap.String("size", mib(g.reserve)), zap.String("why", why))
+	case !errors.Is(err, os.ErrNotExist):
+		g.lg.Warn("could not delete the disk reserve", zap.String("file", g.reservePath()), zap.Error(err))
+	}
+}
+
+// makeReserve allocates the reserve file's blocks (a sparse file would free
+// nothing when deleted). On any error it leaves no partial file.
+func (g *guard) makeReserve() error {
+	tmp := g.reservePath() + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = allocate(f, g.reserve)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, g.reservePath())
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// check reads the disk and classifies it. A member that was short of space
+// stays so until it has the minimum, a margin, and room to rebuild its
+// reserve, so that it does not flap at the threshold.
+func (g *guard) check() *StorageError {
+	u, err := g.stat(g.dir)
+	if err != nil {
+		return &StorageError{Dir: g.dir, Err: err, Failed: failedFS(err)}
+	}
+	if u.ReadOnly {
+		return &StorageError{Dir: g.dir, Err: syscall.EROFS, Failed: true}
+	}
+	if err := ProbeDataDir(g.dir); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return &StorageError{Dir: g.dir, Full: true, Free: u.Free, Min: g.min, Err: err}
+		}
+		return &StorageError{Dir: g.dir, Err: err, Failed: failedFS(err)}
+	}
+	need := g.min
+	if prev := g.problem.Load(); prev != nil && prev.Full {
+		need += g.min/8 + g.reserve
+	}
+	if u.Free < need {
+		return &StorageError{Dir: g.dir, Full: true, Free: u.Free, Min: g.min}
+	}
+	return nil
+}
+
+// prepare runs before etcd starts: a member restarting on a disk that is
+// short of space gets the reserve's room to start in; one with room gets its
+// reserve (again).
+func (g *guard) prepare() {
+	u, err := g.stat(g.dir)
+	if err != nil {
+		return
+	}
+	if u.Free < g.min {
+		g.releaseReserve("the disk is short of space at start")
+		return
+	}
+	if !g.hasReserve() && u.Free >= g.min+g.reserve {
+		if err := g.makeReserve(); err != nil {
+			g.lg.Info("no disk reserve", zap.String("file", g.reservePath()), zap.Error(err))
+		}
+	}
+}
+
+// run polls the disk until ctx ends.
+func (g *guard) run(ctx context.Context, n *Node) {
+	t := time.NewTicker(g.interval)
+	defer t.Stop()
+	for {
+		g.step(ctx, n)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// step is one look at the disk: log the transition, move the reserve, and
+// bring this member's NOSPACE alarm in line.
+func (g *guard) step(ctx context.Context, n *Node) {
+	now := g.check()
+	prev := g.problem.Swap(now)
+	switch {
+	case now != nil && now.Full && (prev == nil || !prev.Full):
+		g.releaseReserve("the disk is short of space")
+		g.lg.Warn("data dir is short of space; refusing writes until space is freed",
+			zap.String("data-dir", g.dir), zap.String("free", mib(now.Free)), zap.String("min-free", mib(g.min)))
+	case now != nil && !now.Full && (prev == nil || prev.Full || prev.Failed != now.Failed):
+		if now.Failed {
+			g.lg.Error("data dir is read-only or failing; refusing writes, and etcd will stop at its next write to it",
+				zap.String("data-dir", g.dir), zap.Error(now.Err))
+		} else {
+			g.lg.Error("data dir is not writable; refusing writes until it is", zap.String("data-dir", g.dir), zap.Error(now.Err))
+		}
+	case now == nil && prev != nil:
+		g.lg.Info("data dir is writable and has space again; accepting writes", zap.String("data-dir", g.dir))
+	}
+	if now == nil && !g.hasReserve() {
+		if u, err := g.stat(g.dir); err == nil && u.Free >= g.min+g.reserve {
+			if err := g.makeReserve(); err != nil {
+				g.lg.Debug("could not write the disk reserve", zap.Error(err))
+			}
+		}
+	}
+	switch {
+	case now == nil:
+		g.disarm(ctx, n)
+	case !now.Failed:
+		// A failed file system takes no WAL write, and raising the alarm
+		// would be one: the member would stop on it and leave the alarm
+		// behind for the rest of the cluster.
+		g.raise(ctx, n)
+	}
+}
+
+// ownAlarm reports whether this member has a NOSPACE alarm in the cluster.
+func ownAlarm(n *Node) bool {
+	id := n.ID()
+	for _, a := range n.etcd.Server.Alarms() {
+		if a.MemberID == id && a.Alarm == pb.AlarmType_NOSPACE {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *guard) raise(ctx context.Context, n *Node) {
+	if ownAlarm(n) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err := n.etcd.Server.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: n.ID(), Alarm: pb.AlarmType_NOSPACE})
+	if err != nil {
+		// No quorum, most likely; REST writes here are refused anyway, and
+		// the next step tries again.
+		g.lg.Debug("could not raise the NOSPACE alarm", zap.Error(err))
+		return
+	}
+	g.lg.Warn("raised etcd's NOSPACE alarm: every member refuses writes until this member's disk has room",
+		zap.String("member-id", fmt.Sprintf("%x", n.ID())))
+}
+
+// disarm clears this member's NOSPACE alarm once its disk has room again.
+// The alarm may also be etcd's own, raised when the database outgrew its
+// quota; it is cleared only when the database is under the quota again,
+// and etcd raises it anew if that is not enough.
+func (g *guard) disarm(ctx context.Context, n *Node) {
+	if !ownAlarm(n) {
+		return
+	}
+	quota := n.etcd.Server.Cfg.QuotaBackendBytes
+	if quota == 0 {
+		quota = storage.DefaultQuotaBytes
+	}
+	if quota > 0 && n.etcd.Server.Backend().Size() >= quota {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err := n.etcd.Server.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_DEACTIVATE, MemberID: n.ID(), Alarm: pb.AlarmType_NOSPACE})
+	if err != nil {
+		g.lg.Debug("could not disarm the NOSPACE alarm", zap.Error(err))
+		return
+	}
+	g.lg.Info("disarmed this member's NOSPACE alarm; writes resume", zap.String("member-id", fmt.Sprintf("%x", n.ID())))
+}
