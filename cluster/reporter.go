@@ -110,13 +110,22 @@ func (r *Reporter) Run(ctx context.Context) {
 			}
 		}
 	})
+	// A pause that lasts (storage full: the ledger is a write) is logged
+	// when it starts and then once a minute, not at every retry.
+	var lastErr string
+	var lastLogged time.Time
 	for ctx.Err() == nil {
 		err := r.follow(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil && !errors.Is(err, errCursorMoved) {
-			r.lg.Warn("expiry reporter paused", zap.Error(err))
+			if msg := err.Error(); msg != lastErr || time.Since(lastLogged) >= time.Minute {
+				r.lg.Warn("expiry reporter paused", zap.Error(err))
+				lastErr, lastLogged = msg, time.Now()
+			}
+		} else {
+			lastErr = ""
 		}
 		select {
 		case <-ctx.Done():

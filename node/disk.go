@@ -26,7 +26,7 @@ import (
 // heartbeating and expiring. When space is back the guard disarms the
 // alarm it owns, and writes resume without a restart.
 //
-// A reserve file of half MinFreeBytes sits in the data dir while the disk
+// A reserve file of half MinFreeBytes (at most 64 MiB) sits in the data dir while the disk
 // has room. The guard deletes it the moment the disk runs low, and before
 // the member starts, so that etcd has room to finish what it is doing and to
 // start at all on a disk that something else filled to the last byte.
@@ -37,6 +37,9 @@ const DefaultMinFreeBytes = 128 << 20
 
 // DefaultDiskCheckInterval is how often the guard looks at the disk.
 const DefaultDiskCheckInterval = 500 * time.Millisecond
+
+// maxReserve caps the reserve: one WAL segment is what etcd needs to go on.
+const maxReserve = 64 << 20
 
 // ReserveFile is the reserve's name in the data dir.
 const ReserveFile = "regd.reserve"
@@ -115,6 +118,10 @@ type guard struct {
 	lg       *zap.Logger
 
 	problem atomic.Pointer[StorageError]
+
+	// Used by step only, one goroutine at a time.
+	raised bool            // this guard raised this member's NOSPACE alarm
+	alarms map[uint64]bool // the NOSPACE alarms last seen, by member
 }
 
 func newGuard(cfg Config) *guard {
@@ -128,7 +135,7 @@ func newGuard(cfg Config) *guard {
 	if g.min == 0 {
 		g.min = DefaultMinFreeBytes
 	}
-	g.reserve = g.min / 2
+	g.reserve = min(g.min/2, maxReserve)
 	if g.interval == 0 {
 		g.interval = DefaultDiskCheckInterval
 	}
@@ -226,17 +233,17 @@ func (g *guard) prepare() {
 	}
 }
 
-// run polls the disk until ctx ends.
+// run polls the disk until ctx ends; Start has taken the first look.
 func (g *guard) run(ctx context.Context, n *Node) {
 	t := time.NewTicker(g.interval)
 	defer t.Stop()
 	for {
-		g.step(ctx, n)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		g.step(ctx, n)
 	}
 }
 
@@ -276,6 +283,7 @@ func (g *guard) step(ctx context.Context, n *Node) {
 		// behind for the rest of the cluster.
 		g.raise(ctx, n)
 	}
+	g.watchAlarms(n)
 }
 
 // ownAlarm reports whether this member has a NOSPACE alarm in the cluster.
@@ -291,6 +299,8 @@ func ownAlarm(n *Node) bool {
 
 func (g *guard) raise(ctx context.Context, n *Node) {
 	if ownAlarm(n) {
+		// etcd's for its quota, or this guard's from before a restart:
+		// not known to be ours, so disarm checks the quota first.
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -302,24 +312,32 @@ func (g *guard) raise(ctx context.Context, n *Node) {
 		g.lg.Debug("could not raise the NOSPACE alarm", zap.Error(err))
 		return
 	}
+	g.raised = true
 	g.lg.Warn("raised etcd's NOSPACE alarm: every member refuses writes until this member's disk has room",
 		zap.String("member-id", fmt.Sprintf("%x", n.ID())))
 }
 
 // disarm clears this member's NOSPACE alarm once its disk has room again.
-// The alarm may also be etcd's own, raised when the database outgrew its
-// quota; it is cleared only when the database is under the quota again,
-// and etcd raises it anew if that is not enough.
+// An alarm this guard raised is cleared at once. Any other one of this
+// member's is etcd's quota alarm, or this guard's from before a restart:
+// it is cleared only when the database is clearly under the quota (etcd
+// raises it when a request would take the database over, so the database
+// is then within a request's size of the quota), that is after the
+// operator's compact and defragment. If that was not enough, etcd raises
+// it again at the next write.
 func (g *guard) disarm(ctx context.Context, n *Node) {
 	if !ownAlarm(n) {
+		g.raised = false
 		return
 	}
-	quota := n.etcd.Server.Cfg.QuotaBackendBytes
-	if quota == 0 {
-		quota = storage.DefaultQuotaBytes
-	}
-	if quota > 0 && n.etcd.Server.Backend().Size() >= quota {
-		return
+	if !g.raised {
+		quota := n.etcd.Server.Cfg.QuotaBackendBytes
+		if quota == 0 {
+			quota = storage.DefaultQuotaBytes
+		}
+		if quota > 0 && n.etcd.Server.Backend().Size() >= quota-max(quota/8, quotaMargin) {
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -328,5 +346,36 @@ func (g *guard) disarm(ctx context.Context, n *Node) {
 		g.lg.Debug("could not disarm the NOSPACE alarm", zap.Error(err))
 		return
 	}
+	g.raised = false
 	g.lg.Info("disarmed this member's NOSPACE alarm; writes resume", zap.String("member-id", fmt.Sprintf("%x", n.ID())))
+}
+
+// quotaMargin is more than the largest request etcd takes (1.5 MiB by
+// default), so that a database refused for the quota is never under
+// quota-quotaMargin.
+const quotaMargin = 4 << 20
+
+// watchAlarms logs each NOSPACE alarm in the cluster when it appears and
+// when it goes, whichever member it is for and whoever raised it: etcd
+// raises its quota alarm without a log line of its own, and a refused
+// write's 503 storage_full points here.
+func (g *guard) watchAlarms(n *Node) {
+	now := map[uint64]bool{}
+	for _, a := range n.etcd.Server.Alarms() {
+		if a.Alarm == pb.AlarmType_NOSPACE {
+			now[a.MemberID] = true
+		}
+	}
+	for id := range now {
+		if !g.alarms[id] {
+			g.lg.Warn("etcd's NOSPACE alarm is raised: every member refuses writes (503 storage_full) until it is cleared",
+				zap.String("for-member", n.MemberName(id)), zap.String("member-id", fmt.Sprintf("%x", id)))
+		}
+	}
+	for id := range g.alarms {
+		if !now[id] {
+			g.lg.Info("etcd's NOSPACE alarm is cleared", zap.String("for-member", n.MemberName(id)), zap.String("member-id", fmt.Sprintf("%x", id)))
+		}
+	}
+	g.alarms = now
 }

@@ -221,6 +221,8 @@ func TestDiskGuardShortOfSpace(t *testing.T) {
 		"released the disk reserve":       1,
 		"has space again":                 1,
 		"disarmed this member's NOSPACE":  1,
+		"NOSPACE alarm is raised":         1,
+		"NOSPACE alarm is cleared":        1,
 	} {
 		if got := m.logged(msg); got != want {
 			t.Errorf("%d log lines %q, want %d", got, msg, want)
@@ -250,6 +252,18 @@ func TestDiskGuardStartsShort(t *testing.T) {
 	if !m.alarmed(t) {
 		t.Error("no NOSPACE alarm right after the start")
 	}
+	m.Close()
+
+	// Space freed while the member was down: the alarm it raised before
+	// the restart is cleared by the member once it is back.
+	disk.set(100*minFree, false, nil)
+	m = startMember(t, disk, dir, 0)
+	eventually(t, "the old alarm cleared", func() error {
+		if m.alarmed(t) {
+			return errors.New("still raised")
+		}
+		return m.put(t, "/after")
+	})
 }
 
 // A read-only or failing file system takes no WAL write: the guard refuses
@@ -300,9 +314,20 @@ func TestDiskGuardLeavesQuotaAlarm(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // five looks at the disk
-	if !m.alarmed(t) {
-		t.Fatal("the guard disarmed the quota alarm of a database over its quota")
+	// etcd raises the alarm when a put would take the database over the
+	// quota, so the database is then just under it: the guard must not
+	// take that for room.
+	for range 15 {
+		time.Sleep(20 * time.Millisecond) // one look at the disk
+		if !m.alarmed(t) {
+			t.Fatal("the guard disarmed the quota alarm of a database at its quota")
+		}
+	}
+	if err := m.put(t, "/refused"); !errors.Is(err, rpctypes.ErrNoSpace) {
+		t.Fatalf("a put at the quota: %v", err)
+	}
+	if got := m.logged("NOSPACE alarm is raised"); got != 1 {
+		t.Errorf("%d log lines about etcd's alarm, want 1", got)
 	}
 	resp, err := m.Client().Delete(t.Context(), "/filler/", clientv3.WithPrefix())
 	if err != nil {

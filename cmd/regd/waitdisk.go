@@ -60,6 +60,12 @@ func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.List
 			return false
 		case <-t.C:
 		}
+		// The member's data first: while an operator has the disk
+		// unmounted, the mount point itself is writable, and starting
+		// there would make etcd bootstrap an empty member.
+		if !hasMember(dir) {
+			continue
+		}
 		if err := checkDataDir(dir); err == nil {
 			lg.Info("data dir is writable again; starting the member", zap.String("data-dir", dir))
 			return true

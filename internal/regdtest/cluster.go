@@ -77,12 +77,6 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 		o.MinFreeBytes = 1 << 20
 	}
 	c := &Cluster{t: t, opts: o, logs: &logBuffer{}}
-	t.Cleanup(func() {
-		c.closeAll()
-		if t.Failed() {
-			t.Logf("cluster logs (last 64 KiB):\n%s", c.logs.tail(64<<10))
-		}
-	})
 	peers := make([]string, n)
 	// One token for the whole cluster: etcd derives member and cluster IDs
 	// from it, so members with different tokens reject each other.
@@ -123,6 +117,14 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	for _, m := range c.Members {
 		m.nodeCfg.InitialCluster = strings.Join(peers, ",")
 	}
+	// Registered after the data dirs (t.TempDir), so that it runs before
+	// they are removed: cleanups run last-in first-out.
+	t.Cleanup(func() {
+		c.closeAll()
+		if t.Failed() {
+			t.Logf("cluster logs (last 64 KiB):\n%s", c.logs.tail(64<<10))
+		}
+	})
 	// Members of a new cluster become ready only together.
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -216,6 +218,9 @@ func (m *Member) Server() *server.Server {
 	defer m.mu.Unlock()
 	return m.srv
 }
+
+// DataDir is the member's data dir, which DiskStat receives.
+func (m *Member) DataDir() string { return m.dataDir }
 
 // URL is the member's REST URL for path.
 func (m *Member) URL(path string) string { return "http://" + m.HTTPAddr + path }
