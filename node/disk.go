@@ -313,7 +313,7 @@ func (g *guard) raise(ctx context.Context, n *Node) {
 		return
 	}
 	g.raised = true
-	g.lg.Warn("raised etcd's NOSPACE alarm: every member refuses writes until this member's disk has room",
+	g.lg.Warn("raised etcd's NOSPACE alarm: every member refuses writes until this member's disk is usable again",
 		zap.String("member-id", fmt.Sprintf("%x", n.ID())))
 }
 
