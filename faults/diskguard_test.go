@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -144,26 +143,6 @@ func TestE2EFaultDiskShort(t *testing.T) {
 		ms(refused), ms(resumed))
 }
 
-// unwritable makes dir refuse new files: chattr +i for root, whom
-// permissions do not stop, and chmod for everyone else. It returns the undo.
-func unwritable(t *testing.T, dir string) func() {
-	t.Helper()
-	if isRoot() {
-		if out, err := exec.Command("chattr", "+i", dir).CombinedOutput(); err != nil {
-			t.Skipf("cannot make %s immutable: %v %s", dir, err, out)
-		}
-		undo := func() { exec.Command("chattr", "-i", dir).Run() } //nolint:errcheck // checked by the writes that follow
-		t.Cleanup(undo)
-		return undo
-	}
-	if err := os.Chmod(dir, 0o500); err != nil {
-		t.Fatal(err)
-	}
-	undo := func() { os.Chmod(dir, 0o700) } //nolint:errcheck // checked by the writes that follow
-	t.Cleanup(undo)
-	return undo
-}
-
 // TestE2EFaultDiskUnwritable takes away a real regd's right to create files
 // in its data dir, first while it runs and then across a restart. Running,
 // it refuses writes (503 storage_unwritable) and keeps serving reads; on a
@@ -179,7 +158,7 @@ func TestE2EFaultDiskUnwritable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	undo := unwritable(t, n.DataDir)
+	undo := e2e.LockDir(t, n.DataDir)
 	began := time.Now()
 	var refused time.Duration
 	eventually(t, 10*time.Second, "writes refused", func() error {
@@ -213,7 +192,7 @@ func TestE2EFaultDiskUnwritable(t *testing.T) {
 	if code, ok := p.WaitExit(15 * time.Second); !ok || code != 0 {
 		t.Fatalf("regd did not stop cleanly: %d %v", code, ok)
 	}
-	undo = unwritable(t, n.DataDir)
+	undo = e2e.LockDir(t, n.DataDir)
 	p = e2e.StartEnv(t, bin, dir, e2e.CleanEnv(), append(n.Args(), "--min-free-bytes", "1048576")...)
 	eventually(t, 15*time.Second, "the waiting node answers", func() error {
 		code, _, err := get(base + "/healthz")

@@ -64,7 +64,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	lg, etcdLg := newLoggers(stderr, cfg.LogLevel, cfg.EtcdLogLevel)
 	defer lg.Sync() //nolint:errcheck // nothing to do about a failed sync of stderr
-	if diskErr != nil && !waitForDataDir(ctx, lg, cfg.DataDir, ln, diskErr) {
+	var restTLS *tls.Config
+	if cfg.HTTPTLS != nil {
+		restTLS = cfg.HTTPTLS.config
+	}
+	if diskErr != nil && !waitForDataDir(ctx, lg, cfg.DataDir, ln, restTLS, diskErr) {
 		ln.Close()
 		lg.Info("interrupted while waiting for the data dir", zap.NamedError("cause", context.Cause(ctx)))
 		return exitOK
@@ -85,10 +89,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	var auth *api.Auth
 	if cfg.Tokens != nil {
 		auth = api.NewAuth(cfg.Tokens, cfg.TokenReads)
-	}
-	var restTLS *tls.Config
-	if cfg.HTTPTLS != nil {
-		restTLS = cfg.HTTPTLS.config
 	}
 
 	srv, err := server.Start(ctx, server.Config{

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
@@ -32,18 +33,22 @@ func hasMember(dir string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// waitForDataDir serves the waiting answers on ln until the data dir passes
-// checkDataDir (true) or ctx ends (false). ln stays open for the real
-// server either way.
-func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.Listener, cause error) bool {
+// waitForDataDir serves the waiting answers on ln (over TLS when tlsCfg is
+// set, as the real server will) until the data dir passes checkDataDir
+// (true) or ctx ends (false). ln stays open for the real server either way.
+func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.Listener, tlsCfg *tls.Config, cause error) bool {
 	lg.Error("data dir is not writable; answering 503 and waiting for it before starting the member",
 		zap.String("data-dir", dir), zap.Error(errors.Unwrap(cause)))
 	hl := &heldListener{Listener: ln}
+	var serveOn net.Listener = hl
+	if tlsCfg != nil {
+		serveOn = tls.NewListener(hl, tlsCfg)
+	}
 	srv := &http.Server{Handler: waitingHandler(), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = srv.Serve(hl)
+		_ = srv.Serve(serveOn)
 	}()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
