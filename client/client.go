@@ -33,6 +33,16 @@ type Config struct {
 	// Logger receives what the client does on its own (retries, failovers,
 	// re-registrations); nil: nothing is logged.
 	Logger *slog.Logger
+	// Token, when not empty, is sent as "Authorization: Bearer <token>" on
+	// every request, watch streams included: a write token for a
+	// Registrar; for a Discovery a read token is enough, and none is needed
+	// unless regd runs with --auth-reads token. White space around it (the
+	// newline at the end of a token file) is ignored; a token that is not
+	// printable ASCII without spaces fails every request at once. The token
+	// is never logged. regd's 401 and 403 answers (see IsAuthError) are
+	// final: Start returns them at once and they are not retried on other
+	// nodes, which answer the same.
+	Token string
 }
 
 // Instance is one registered instance, as regd returns it.
@@ -85,10 +95,27 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound
 }
 
+// IsAuthError reports whether err is regd's 401 (no token where one is
+// needed, or a token regd does not know) or 403 (a read token on a write):
+// Config.Token must change. Every node of a cluster answers the same, so
+// the client does not try another node for it.
+func IsAuthError(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && (ae.StatusCode == http.StatusUnauthorized || ae.StatusCode == http.StatusForbidden)
+}
+
+// ErrBadToken is returned for every request when Config.Token cannot be a
+// bearer token: it holds a space or a character that is not printable
+// ASCII. The error does not repeat the token.
+var ErrBadToken = errors.New("regd client: Config.Token must be printable ASCII without spaces")
+
 // retryable reports whether another attempt (possibly on another node) may
 // succeed: transport errors, 5xx, 408 and 429. Other 4xx answers mean the
-// request itself is wrong.
+// request itself is wrong, 401 and 403 that the token is (IsAuthError).
 func retryable(err error) bool {
+	if errors.Is(err, ErrBadToken) {
+		return false
+	}
 	var ae *APIError
 	if !errors.As(err, &ae) {
 		return true
@@ -96,16 +123,29 @@ func retryable(err error) bool {
 	return ae.StatusCode >= 500 || ae.StatusCode == http.StatusRequestTimeout || ae.StatusCode == http.StatusTooManyRequests
 }
 
-// conn is what Registrar and Discovery share: the nodes, the HTTP client
-// and the logger.
+// conn is what Registrar and Discovery share: the nodes, the HTTP client,
+// the logger and the token.
 type conn struct {
 	bases []string
 	hc    *http.Client
 	log   *slog.Logger
+	// auth is the Authorization header, "" without a token; authErr is
+	// ErrBadToken for a token that cannot be sent.
+	auth    string
+	authErr error
 }
 
 func newConn(cfg Config) *conn {
 	c := &conn{hc: cfg.HTTPClient, log: cfg.Logger}
+	if tok := strings.TrimSpace(cfg.Token); tok != "" {
+		c.auth = "Bearer " + tok
+		for i := 0; i < len(tok); i++ {
+			if tok[i] < 0x21 || tok[i] > 0x7e {
+				c.authErr = ErrBadToken
+				break
+			}
+		}
+	}
 	if c.hc == nil {
 		c.hc = &http.Client{}
 	}
@@ -133,6 +173,22 @@ func baseURL(addr string) string {
 
 func (c *conn) node(i int) string { return c.bases[i%len(c.bases)] }
 
+// newRequest is http.NewRequestWithContext plus the token, for every
+// request this package sends.
+func (c *conn) newRequest(ctx context.Context, method, target string, body io.Reader) (*http.Request, error) {
+	if c.authErr != nil {
+		return nil, c.authErr
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return nil, err
+	}
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
+	}
+	return req, nil
+}
+
 func instancePath(service, id string) string {
 	return "/v1/services/" + url.PathEscape(service) + "/instances/" + url.PathEscape(id)
 }
@@ -149,7 +205,7 @@ func (c *conn) do(ctx context.Context, method, base, path string, body, out any)
 		}
 		rd = bytes.NewReader(buf)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	req, err := c.newRequest(ctx, method, base+path, rd)
 	if err != nil {
 		return 0, err
 	}

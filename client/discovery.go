@@ -37,6 +37,10 @@ const (
 	healthyStream = 5 * time.Second
 )
 
+// authRetryDelay is the wait before a watch refused with 401 or 403 is
+// tried again (on the same node). A variable for the tests.
+var authRetryDelay = 30 * time.Second
+
 // Discovery follows one service's instances: see the package
 // documentation. Its methods are safe for concurrent use.
 type Discovery struct {
@@ -101,7 +105,9 @@ func (d *Discovery) OnDeregister(f func(Instance, string)) {
 
 // Start lists the service's instances, trying the nodes in turn with
 // backoff until one answers or ctx ends, calls OnRegister for each, and
-// then follows the watch stream in the background until Close.
+// then follows the watch stream in the background until Close. An answer
+// that no retry can change (401 or 403: Config.Token is missing or
+// unknown, see IsAuthError) is returned at once as an *APIError.
 func (d *Discovery) Start(ctx context.Context) error {
 	d.mu.Lock()
 	switch {
@@ -205,7 +211,10 @@ func (d *Discovery) Revision() int64 {
 	return d.rev
 }
 
-// Err is why the last watch stream ended, or nil while one is open.
+// Err is why the last watch stream ended, or nil while one is open. A
+// watch refused with 401 or 403 (IsAuthError: the token was revoked, say)
+// is not moved to another node but tried again on the same one every 30 s;
+// Err reports it meanwhile.
 func (d *Discovery) Err() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -369,6 +378,20 @@ func (d *Discovery) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if IsAuthError(err) {
+			// The token is missing, unknown or lacks the read scope: every
+			// node answers the same. Stay on this node and try again
+			// seldom, in case regd's tokens are put right.
+			d.mu.Lock()
+			d.lastError = err
+			d.mu.Unlock()
+			d.c.log.Error("regd: watch refused: check the token", "service", d.service,
+				"node", base, "err", err, "revision", d.Revision(), "in", authRetryDelay)
+			if !sleep(ctx, authRetryDelay) {
+				return
+			}
+			continue
+		}
 		d.mu.Lock()
 		d.lastError = err
 		d.node = (d.node + 1) % len(d.c.bases)
@@ -391,7 +414,7 @@ func (d *Discovery) stream(ctx context.Context, base string) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	after := d.resumeFrom()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/services/"+url.PathEscape(d.service)+"/watch", nil)
+	req, err := d.c.newRequest(ctx, http.MethodGet, base+"/v1/services/"+url.PathEscape(d.service)+"/watch", nil)
 	if err != nil {
 		return err
 	}

@@ -34,4 +34,10 @@
 //
 // Start's context bounds only the initial registration or list; the
 // background work (heartbeats, the watch) runs until Close.
+//
+// Against a regd with access tokens (--auth-token-file), set Config.Token:
+// a write token for a Registrar; a read token for a Discovery, needed only
+// with --auth-reads token. A missing, unknown or read-only token makes
+// Start fail at once with regd's 401 or 403 (IsAuthError), which is not
+// retried on the other nodes.
 package client

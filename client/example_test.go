@@ -17,6 +17,8 @@ func ExampleRegistrar() {
 	cfg := client.Config{
 		Addrs:  []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"},
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		// A write token, when regd runs with --auth-token-file.
+		Token: os.Getenv("REGD_TOKEN"),
 	}
 	reg := client.NewRegistrar(cfg, "user", "user-1", "10.0.0.5:9000", client.RegistrarOptions{
 		TTL:      10,

@@ -72,9 +72,12 @@ func NewRegistrar(cfg Config, service, id, address string, opts RegistrarOptions
 // Start registers the instance, trying the nodes in turn with backoff until
 // one accepts it or ctx ends, then heartbeats in the background until
 // Close. An answer that no retry can change (400: a bad name, address, TTL
-// or metadata) is returned at once as an *APIError. A Registrar starts
-// once; after a failed Start, Close it anyway: a write that timed out may
-// still have been applied, and Close removes it.
+// or metadata; 401 or 403: Config.Token is missing, unknown or a read
+// token, see IsAuthError) is returned at once as an *APIError. A Registrar
+// starts once; after a failed Start, Close it anyway: a write that timed
+// out may still have been applied, and Close removes it (after a 401 or
+// 403, Close's deregistration is refused the same way and returns that
+// error).
 func (r *Registrar) Start(ctx context.Context) error {
 	r.mu.Lock()
 	switch {
@@ -135,7 +138,10 @@ func (r *Registrar) Instance() Instance {
 }
 
 // Err is the last failure (of a registration or heartbeat), or nil when
-// the last attempt succeeded. The Registrar keeps retrying on its own.
+// the last attempt succeeded. The Registrar keeps retrying on its own;
+// after a 401 or 403 (IsAuthError: the token was revoked, say) it does not
+// move to another node or register again, but heartbeats on at its usual
+// pace, so that it recovers if regd's tokens are put right in time.
 func (r *Registrar) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -214,7 +220,7 @@ func (r *Registrar) run(ctx context.Context, done chan struct{}) {
 		case <-timer.C:
 		}
 		err := r.heartbeat(ctx)
-		if err != nil && ctx.Err() == nil && !retryable(err) {
+		if err != nil && ctx.Err() == nil && !retryable(err) && !IsAuthError(err) {
 			// 404: expired or deregistered behind our back; 409 no_lease:
 			// a plain etcd client replaced the key. Register again.
 			r.c.log.Warn("regd: heartbeat refused; registering again", "service", r.service, "id", r.id, "err", err)
@@ -226,6 +232,15 @@ func (r *Registrar) run(ctx context.Context, done chan struct{}) {
 		if err == nil {
 			bo.reset()
 			bo.max = r.interval()
+			timer.Reset(r.interval())
+			continue
+		}
+		if IsAuthError(err) {
+			// The token is missing, unknown or read-only (revoked on a
+			// SIGHUP, say): every node answers the same, and registering
+			// again would too. Err reports it; try again at the heartbeat
+			// pace, on the same node, in case regd's tokens are put right
+			// before the lease runs out.
 			timer.Reset(r.interval())
 			continue
 		}

@@ -6,9 +6,15 @@
 Start a node first (`regd` with no flags is a single-node registry on
 127.0.0.1:8080). While the demo runs, register more instances of "demo" with
 curl (see README.md) and watch them appear.
+
+When regd runs with --auth-token-file, put a write token in REGD_TOKEN (it
+serves both the registrar and the discoverer):
+
+    REGD_TOKEN=$(cat write.token) python3 example.py http://127.0.0.1:8080
 """
 
 import logging
+import os
 import sys
 import time
 
@@ -17,6 +23,7 @@ from regd import Discoverer, Registrar
 
 def main() -> int:
     urls = sys.argv[1:] or ["http://127.0.0.1:8080"]
+    token = os.environ.get("REGD_TOKEN") or None
     seconds = 5.0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -27,11 +34,11 @@ def main() -> int:
     def down(inst, reason):
         print(f"[event] {reason:<10} {inst['service']}/{inst['id']} at {inst['address']}", flush=True)
 
-    disc = Discoverer(urls, "demo", on_register=up, on_deregister=down)
+    disc = Discoverer(urls, "demo", on_register=up, on_deregister=down, token=token)
     disc.start()
     print(f"following demo at revision {disc.revision}: {len(disc.instances())} instance(s)")
 
-    reg = Registrar(urls, "demo", "py-1", "127.0.0.1:9999", ttl=5, metadata={"lang": "python"})
+    reg = Registrar(urls, "demo", "py-1", "127.0.0.1:9999", ttl=5, metadata={"lang": "python"}, token=token)
     inst = reg.start()
     print(f"registered demo/py-1 with lease {inst['lease_id']}, ttl {inst['ttl']}s; heartbeating")
 

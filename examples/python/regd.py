@@ -25,6 +25,13 @@ replaces the whole state, with callbacks for the differences.
 
 Instances are dicts, as regd sends them: service, id, address, metadata,
 ttl, lease_id, registered_at, revision.
+
+With regd's --auth-token-file, pass token=... to either class: it is sent as
+"Authorization: Bearer <token>" on every request, the watch stream included
+(a write token for a Registrar; a read token for a Discoverer, and none
+unless regd runs with --auth-reads token). A 401 or 403 answer is raised by
+start() at once (RegdError.auth_error) and never retried on another node.
+The token is never logged.
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ log = logging.getLogger("regd")
 # is from a hung node.
 STREAM_IDLE_TIMEOUT = 45.0
 
+# A watch refused with 401 or 403 is tried again (on the same node) after
+# this long: the token must change, which no quick retry brings about.
+AUTH_RETRY_DELAY = 30.0
+
 
 class RegdError(Exception):
     """An error answer of regd: {"error": {"code", "message"}}."""
@@ -63,6 +74,13 @@ class RegdError(Exception):
     def retryable(self) -> bool:
         """Another attempt, maybe on another node, may succeed."""
         return self.status >= 500 or self.status in (408, 429)
+
+    @property
+    def auth_error(self) -> bool:
+        """401 (no token where one is needed, or one regd does not know) or
+        403 (a read token on a write): the token must change. Every node
+        answers the same, so it is not retried elsewhere."""
+        return self.status in (401, 403)
 
 
 def _retryable(err: BaseException) -> bool:
@@ -85,6 +103,27 @@ def _base_urls(urls: str | Iterable[str]) -> list[str]:
     return out
 
 
+def _check_token(token: str | None) -> str | None:
+    """The token without surrounding white space (the newline at the end of
+    a token file), or None. A token that cannot travel in a header raises
+    ValueError, which does not repeat it (http.client's error would)."""
+    if token is None:
+        return None
+    token = token.strip()
+    if not token:
+        return None
+    if any(not 0x21 <= ord(c) <= 0x7E for c in token):
+        raise ValueError("regd: the token must be printable ASCII without spaces")
+    return token
+
+
+def _headers(token: str | None, headers: dict[str, str]) -> dict[str, str]:
+    """headers plus the Authorization header when there is a token."""
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 def _q(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
@@ -93,11 +132,13 @@ def _instance_path(service: str, id: str) -> str:
     return f"/v1/services/{_q(service)}/instances/{_q(id)}"
 
 
-def request(base: str, method: str, path: str, body=None, timeout: float = 10.0):
-    """Send one request; return (status, decoded JSON or None). Raises
-    RegdError for an error answer, OSError for transport errors."""
+def request(base: str, method: str, path: str, body=None, timeout: float = 10.0,
+            token: str | None = None):
+    """Send one request, with token as a bearer token when given; return
+    (status, decoded JSON or None). Raises RegdError for an error answer,
+    OSError for transport errors."""
     data = None
-    headers = {"Accept": "application/json"}
+    headers = _headers(_check_token(token), {"Accept": "application/json"})
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
@@ -137,8 +178,10 @@ class Registrar:
     """Keeps one instance registered; see the module documentation."""
 
     def __init__(self, base_urls, service: str, id: str, address: str,
-                 ttl: int = 10, metadata: dict[str, str] | None = None):
+                 ttl: int = 10, metadata: dict[str, str] | None = None,
+                 token: str | None = None):
         self.bases = _base_urls(base_urls)
+        self._token = _check_token(token)  # a write token
         self.service, self.id, self.address = service, id, address
         self.ttl = ttl
         self.metadata = dict(metadata or {})
@@ -155,7 +198,8 @@ class Registrar:
     def start(self, timeout: float = 30.0) -> dict:
         """Register (trying the nodes in turn, with backoff, for up to
         timeout seconds), then heartbeat in a daemon thread. A 4xx answer
-        (bad name, address, TTL...) is raised at once as RegdError."""
+        (bad name, address, TTL...; 401 or 403: the token is missing,
+        unknown or read-only) is raised at once as RegdError."""
         if self._started:
             raise RuntimeError("already started")
         self._started = True
@@ -180,7 +224,9 @@ class Registrar:
         return self.instance
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop heartbeating and deregister (204 and 404 both count)."""
+        """Stop heartbeating and deregister (204 and 404 both count). A 4xx
+        answer, such as the 401 or 403 of a missing or read-only token, is
+        raised at once."""
         if self._stop.is_set():
             return
         self._stop.set()
@@ -194,7 +240,7 @@ class Registrar:
             base = self._base()
             try:
                 request(base, "DELETE", _instance_path(self.service, self.id),
-                        timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                        timeout=max(0.5, min(5.0, deadline - time.monotonic())), token=self._token)
                 log.info("deregistered %s/%s via %s", self.service, self.id, base)
                 return
             except RegdError as e:
@@ -242,7 +288,7 @@ class Registrar:
         if self.metadata:
             body["metadata"] = self.metadata
         try:
-            status, inst = request(base, "PUT", _instance_path(self.service, self.id), body)
+            status, inst = request(base, "PUT", _instance_path(self.service, self.id), body, token=self._token)
         except Exception as e:
             self.last_error = e
             log.warning("regd: register %s/%s via %s failed: %s", self.service, self.id, base, e)
@@ -256,7 +302,8 @@ class Registrar:
         # Half the TTL: a hung node leaves time to try another.
         timeout = min(max(self.ttl / 2.0, 1.0), 10.0)
         try:
-            request(base, "PUT", _instance_path(self.service, self.id) + "/heartbeat", timeout=timeout)
+            request(base, "PUT", _instance_path(self.service, self.id) + "/heartbeat", timeout=timeout,
+                    token=self._token)
             self.last_error = None
         except Exception as e:
             self.last_error = e
@@ -271,7 +318,7 @@ class Registrar:
                 try:
                     self._heartbeat()
                 except RegdError as e:
-                    if e.retryable:
+                    if e.retryable or e.auth_error:
                         raise
                     # 404: expired or deregistered behind our back; 409
                     # no_lease: a plain etcd client replaced the key.
@@ -282,6 +329,14 @@ class Registrar:
             except Exception as e:  # noqa: BLE001 - keep the thread alive
                 if self._stop.is_set():
                     return
+                if isinstance(e, RegdError) and e.auth_error:
+                    # The token is missing, unknown or read-only (revoked,
+                    # say): every node answers the same, and registering
+                    # again would too. last_error reports it; go on at the
+                    # heartbeat pace, on the same node, in case regd's
+                    # tokens are put right before the lease runs out.
+                    delay = self._interval()
+                    continue
                 self._next_node(e)
                 delay = bo.next()
 
@@ -295,12 +350,19 @@ class Discoverer:
     the instance dict (also for a re-registration: register is an upsert);
     on_deregister gets the instance and the reason: "deregister", "expire",
     or "reset" when a reset's full list no longer has it.
+
+    token: a read (or write) token, needed only when regd runs with
+    --auth-reads token. A watch refused with 401 or 403 (the token was
+    revoked, say) stays on its node and is tried again every
+    AUTH_RETRY_DELAY seconds; last_error reports it meanwhile.
     """
 
     def __init__(self, base_urls, service: str,
                  on_register: Callable[[dict], None] | None = None,
-                 on_deregister: Callable[[dict, str], None] | None = None):
+                 on_deregister: Callable[[dict, str], None] | None = None,
+                 token: str | None = None):
         self.bases = _base_urls(base_urls)
+        self._token = _check_token(token)
         self.service = service
         self.on_register = on_register
         self.on_deregister = on_deregister
@@ -322,14 +384,15 @@ class Discoverer:
     def start(self, timeout: float = 30.0) -> None:
         """List the instances (trying the nodes in turn for up to timeout
         seconds), call on_register for each, then follow the watch stream
-        in a daemon thread until close()."""
+        in a daemon thread until close(). A 4xx answer (401 or 403: the
+        token is missing or unknown) is raised at once as RegdError."""
         deadline = time.monotonic() + timeout
         bo = _Backoff()
         node = 0
         while True:
             base = self.bases[node]
             try:
-                _, lst = request(base, "GET", f"/v1/services/{_q(self.service)}/instances")
+                _, lst = request(base, "GET", f"/v1/services/{_q(self.service)}/instances", token=self._token)
                 break
             except Exception as e:  # noqa: BLE001 - classified below
                 if not _retryable(e):
@@ -469,6 +532,14 @@ class Discoverer:
             if self._closed.is_set():
                 return
             self.last_error = err
+            if isinstance(err, RegdError) and err.auth_error:
+                # The token is missing, unknown or lacks the read scope:
+                # every node answers the same. Stay, and try again seldom.
+                log.error("regd: watch of %s via %s refused (%s); check the token; retrying in %.0fs",
+                          self.service, base, err, AUTH_RETRY_DELAY)
+                if self._closed.wait(AUTH_RETRY_DELAY):
+                    return
+                continue
             with self._lock:
                 self._node = (self._node + 1) % len(self.bases)
                 nxt = self.bases[self._node]
@@ -490,11 +561,11 @@ class Discoverer:
             if self._closed.is_set():
                 return
             after = self._resume_from()
-            conn.request("GET", f"/v1/services/{_q(self.service)}/watch", headers={
+            conn.request("GET", f"/v1/services/{_q(self.service)}/watch", headers=_headers(self._token, {
                 "Accept": "text/event-stream",
                 "Cache-Control": "no-cache",
                 "Last-Event-ID": str(after),
-            })
+            }))
             if self._closed.is_set():  # close() may have come before the socket existed
                 return
             resp = conn.getresponse()

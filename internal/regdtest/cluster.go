@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/freeport"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
@@ -40,6 +41,9 @@ type Options struct {
 	// DiskCheckInterval is then 50 ms.
 	MinFreeBytes int64
 	DiskStat     func(dir string) (node.DiskUsage, error)
+	// Auth, when set, makes every member check bearer tokens
+	// (server.Config.Auth); the test keeps it to change the tokens.
+	Auth *api.Auth
 }
 
 // Cluster is a set of in-process regd nodes forming one etcd cluster.
@@ -171,6 +175,7 @@ func (c *Cluster) start(i int) error {
 		Logger:          lg,
 		ExpiryRetention: c.opts.ExpiryRetention,
 		RequestTimeout:  c.opts.RequestTimeout,
+		Auth:            c.opts.Auth,
 	})
 	if err != nil {
 		return err
