@@ -70,17 +70,7 @@ func doToken(t *testing.T, method, url, token string, body any) (int, []byte) {
 
 func listWithToken(t *testing.T, m *regdtest.Member, service string) map[string]client.Instance {
 	t.Helper()
-	status, body := doToken(t, http.MethodGet, m.URL("/v1/services/"+service+"/instances"), readToken, nil)
-	if status != http.StatusOK {
-		t.Fatalf("list %s: %d %s", service, status, body)
-	}
-	var l list
-	regdtest.MustJSON(t, body, &l)
-	out := make(map[string]client.Instance)
-	for _, in := range l.Instances {
-		out[in.ID] = in
-	}
-	return out
+	return listAs(t, m, service, readToken)
 }
 
 func registerWithToken(t *testing.T, m *regdtest.Member, service, id string) {

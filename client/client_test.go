@@ -47,7 +47,13 @@ type list struct {
 
 func listOf(t *testing.T, m *regdtest.Member, service string) map[string]client.Instance {
 	t.Helper()
-	status, _, body := regdtest.Do(t, http.MethodGet, m.URL("/v1/services/"+service+"/instances"), nil)
+	return listAs(t, m, service, "")
+}
+
+// listAs lists service on m, with token when it is not empty.
+func listAs(t *testing.T, m *regdtest.Member, service, token string) map[string]client.Instance {
+	t.Helper()
+	status, body := doToken(t, http.MethodGet, m.URL("/v1/services/"+service+"/instances"), token, nil)
 	if status != http.StatusOK {
 		t.Fatalf("list %s: %d %s", service, status, body)
 	}

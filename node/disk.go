@@ -297,16 +297,22 @@ func ownAlarm(n *Node) bool {
 	return false
 }
 
+// setAlarm raises or clears this member's NOSPACE alarm through raft,
+// bounded so that a member without a quorum keeps looking at its disk.
+func setAlarm(ctx context.Context, n *Node, action pb.AlarmRequest_AlarmAction) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err := n.etcd.Server.Alarm(ctx, &pb.AlarmRequest{Action: action, MemberID: n.ID(), Alarm: pb.AlarmType_NOSPACE})
+	return err
+}
+
 func (g *guard) raise(ctx context.Context, n *Node) {
 	if ownAlarm(n) {
 		// etcd's for its quota, or this guard's from before a restart:
 		// not known to be ours, so disarm checks the quota first.
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	_, err := n.etcd.Server.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, MemberID: n.ID(), Alarm: pb.AlarmType_NOSPACE})
-	if err != nil {
+	if err := setAlarm(ctx, n, pb.AlarmRequest_ACTIVATE); err != nil {
 		// No quorum, most likely; REST writes here are refused anyway, and
 		// the next step tries again.
 		g.lg.Debug("could not raise the NOSPACE alarm", zap.Error(err))
@@ -339,10 +345,7 @@ func (g *guard) disarm(ctx context.Context, n *Node) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	_, err := n.etcd.Server.Alarm(ctx, &pb.AlarmRequest{Action: pb.AlarmRequest_DEACTIVATE, MemberID: n.ID(), Alarm: pb.AlarmType_NOSPACE})
-	if err != nil {
+	if err := setAlarm(ctx, n, pb.AlarmRequest_DEACTIVATE); err != nil {
 		g.lg.Debug("could not disarm the NOSPACE alarm", zap.Error(err))
 		return
 	}

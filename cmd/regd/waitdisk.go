@@ -48,7 +48,9 @@ func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.List
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = srv.Serve(serveOn)
+		if err := srv.Serve(serveOn); !errors.Is(err, http.ErrServerClosed) {
+			lg.Warn("the REST port stopped answering while waiting for the data dir", zap.Error(err))
+		}
 	}()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
