@@ -75,6 +75,7 @@ func (f *fakeNode) LeaderChanged() <-chan struct{} {
 func (f *fakeNode) Members() []node.Member   { return nil }
 func (f *fakeNode) MemberName(uint64) string { return "" }
 func (f *fakeNode) Client() *clientv3.Client { return nil }
+func (f *fakeNode) StorageErr() error        { return nil }
 
 var _ cluster.Node = (*fakeNode)(nil)
 

@@ -26,6 +26,8 @@ type Node interface {
 	Members() []node.Member
 	MemberName(id uint64) string
 	Client() *clientv3.Client
+	// StorageErr is nil while the member's data dir works (node.StorageError).
+	StorageErr() error
 }
 
 // Info answers readiness and status questions about the cluster.
@@ -43,11 +45,9 @@ func NewInfo(n Node) *Info { return &Info{n: n} }
 // A disk that is merely short of space keeps the member ready: it serves
 // reads and heartbeats.
 func (i *Info) Ready() error {
-	if s, ok := i.n.(interface{ StorageErr() error }); ok {
-		var se *node.StorageError
-		if err := s.StorageErr(); errors.As(err, &se) && se.Failed {
-			return fmt.Errorf("this node cannot write its data dir: %v", se.Err)
-		}
+	var se *node.StorageError
+	if errors.As(i.n.StorageErr(), &se) && se.Failed {
+		return fmt.Errorf("this node cannot write its data dir: %v", se.Err)
 	}
 	if i.n.Leader() == 0 {
 		return errors.New("this node's embedded etcd is not ready or knows no leader")

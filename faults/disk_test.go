@@ -24,6 +24,7 @@ import (
 
 	"github.com/regd/regd/internal/e2e"
 	"github.com/regd/regd/internal/regdtest"
+	"github.com/regd/regd/node"
 )
 
 // TestE2EFaultStorageQuota fills etcd's backend quota (in-process members,
@@ -259,7 +260,7 @@ func TestE2EFaultDisk(t *testing.T) {
 func diskFull(t *testing.T, mnt, filler string, crash bool) {
 	r := newDiskRig(t, mnt)
 	c := r.c
-	if fi, err := os.Stat(filepath.Join(r.dataDir, diskReserveFile)); err != nil || fi.Size() < diskReserve {
+	if fi, err := os.Stat(filepath.Join(r.dataDir, node.ReserveFile)); err != nil || fi.Size() < diskReserve {
 		t.Errorf("m3 has no %s MiB reserve while its disk has room: %v", strconv.Itoa(diskReserve>>20), err)
 	}
 	others := r.startWriter()
@@ -303,7 +304,7 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 	behaviour := "kept running"
 	refused := fmt.Sprintf("writes answered 503 storage_full on every member %s after the fill", ms(refusedAfter))
 	if !p.Exited() {
-		if _, err := os.Stat(filepath.Join(r.dataDir, diskReserveFile)); err == nil {
+		if _, err := os.Stat(filepath.Join(r.dataDir, node.ReserveFile)); err == nil {
 			t.Errorf("m3 kept its reserve with its disk full")
 		}
 	}
@@ -423,7 +424,7 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 	})
 	r.waitReady(rp, readyTimeout)
 	eventually(t, 10*time.Second, "m3's reserve made again", func() error {
-		fi, err := os.Stat(filepath.Join(r.dataDir, diskReserveFile))
+		fi, err := os.Stat(filepath.Join(r.dataDir, node.ReserveFile))
 		if err == nil && fi.Size() < diskReserve {
 			err = fmt.Errorf("%d bytes", fi.Size())
 		}
@@ -564,11 +565,10 @@ func diskReadOnly(t *testing.T, mnt, img, trigger string) {
 }
 
 const (
-	diskVictim      = 2 // m3, whose data dir is on the file system that breaks
-	diskReserveFile = "regd.reserve"
-	diskReserve     = 64 << 20 // half of the default --min-free-bytes
-	waitingLine     = "waiting for it before starting the member"
-	startingLine    = "data dir is writable again; starting the member"
+	diskVictim   = 2                            // m3, whose data dir is on the file system that breaks
+	diskReserve  = node.DefaultMinFreeBytes / 2 // the reserve with the default --min-free-bytes
+	waitingLine  = "waiting for it before starting the member"
+	startingLine = "data dir is writable again; starting the member"
 )
 
 // diskRig is a cluster of real processes whose m3 has its data dir under a

@@ -190,28 +190,29 @@ func (g *guard) makeReserve() error {
 // check reads the disk and classifies it. A member that was short of space
 // stays so until it has the minimum, a margin, and room to rebuild its
 // reserve, so that it does not flap at the threshold.
-func (g *guard) check() *StorageError {
+// It also returns the usage it read, for the caller's reserve decision.
+func (g *guard) check() (*StorageError, DiskUsage) {
 	u, err := g.stat(g.dir)
 	if err != nil {
-		return &StorageError{Dir: g.dir, Err: err, Failed: failedFS(err)}
+		return &StorageError{Dir: g.dir, Err: err, Failed: failedFS(err)}, u
 	}
 	if u.ReadOnly {
-		return &StorageError{Dir: g.dir, Err: syscall.EROFS, Failed: true}
+		return &StorageError{Dir: g.dir, Err: syscall.EROFS, Failed: true}, u
 	}
 	if err := ProbeDataDir(g.dir); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
-			return &StorageError{Dir: g.dir, Full: true, Free: u.Free, Min: g.min, Err: err}
+			return &StorageError{Dir: g.dir, Full: true, Free: u.Free, Min: g.min, Err: err}, u
 		}
-		return &StorageError{Dir: g.dir, Err: err, Failed: failedFS(err)}
+		return &StorageError{Dir: g.dir, Err: err, Failed: failedFS(err)}, u
 	}
 	need := g.min
 	if prev := g.problem.Load(); prev != nil && prev.Full {
 		need += g.min/8 + g.reserve
 	}
 	if u.Free < need {
-		return &StorageError{Dir: g.dir, Full: true, Free: u.Free, Min: g.min}
+		return &StorageError{Dir: g.dir, Full: true, Free: u.Free, Min: g.min}, u
 	}
-	return nil
+	return nil, u
 }
 
 // prepare runs before etcd starts: a member restarting on a disk that is
@@ -250,7 +251,7 @@ func (g *guard) run(ctx context.Context, n *Node) {
 // step is one look at the disk: log the transition, move the reserve, and
 // bring this member's NOSPACE alarm in line.
 func (g *guard) step(ctx context.Context, n *Node) {
-	now := g.check()
+	now, usage := g.check()
 	prev := g.problem.Swap(now)
 	switch {
 	case now != nil && now.Full && (prev == nil || !prev.Full):
@@ -267,11 +268,9 @@ func (g *guard) step(ctx context.Context, n *Node) {
 	case now == nil && prev != nil:
 		g.lg.Info("data dir is writable and has space again; accepting writes", zap.String("data-dir", g.dir))
 	}
-	if now == nil && !g.hasReserve() {
-		if u, err := g.stat(g.dir); err == nil && u.Free >= g.min+g.reserve {
-			if err := g.makeReserve(); err != nil {
-				g.lg.Debug("could not write the disk reserve", zap.Error(err))
-			}
+	if now == nil && usage.Free >= g.min+g.reserve && !g.hasReserve() {
+		if err := g.makeReserve(); err != nil {
+			g.lg.Debug("could not write the disk reserve", zap.Error(err))
 		}
 	}
 	switch {
