@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"net/url"
 	"os"
 	"reflect"
@@ -155,6 +156,7 @@ func TestConfigParse(t *testing.T) {
 				"--expiry-retention=1", "--shutdown-timeout=1500ms",
 				"--auto-tls", "--insecure", "--max-inflight=10", "--max-conns=20", "--max-watches-per-client=3",
 				"--min-free-bytes=0", "--quota-backend-bytes=1048576", "--enable-pprof",
+				"--cors-allowed-origins", "https://UI.example, http://127.0.0.1:3000",
 			},
 			check: func(t *testing.T, c *Config) {
 				want := Config{
@@ -179,6 +181,7 @@ func TestConfigParse(t *testing.T) {
 						MaxConns:            20,
 						MaxWatchesPerClient: 3,
 						EnablePprof:         true,
+						CORSAllowedOrigins:  []string{"https://ui.example", "http://127.0.0.1:3000"},
 					},
 					HTTPAddr:        ":0",
 					LogLevel:        zapcore.DebugLevel,
@@ -287,6 +290,7 @@ func TestEnv(t *testing.T) {
 		"REGD_MAX_INFLIGHT":                "100",
 		"REGD_MAX_CONNS":                   "200",
 		"REGD_MAX_WATCHES_PER_CLIENT":      "5",
+		"REGD_CORS_ALLOWED_ORIGINS":        "*",
 	}
 
 	t.Run("env fills unset flags", func(t *testing.T) {
@@ -313,6 +317,7 @@ func TestEnv(t *testing.T) {
 				MaxInFlight:         100,
 				MaxConns:            200,
 				MaxWatchesPerClient: 5,
+				CORSAllowedOrigins:  []string{"*"},
 			},
 			HTTPAddr:        "0.0.0.0:9090",
 			LogLevel:        zapcore.WarnLevel,
@@ -534,6 +539,77 @@ func TestFlagHelp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConfigCORSOrigins: --cors-allowed-origins takes origins as browsers
+// send them in the Origin header, or * alone; anything that could never
+// match one is refused in one line naming the flag and the entry.
+func TestConfigCORSOrigins(t *testing.T) {
+	good := []struct {
+		value string
+		want  []string
+	}{
+		{"", nil},
+		{"*", []string{"*"}},
+		{" * ", []string{"*"}},
+		{"https://ui.example", []string{"https://ui.example"}},
+		{"http://127.0.0.1:3000,https://[::1]:8443", []string{"http://127.0.0.1:3000", "https://[::1]:8443"}},
+		{"HTTPS://UI.Example:8443", []string{"https://ui.example:8443"}},
+		{"https://a.example , http://localhost", []string{"https://a.example", "http://localhost"}},
+		{"chrome-extension://abcdefghijklmnop", []string{"chrome-extension://abcdefghijklmnop"}},
+	}
+	for _, tt := range good {
+		t.Run(tt.value, func(t *testing.T) {
+			c, err := parseConfig([]string{"--cors-allowed-origins", tt.value}, mapEnv(nil), &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(c.Server.CORSAllowedOrigins, tt.want) {
+				t.Errorf("CORSAllowedOrigins = %q, want %q", c.Server.CORSAllowedOrigins, tt.want)
+			}
+		})
+	}
+	bad := []struct {
+		value, elem, reason string
+	}{
+		{"ui.example", "ui.example", "must be scheme://host[:port], or *"},
+		{"://ui.example", "://ui.example", "must be scheme://host[:port], or *"},
+		{"1http://ui.example", "1http://ui.example", `invalid scheme "1http"`},
+		{"https://ui.example/", "https://ui.example/", "an origin has no path, query, fragment or user information"},
+		{"https://ui.example/app", "https://ui.example/app", "an origin has no path"},
+		{"https://ui.example?x=1", "https://ui.example?x=1", "an origin has no path"},
+		{"https://ui.example#top", "https://ui.example#top", "an origin has no path"},
+		{"https://me@ui.example", "https://me@ui.example", "an origin has no path"},
+		{"https://", "https://", `invalid host ""`},
+		{"https://*.example", "https://*.example", `invalid host "*.example"`},
+		{"https://bad_host", "https://bad_host", `invalid host "bad_host"`},
+		{"https://::1", "https://::1", `invalid host`},
+		{"https://[10.0.0.1]", "https://[10.0.0.1]", `invalid host "[10.0.0.1]"`},
+		{"https://ui.example:0", "https://ui.example:0", `port "0" out of range 1-65535`},
+		{"https://ui.example:https", "https://ui.example:https", `port "https" is not numeric`},
+		{"https://ui.example:", "https://ui.example:", "missing port"},
+		{"https://ui.example:443", "https://ui.example:443", "drop the default port 443"},
+		{"http://ui.example:80", "http://ui.example:80", "drop the default port 80"},
+		{"*,https://ui.example", "https://ui.example", `"*" allows every origin; give it alone`},
+		{"https://ui.example,*", "*", `"*" allows every origin; give it alone`},
+		{"https://ui.example,https://UI.example", "https://UI.example", "duplicate origin"},
+		{"https://a.example,,https://b.example", "", "empty entry in list"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.value, func(t *testing.T) {
+			_, err := parseConfig([]string{"--cors-allowed-origins=" + tt.value}, mapEnv(nil), &bytes.Buffer{})
+			want := fmt.Sprintf("--cors-allowed-origins %q: %s", tt.elem, tt.reason)
+			if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err %v, want one line starting %q", err, want)
+			}
+		})
+	}
+	t.Run("from env", func(t *testing.T) {
+		_, err := parseConfig(nil, mapEnv(map[string]string{"REGD_CORS_ALLOWED_ORIGINS": "ui.example"}), &bytes.Buffer{})
+		if want := `--cors-allowed-origins "ui.example" (from REGD_CORS_ALLOWED_ORIGINS): `; err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Fatalf("err %v, want prefix %q", err, want)
+		}
+	})
 }
 
 // TestREADMEFlags keeps the README's flags table true to the code: every

@@ -67,6 +67,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPCertFile, "http-cert-file", "", "serve the REST API over TLS with this PEM certificate `file` (needs --http-key-file)")
 	fs.StringVar(&c.HTTPKeyFile, "http-key-file", "", "PEM private key `file` of --http-cert-file")
 	fs.StringVar(&c.HTTPClientCAFile, "http-client-ca-file", "", "require REST clients to present a certificate signed by a CA in this PEM `file`")
+	fs.Var(newOrigins(&c.Server.CORSAllowedOrigins), "cors-allowed-origins", "comma-separated `origins` (scheme://host[:port]) whose browser pages may call the REST API, preflight included, or * for any; empty: no CORS")
 	fs.StringVar(&n.ClientTLSInfo.CertFile, "cert-file", "", "etcd: TLS certificate `file` for https client URLs")
 	fs.StringVar(&n.ClientTLSInfo.KeyFile, "key-file", "", "etcd: TLS key `file` for https client URLs")
 	fs.StringVar(&n.ClientTLSInfo.TrustedCAFile, "trusted-ca-file", "", "etcd: CA `file` that client certificates are verified against")

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -310,6 +311,88 @@ func checkURL(s string) (*url.URL, error) {
 // and host case.
 func urlKey(u *url.URL) string {
 	return u.Scheme + "://" + strings.ToLower(u.Host)
+}
+
+// originsValue is --cors-allowed-origins: a comma-separated list of web
+// origins, scheme://host[:port] as a browser sends them in the Origin
+// header (RFC 6454 §6.1), or "*" alone for any origin. Hosts are kept in
+// lower case, as browsers send them; empty means no CORS.
+type originsValue struct{ dst *[]string }
+
+func newOrigins(dst *[]string) *originsValue { *dst = nil; return &originsValue{dst} }
+
+func (v *originsValue) Get() any { return v.String() }
+func (v *originsValue) String() string {
+	if v == nil || v.dst == nil {
+		return ""
+	}
+	return strings.Join(*v.dst, ",")
+}
+
+func (v *originsValue) Set(list string) error {
+	var origins []string
+	if strings.TrimSpace(list) != "" {
+		for _, s := range strings.Split(list, ",") {
+			s = strings.TrimSpace(s)
+			o, err := checkOrigin(s)
+			if err != nil {
+				return &elementError{s, err.Error()}
+			}
+			if o == "*" && len(origins) > 0 || len(origins) > 0 && origins[0] == "*" {
+				return &elementError{s, `"*" allows every origin; give it alone`}
+			}
+			for _, prev := range origins {
+				if prev == o {
+					return &elementError{s, "duplicate origin"}
+				}
+			}
+			origins = append(origins, o)
+		}
+	}
+	*v.dst = origins
+	return nil
+}
+
+// checkOrigin validates one origin and returns it as browsers write it.
+func checkOrigin(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("empty entry in list")
+	}
+	if s == "*" {
+		return s, nil
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return "", errors.New("must be scheme://host[:port], or *")
+	}
+	for i, r := range scheme {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return "", fmt.Errorf("invalid scheme %q", scheme)
+		}
+	}
+	if i := strings.IndexAny(rest, "/?#@"); i >= 0 {
+		return "", fmt.Errorf("an origin has no path, query, fragment or user information (%q)", rest[i:])
+	}
+	host, port := rest, ""
+	if i := strings.LastIndexByte(rest, ':'); i > strings.LastIndexByte(rest, ']') {
+		host, port = rest[:i], rest[i+1:]
+		if _, err := parsePort(port, 1); err != nil {
+			return "", err
+		}
+	}
+	// An IPv6 address goes in brackets; a name or an IPv4 address has no colon.
+	if inner, ok := strings.CutPrefix(host, "["); ok && strings.HasSuffix(inner, "]") {
+		if ip := net.ParseIP(strings.TrimSuffix(inner, "]")); ip == nil || !strings.Contains(inner, ":") {
+			return "", fmt.Errorf("invalid host %q", host)
+		}
+	} else if strings.Contains(host, ":") || net.ParseIP(host) == nil && !validHostname(host) {
+		return "", fmt.Errorf("invalid host %q", host)
+	}
+	scheme = strings.ToLower(scheme)
+	if port == "443" && scheme == "https" || port == "80" && scheme == "http" {
+		return "", fmt.Errorf("drop the default port %s: browsers leave it out of the Origin header", port)
+	}
+	return scheme + "://" + strings.ToLower(rest), nil
 }
 
 // parsePort accepts a decimal port in [min, 65535]. strconv.Atoi alone would

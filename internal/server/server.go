@@ -47,6 +47,9 @@ type Config struct {
 	MaxInFlight         int
 	MaxWatchesPerClient int
 	EnablePprof         bool // serve /debug/pprof/ on the REST listener
+	// CORSAllowedOrigins are the origins (scheme://host[:port], or "*"
+	// for any) whose browser pages may call the REST API; empty: no CORS.
+	CORSAllowedOrigins []string
 }
 
 // Defaults of knobs the REST server and its shutdown own.
