@@ -97,11 +97,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 	}
 
-	srvCfg := cfg.Server
-	srvCfg.Listener = ln
-	srvCfg.Logger = lg
-	srvCfg.Node.Logger = etcdLg
-	srv, err := server.Start(ctx, srvCfg)
+	cfg.Server.Listener = ln
+	cfg.Server.Logger = lg
+	cfg.Server.Node.Logger = etcdLg
+	srv, err := server.Start(ctx, cfg.Server)
 	if err != nil {
 		if ctx.Err() != nil {
 			lg.Info("interrupted before the node was ready", zap.NamedError("cause", context.Cause(ctx)))
