@@ -202,7 +202,7 @@ func TestConfigCORSOrigins(t *testing.T) {
 		{"*,https://ui.example", "https://ui.example", `"*" allows every origin; give it alone`},
 		{"https://ui.example,*", "*", `"*" allows every origin; give it alone`},
 		{"https://ui.example,https://UI.example", "https://UI.example", "duplicate origin"},
-		{"https://a.example,,https://b.example", "", "empty entry in list"},
+		{"https://a.example,,https://b.example", "https://a.example,,https://b.example", "empty entry in list"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.value, func(t *testing.T) {

@@ -334,6 +334,9 @@ func (v *originsValue) Set(list string) error {
 	if strings.TrimSpace(list) != "" {
 		for _, s := range strings.Split(list, ",") {
 			s = strings.TrimSpace(s)
+			if s == "" {
+				return errors.New("empty entry in list")
+			}
 			o, err := checkOrigin(s)
 			if err != nil {
 				return &elementError{s, err.Error()}
@@ -355,9 +358,6 @@ func (v *originsValue) Set(list string) error {
 
 // checkOrigin validates one origin and returns it as browsers write it.
 func checkOrigin(s string) (string, error) {
-	if s == "" {
-		return "", errors.New("empty entry in list")
-	}
 	if s == "*" {
 		return s, nil
 	}
