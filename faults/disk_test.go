@@ -49,14 +49,20 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 		}
 		want[in.ID] = in
 	}
+	// The brief instances are to run out while the store is full, so
+	// they are registered now (writes are refused once it is) and kept
+	// alive by heartbeats, which a full store allows, until it is full.
 	shortLease := map[string]string{}
+	var briefIDs []string
 	for i := range 3 {
 		in, err := register(base, "brief", fmt.Sprintf("b%d", i), 2, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		shortLease[in.ID] = in.LeaseID
+		briefIDs = append(briefIDs, in.ID)
 	}
+	stopBeats := keepAlive(base, "brief", briefIDs, 400*time.Millisecond)
 
 	// Fill the quota: 512 KiB values until etcd refuses.
 	cli := c.EtcdClient(t, leader)
@@ -108,11 +114,32 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 		}
 		return nil
 	})
-	// The short instances run out while the store is full; their reports
-	// have to wait (the ledger is a write) but are not lost.
-	time.Sleep(4 * time.Second)
-	if es, err := expirations(base, "brief"); err != nil || len(es) != 0 {
-		t.Logf("reported while full (unexpected but harmless): %v %v", es, err)
+	// The short instances run out while the store is full: their
+	// heartbeats stop only now, and the store must still be full after
+	// their keys are gone. Otherwise the scenario (expiries that fall in
+	// the full period) did not happen, whatever is reported later.
+	if lost := stopBeats(); len(lost) > 0 {
+		t.Fatalf("%v expired before the quota was full (heartbeat answered %v): no expiry fell in the full period", slices.Sorted(maps.Keys(lost)), lost)
+	}
+	if got, err := list(base, "brief"); err != nil || len(got) != len(shortLease) {
+		t.Fatalf("the brief instances with the quota full: %v %v, want all %d listed", slices.Sorted(maps.Keys(got)), err, len(shortLease))
+	}
+	eventually(t, 15*time.Second, "the brief instances' leases ended with the quota full", func() error {
+		got, err := list(base, "brief")
+		if err == nil && len(got) > 0 {
+			err = fmt.Errorf("still listed: %v", slices.Sorted(maps.Keys(got)))
+		}
+		return err
+	})
+	code, body, err = call(t.Context(), client, http.MethodPut, base+"/v1/services/kept/instances/new", registerBody("10.4.0.1:80", 3600, nil))
+	if err != nil || code != http.StatusServiceUnavailable || errorCode(body) != "storage_full" {
+		t.Fatalf("a write after the brief instances expired: %d %s %v, want 503 storage_full: the store was no longer full", code, body, err)
+	}
+	// Their reports may wait for space (the ledger is a write); what
+	// matters is that each comes once, checked below.
+	reportedWhileFull := 0
+	if es, err := expirations(base, "brief"); err == nil {
+		reportedWhileFull = len(es)
 	}
 
 	// The remedy etcd documents: delete, compact, defragment, disarm.
@@ -183,8 +210,43 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 			}
 		}
 	}
-	figure(t, "quota %d MiB filled by %d puts of 512 KiB: writes answered 503 storage_full at once, reads/heartbeats 200; after delete+compact+defrag+disarm a write was accepted after %s; %d expiries that fell in the full period reported once each",
-		quota>>20, filled, ms(writable), len(shortLease))
+	figure(t, "quota %d MiB filled by %d puts of 512 KiB: writes answered 503 storage_full at once, reads/heartbeats 200; after delete+compact+defrag+disarm a write was accepted after %s; %d expiries that fell in the full period reported once each (%d of them while still full)",
+		quota>>20, filled, ms(writable), len(shortLease), reportedWhileFull)
+}
+
+// keepAlive heartbeats service's ids through base every interval until the
+// returned stop is called. stop returns the ids whose heartbeat answered
+// 404 (the lease had ended), with that answer; a 503 or a failed request
+// is retried at the next beat.
+func keepAlive(base, service string, ids []string, interval time.Duration) (stop func() map[string]string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lost := map[string]string{}
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			for _, id := range ids {
+				code, body, err := call(ctx, client, http.MethodPut, base+"/v1/services/"+service+"/instances/"+id+"/heartbeat", "")
+				if err == nil && code == http.StatusNotFound {
+					if _, ok := lost[id]; !ok {
+						lost[id] = outcome(code, body)
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() map[string]string {
+		cancel()
+		<-done
+		return lost
+	}
 }
 
 // TestE2EFaultDisk gives member m3 of a three-node cluster of real processes
@@ -193,14 +255,18 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 // members run with the binary's defaults: 128 MiB kept free, a 64 MiB
 // reserve. It needs root and mount; elsewhere it is skipped.
 //
-// Full: every member answers writes 503 storage_full within seconds (m3
-// raises etcd's NOSPACE alarm) and nothing else but 2xx; reads, heartbeats
-// and readiness stay 200; once the filler is deleted, writes resume on every
-// member without a restart. Should m3 exit anyway (etcd can hit ENOSPC
-// before the guard looks), that is recorded, and a restart on the still full
-// disk must keep running and answer 503. Full-crash: the same, with m3
-// killed if it did not exit by itself, so that the restart on the full disk
-// is always tried.
+// Full: m3's file system is filled from outside until diskShortLeave is
+// free: under the minimum, so the guard must act, and still room for what
+// etcd writes meanwhile, so it can. Every member answers writes 503
+// storage_full within seconds (m3 raises etcd's NOSPACE alarm) and nothing
+// else but 2xx; m3 keeps running (an exit fails the test: the guard did not
+// act in time); reads, heartbeats and readiness stay 200; once the filler is
+// deleted, writes resume on every member without a restart.
+//
+// Full-crash: filled to the last byte in one go, where etcd can hit ENOSPC
+// before the guard looks and exit. m3 is killed if it did not exit by
+// itself, and started again on the full disk, as a supervisor would: it
+// must keep running and answer 503, and recover when the filler is deleted.
 //
 // Read-only: m3 answers writes 503 storage_unwritable until etcd stops at
 // its next WAL write; the others keep taking writes (a read-only member
@@ -216,11 +282,11 @@ func TestE2EFaultDisk(t *testing.T) {
 	// m3 starts with etcd's two preallocated 64 MB WAL segments and its
 	// 64 MiB reserve: 400 MiB leaves it about 210 MiB free, above the
 	// 128 MiB minimum and the 208 MiB a full member needs to resume.
-	// full-crash is the same, but m3 crashes on the full disk (SIGKILL,
-	// unless etcd already stopped it) and is started again on it, as a
-	// supervisor would: it must keep running, and recover when the filler
-	// is deleted.
-	for name, crash := range map[string]bool{"full": false, "full-crash": true} {
+	for _, tc := range []struct {
+		name  string
+		crash bool
+	}{{"full", false}, {"full-crash", true}} {
+		name, crash := tc.name, tc.crash
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=400m", "regd-faults", dir).CombinedOutput(); err != nil {
@@ -254,9 +320,11 @@ func TestE2EFaultDisk(t *testing.T) {
 }
 
 // diskFull fills m3's file system (mounted at mnt) from outside with the
-// file filler, and repairs it by deleting the file, m3 left running. With
-// crash, m3 is killed once every member refuses writes, unless it exited by
-// itself, and started again on the full disk before the repair.
+// file filler, and repairs it by deleting the file, m3 left running.
+// Without crash the fill leaves diskShortLeave free and m3 must stay up;
+// with crash it goes to the last byte, and m3 is killed once every member
+// refuses writes, unless it exited by itself, and started again on the full
+// disk before the repair.
 func diskFull(t *testing.T, mnt, filler string, crash bool) {
 	r := newDiskRig(t, mnt)
 	c := r.c
@@ -264,10 +332,20 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 		t.Errorf("m3 has no %s MiB reserve while its disk has room: %v", strconv.Itoa(diskReserve>>20), err)
 	}
 	others := r.startWriter()
-	if err := fill(filler); err != nil {
+	leave, how := int64(diskShortLeave), fmt.Sprintf("left with %d MiB free", diskShortLeave>>20)
+	if crash {
+		leave, how = 0, "filled to the last byte"
+	}
+	free, err := fill(filler, leave)
+	if err != nil {
 		t.Fatalf("fill m3's disk: %v", err)
 	}
 	broken := time.Now()
+	// The fill made the state the rest checks: m3 short of space, with or
+	// without a byte left.
+	if crash && free >= 1<<20 || !crash && (free > leave || free == 0) {
+		t.Fatalf("m3's file system has %d bytes free after the fill, want it %s", free, how)
+	}
 
 	// Write through m3, and through the others once m3 refuses, until every
 	// member refuses (m3's alarm has gone through raft) or m3 exits.
@@ -291,6 +369,10 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if !crash && p.Exited() {
+		t.Fatalf("m3 exited %s after its disk was %s (under the %d MiB minimum, not full): the guard did not refuse writes before etcd failed: %s",
+			ms(exitedAfter), how, node.DefaultMinFreeBytes>>20, lastWords(p.Stderr()))
+	}
 	// The refusal holds: m3 stays up and every member keeps answering 503.
 	for round := 0; refusedAfter > 0 && !p.Exited() && round < 20; round++ {
 		code, body, err := r.write(diskVictim, fmt.Sprintf("held%03d", round))
@@ -302,7 +384,10 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	behaviour := "kept running"
-	refused := fmt.Sprintf("writes answered 503 storage_full on every member %s after the fill", ms(refusedAfter))
+	refused := "m3 exited before every member refused writes"
+	if refusedAfter > 0 {
+		refused = fmt.Sprintf("writes answered 503 storage_full on every member %s after the fill", ms(refusedAfter))
+	}
 	if !p.Exited() {
 		if _, err := os.Stat(filepath.Join(r.dataDir, node.ReserveFile)); err == nil {
 			t.Errorf("m3 kept its reserve with its disk full")
@@ -442,8 +527,8 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 	if r.proc() != rp || rp.Exited() {
 		t.Errorf("m3 was restarted or exited after the repair")
 	}
-	figure(t, "m3's tmpfs filled from outside (regd's defaults: 128 MiB kept free, 64 MiB reserve): %s; m3 %s; m3's writes %s; m1/m2's writes %s; reads, heartbeats and /readyz 200; log: %s",
-		refused, behaviour, m3, &others.outcomes, line)
+	figure(t, "m3's tmpfs %s from outside (regd's defaults: 128 MiB kept free, 64 MiB reserve): %s; m3 %s; m3's writes %s; m1/m2's writes %s; reads, heartbeats and /readyz 200; log: %s",
+		how, refused, behaviour, m3, &others.outcomes, line)
 	figure(t, "restart of m3 on the still full disk: %s; after the filler was deleted (m3 left running) writes were accepted on every member after %s, m3 caught up after %s; all %d acknowledged writes present on every member",
 		restart, ms(writable), ms(caughtUp), r.ackedCount())
 }
@@ -565,10 +650,14 @@ func diskReadOnly(t *testing.T, mnt, img, trigger string) {
 }
 
 const (
-	diskVictim   = 2                            // m3, whose data dir is on the file system that breaks
-	diskReserve  = node.DefaultMinFreeBytes / 2 // the reserve with the default --min-free-bytes
-	waitingLine  = "waiting for it before starting the member"
-	startingLine = "data dir is writable again; starting the member"
+	diskVictim  = 2                            // m3, whose data dir is on the file system that breaks
+	diskReserve = node.DefaultMinFreeBytes / 2 // the reserve with the default --min-free-bytes
+	// diskShortLeave is what the full (not crash) fill leaves free: with
+	// the reserve released, still under the minimum; and room for the
+	// WAL and bbolt writes before the guard's next look.
+	diskShortLeave = 32 << 20
+	waitingLine    = "waiting for it before starting the member"
+	startingLine   = "data dir is writable again; starting the member"
 )
 
 // diskRig is a cluster of real processes whose m3 has its data dir under a
@@ -876,20 +965,34 @@ func filesOffDisk(pid int, dataDir, mnt string) (int, []string, error) {
 	return n, off, nil
 }
 
-// fill writes a file until the file system is full.
-func fill(path string) error {
+// fill writes the file path until the file system it is on has at most
+// leave bytes free (0: until it is full), and returns the bytes then free.
+func fill(path string, leave int64) (int64, error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
+	dir := filepath.Dir(path)
 	buf := make([]byte, 1<<20)
 	for {
-		if _, err := f.Write(buf); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return nil
+		u, err := node.StatDisk(dir)
+		if err != nil {
+			return 0, err
+		}
+		n := int64(len(buf))
+		if leave > 0 {
+			if u.Free <= leave {
+				return u.Free, nil
 			}
-			return err
+			n = min(n, u.Free-leave)
+		}
+		if _, err := f.Write(buf[:n]); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				u, err := node.StatDisk(dir)
+				return u.Free, err
+			}
+			return 0, err
 		}
 	}
 }

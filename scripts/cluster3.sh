@@ -9,6 +9,12 @@
 #                                            SIGKILL what is left after 15 s
 #   scripts/cluster3.sh status [--dir DIR]   running/stopped, pid, addresses, leader
 #
+# Exit codes, as systemctl's and LSB init scripts': 0 done (status: at least
+# one member runs; the lines say which); 3 status found no member running
+# (or no cluster in DIR); 2 bad usage; 1 anything else failed (start did not
+# get a ready cluster, stop could not stop a member, ...). stop on a cluster
+# that is not running is done: 0.
+#
 # Works from any directory. Requires bash and curl; go when regd must be built.
 #
 # DIR (default $REGD_CLUSTER_DIR, else /tmp/regd-cluster3) holds everything:
@@ -41,8 +47,10 @@
 #   REGD_CLUSTER_TIMEOUT   seconds start waits for readiness (default 30)
 #   REGD_CLUSTER_LOG_LEVEL regd's --log-level (default info)
 #
-# start prints "cluster3: mN pid P rest URL client URL" per member and
-# "cluster3: leader mN". start on a running cluster says so and exits 1. When only some members run
+# start prints "cluster3: mN pid P rest URL client URL" per member,
+# "cluster3: leader mN", and "cluster3: mN data DIR/mN.regd log DIR/mN.log"
+# per member: where its data and its output are. start on a running
+# cluster says so and exits 1. When only some members run
 # (one was killed or stopped by hand), start starts the missing ones, which
 # rejoin from their data dirs. A member whose data dir exists starts with
 # --initial-cluster-state existing, otherwise new.
@@ -58,6 +66,7 @@ die() {
 
 usage() {
 	echo "usage: $0 start|stop|status [--dir DIR] [--tls]" >&2
+	echo "exit codes: 0 done (status: a member runs), 3 status: no member runs, 2 bad usage, 1 failed" >&2
 	exit 2
 }
 
@@ -91,11 +100,20 @@ case $cmd in start | stop | status) ;; *) usage ;; esac
 
 command -v curl >/dev/null 2>&1 || die "curl is required (it polls /readyz and /v1/cluster); install curl and try again"
 
+# status's exit code when no member runs (systemctl status: "inactive").
+exit_not_running=3
+
 if [ ! -d "$dir" ]; then
-	if [ "$cmd" != start ]; then
+	case $cmd in
+	stop)
 		echo "$prog: not running (no cluster in $dir)"
 		exit 0
-	fi
+		;;
+	status)
+		echo "$prog: not running (no cluster in $dir)"
+		exit $exit_not_running
+		;;
+	esac
 	mkdir -p "$dir" || die "cannot create $dir"
 fi
 dir=$(cd "$dir" && pwd)
@@ -338,6 +356,9 @@ cmd_start() {
 		echo "$prog: ${members[$i]} pid $(pid_of "$i") rest $(rest_url "$i") client $(client_url "$i")"
 	done
 	echo "$prog: leader $leader"
+	for i in 0 1 2; do
+		echo "$prog: ${members[$i]} data $dir/${members[$i]}.regd log $dir/${members[$i]}.log"
+	done
 	if [ "$use_tls" = 1 ]; then
 		echo "$prog: tls: curl --cacert $tls_dir/ca.crt $(rest_url 0)/v1/services"
 		echo "$prog: tls: etcdctl --endpoints $(client_url 0) --cacert $tls_dir/ca.crt --cert $tls_dir/client.crt --key $tls_dir/client.key get --prefix /service/"
@@ -420,20 +441,25 @@ cmd_stop() {
 cmd_status() {
 	if [ ! -f "$dir/ports" ]; then
 		echo "$prog: not running (no cluster in $dir)"
-		exit 0
+		exit $exit_not_running
 	fi
 	load_ports
-	local i pid leader=
+	local i pid leader= running=0
 	for i in 0 1 2; do
 		pid=$(pid_of "$i")
 		if [ -n "$pid" ]; then
 			printf '%s running pid %s rest %s client %s\n' "${members[$i]}" "$pid" "$(rest_url "$i")" "$(client_url "$i")"
+			running=$((running + 1))
 			[ -n "$leader" ] || leader=$(leader_seen_by "$i")
 		else
 			printf '%s stopped rest %s client %s\n' "${members[$i]}" "$(rest_url "$i")" "$(client_url "$i")"
 		fi
 	done
 	echo "leader ${leader:-none}"
+	if [ $running = 0 ]; then
+		echo "$prog: not running (no member of the cluster in $dir runs)"
+		exit $exit_not_running
+	fi
 }
 
 "cmd_$cmd"

@@ -113,7 +113,41 @@ func (c *cluster) pid(name string) int {
 var (
 	memberLine = regexp.MustCompile(`(?m)^cluster3: (m[123]) pid (\d+) rest (http://127\.0\.0\.1:\d+) client (http://127\.0\.0\.1:\d+)$`)
 	leaderLine = regexp.MustCompile(`(?m)^cluster3: leader (m[123])$`)
+	dataLine   = regexp.MustCompile(`(?m)^cluster3: (m[123]) data (\S+) log (\S+)$`)
 )
+
+// checkWhere checks start's lines that say where each member's data and
+// log are: one per member, and each names the member's etcd data dir and
+// the file its output went to.
+func (c *cluster) checkWhere(out string) {
+	c.t.Helper()
+	ms := dataLine.FindAllStringSubmatch(out, -1)
+	if len(ms) != 3 {
+		c.t.Fatalf("cluster3.sh start printed %d data lines, want 3:\n%s", len(ms), out)
+	}
+	for _, m := range ms {
+		name, data, log := m[1], m[2], m[3]
+		if data != filepath.Join(c.dir, name+".regd") || log != filepath.Join(c.dir, name+".log") {
+			c.t.Errorf("%s: data %s log %s, want them in %s", name, data, log, c.dir)
+		}
+		if fi, err := os.Stat(filepath.Join(data, "member")); err != nil || !fi.IsDir() {
+			c.t.Errorf("%s: the printed data dir %s holds no etcd member: %v", name, data, err)
+		}
+		if b, err := os.ReadFile(log); err != nil || !strings.Contains(string(b), `"regd node started"`) {
+			c.t.Errorf("%s: the printed log %s does not hold the member's start line: %v", name, log, err)
+		}
+	}
+}
+
+// checkNotRunning asserts that status reports no member running, with
+// systemctl's exit code for an inactive unit.
+func (c *cluster) checkNotRunning(when string) {
+	c.t.Helper()
+	out, code := c.run(30*time.Second, "status")
+	if code != 3 || !strings.Contains(out, "cluster3: not running") || strings.Contains(out, " running pid ") {
+		c.t.Fatalf("status %s: exit %d, want 3 and \"not running\":\n%s", when, code, out)
+	}
+}
 
 // start runs `start` and checks what it printed; it returns the leader.
 func (c *cluster) start() string {
@@ -138,6 +172,7 @@ func (c *cluster) start() string {
 	if l == nil {
 		c.t.Fatalf("cluster3.sh start printed no leader:\n%s", out)
 	}
+	c.checkWhere(out)
 	return l[1]
 }
 
@@ -211,6 +246,7 @@ func expirations(base, service string) ([]expiration, error) {
 func TestE2ECluster3(t *testing.T) {
 	began := time.Now()
 	c := newCluster(t)
+	c.checkNotRunning("before the first start")
 	c.start()
 	m1, m2, m3 := c.rest["m1"], c.rest["m2"], c.rest["m3"]
 
@@ -338,6 +374,7 @@ func TestE2ECluster3(t *testing.T) {
 			t.Fatalf("%s.pid left behind", n)
 		}
 	}
+	c.checkNotRunning("after stop")
 	out, code = c.run(10*time.Second, "stop")
 	if code != 0 || !strings.Contains(out, "cluster3: not running") {
 		t.Fatalf("stop again: exit %d\n%s", code, out)

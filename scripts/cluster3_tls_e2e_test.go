@@ -46,6 +46,7 @@ func TestE2ECluster3TLS(t *testing.T) {
 	for _, m := range ms {
 		rest[m[1]], client[m[1]] = m[3], m[4]
 	}
+	c.checkWhere(out)
 	tlsDir := filepath.Join(c.dir, "tls")
 	caPEM, err := os.ReadFile(filepath.Join(tlsDir, "ca.crt"))
 	if err != nil {
@@ -131,4 +132,5 @@ func TestE2ECluster3TLS(t *testing.T) {
 			t.Fatalf("%s (pid %d) still running after stop", n, pid)
 		}
 	}
+	c.checkNotRunning("after stop")
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/server"
-	"github.com/regd/regd/node"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; otherwise
@@ -43,6 +40,22 @@ const (
 	exitUsage  = 2 // bad flags or environment: nothing was started
 )
 
+// signalContext ends at the first SIGINT or SIGTERM, with the signal as
+// its cause; a second one exits at once, without a clean shutdown.
+func signalContext() context.Context {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		cancel(fmt.Errorf("received %s", sig))
+		<-sigs
+		fmt.Fprintln(os.Stderr, "regd: second signal; exiting without a clean shutdown")
+		os.Exit(exitFailed)
+	}()
+	return ctx
+}
+
 // run is the whole program. It returns when ctx ends (a signal) or the node
 // fails, after shutting down; its result is the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -64,11 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	lg, etcdLg := newLoggers(stderr, cfg.LogLevel, cfg.EtcdLogLevel)
 	defer lg.Sync() //nolint:errcheck // nothing to do about a failed sync of stderr
-	var restTLS *tls.Config
-	if cfg.HTTPTLS != nil {
-		restTLS = cfg.HTTPTLS.config
-	}
-	if diskErr != nil && !waitForDataDir(ctx, lg, cfg.DataDir, ln, restTLS, diskErr) {
+	if diskErr != nil && !server.WaitForDataDir(ctx, lg, cfg.Server.Node.DataDir, ln, cfg.Server.TLS, diskErr) {
 		ln.Close()
 		lg.Info("interrupted while waiting for the data dir", zap.NamedError("cause", context.Cause(ctx)))
 		return exitOK
@@ -80,47 +89,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if limit, ok := fileLimit(); ok {
 		// Go raises the soft limit to the hard one at start; this is what
 		// there is for connections, etcd's files and its peers.
-		lg.Debug("file descriptor limit", zap.Uint64("nofile", limit), zap.Int("max-conns", cfg.MaxConns))
-		if limit < uint64(cfg.MaxConns)+fdReserve {
+		maxConns := cfg.Server.MaxConns
+		lg.Debug("file descriptor limit", zap.Uint64("nofile", limit), zap.Int("max-conns", maxConns))
+		if limit < uint64(maxConns)+fdReserve {
 			lg.Info("--max-conns is above what the file descriptor limit leaves for connections; raise the limit (ulimit -n) to keep the cap meaningful",
-				zap.Uint64("nofile", limit), zap.Int("max-conns", cfg.MaxConns))
+				zap.Uint64("nofile", limit), zap.Int("max-conns", maxConns))
 		}
 	}
-	var auth *api.Auth
-	if cfg.Tokens != nil {
-		auth = api.NewAuth(cfg.Tokens, cfg.TokenReads)
-	}
 
-	srv, err := server.Start(ctx, server.Config{
-		Node: node.Config{
-			Name:                cfg.Name,
-			DataDir:             cfg.DataDir,
-			ListenClientURLs:    cfg.ListenClientURLs,
-			AdvertiseClientURLs: cfg.AdvertiseClientURLs,
-			ListenPeerURLs:      cfg.ListenPeerURLs,
-			AdvertisePeerURLs:   cfg.InitialAdvertisePeerURLs,
-			InitialCluster:      cfg.InitialCluster,
-			ClusterState:        cfg.InitialClusterState,
-			ClusterToken:        cfg.InitialClusterToken,
-			Logger:              etcdLg,
-			ClientTLSInfo:       cfg.ClientTLS,
-			PeerTLSInfo:         cfg.PeerTLS,
-			ClientAutoTLS:       cfg.ClientAutoTLS,
-			PeerAutoTLS:         cfg.PeerAutoTLS,
-			MinFreeBytes:        cfg.MinFreeBytes,
-			QuotaBackendBytes:   cfg.QuotaBackendBytes,
-		},
-		Listener:         ln,
-		Prefix:           cfg.Prefix,
-		Logger:           lg,
-		ExpiryRetention:  cfg.ExpiryRetention,
-		TLS:              restTLS,
-		Auth:             auth,
-		MaxConns:         cfg.MaxConns,
-		MaxInFlight:      cfg.MaxInFlight,
-		StreamsPerClient: cfg.MaxWatchesPerClient,
-		EnablePprof:      cfg.EnablePprof,
-	})
+	cfg.Server.Listener = ln
+	cfg.Server.Logger = lg
+	cfg.Server.Node.Logger = etcdLg
+	srv, err := server.Start(ctx, cfg.Server)
 	if err != nil {
 		if ctx.Err() != nil {
 			lg.Info("interrupted before the node was ready", zap.NamedError("cause", context.Cause(ctx)))
@@ -133,8 +113,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	// SIGHUP re-reads the token file and the REST certificate, so both
 	// can be rotated without a restart. Without either there is nothing to
 	// reload, and SIGHUP keeps its default meaning.
+	reloader := server.Reloader{TokenFile: cfg.AuthTokenFile, Auth: cfg.Server.Auth, TLS: cfg.HTTPTLS}
 	hup := make(chan os.Signal, 1)
-	if auth != nil || cfg.HTTPTLS != nil {
+	if !reloader.Empty() {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 	}
@@ -150,7 +131,7 @@ wait:
 			code = exitFailed
 			break wait
 		case <-hup:
-			reload(lg, cfg, auth)
+			reloader.Reload(lg)
 		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -166,14 +147,16 @@ wait:
 // etcd's startup. The REST listener is kept and handed to the server; etcd's
 // ports are released again because etcd binds them itself. A data dir that
 // holds a member but cannot be written is not an error but diskErr: the
-// disk broke under a running member, and regd waits for it (waitdisk.go).
+// disk broke under a running member, and regd waits for it
+// (server.WaitForDataDir). A fresh one that cannot be written is an error.
 func bind(cfg *Config) (ln net.Listener, diskErr, err error) {
+	n := &cfg.Server.Node
 	for _, f := range []struct {
 		flag string
 		urls []url.URL
 	}{
-		{"--listen-client-urls", cfg.ListenClientURLs},
-		{"--listen-peer-urls", cfg.ListenPeerURLs},
+		{"--listen-client-urls", n.ListenClientURLs},
+		{"--listen-peer-urls", n.ListenPeerURLs},
 	} {
 		for _, u := range f.urls {
 			l, err := net.Listen("tcp", u.Host)
@@ -189,39 +172,14 @@ func bind(cfg *Config) (ln net.Listener, diskErr, err error) {
 	}
 	// Last, because it creates the directory: a busy port must not leave
 	// an empty data dir behind.
-	if err := checkDataDir(cfg.DataDir); err != nil {
-		if hasMember(cfg.DataDir) {
+	if err := server.PrepareDataDir(n.DataDir); err != nil {
+		if server.HasMember(n.DataDir) {
 			return ln, err, nil
 		}
 		ln.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("--data-dir %q: %w", n.DataDir, err)
 	}
 	return ln, nil, nil
-}
-
-// reload re-reads what SIGHUP rotates. A file that no longer parses is
-// reported and the current tokens or certificate stay in force: a typo
-// must not lock every client out.
-func reload(lg *zap.Logger, cfg *Config, auth *api.Auth) {
-	if auth != nil {
-		tokens, err := loadTokens(cfg.AuthTokenFile)
-		if err != nil {
-			// err names a line, never a token.
-			lg.Warn("token file not reloaded; the previous tokens stay in force",
-				zap.String("file", cfg.AuthTokenFile), zap.String("problem", err.Error()))
-		} else {
-			auth.SetTokens(tokens)
-			lg.Info("token file reloaded", zap.String("file", cfg.AuthTokenFile), zap.Int("tokens", len(tokens)))
-		}
-	}
-	if cfg.HTTPTLS != nil {
-		if err := cfg.HTTPTLS.reload(); err != nil {
-			lg.Warn("REST certificate not reloaded; the previous one stays in use",
-				zap.String("cert-file", cfg.HTTPCertFile), zap.Error(err))
-		} else {
-			lg.Info("REST certificate reloaded", zap.String("cert-file", cfg.HTTPCertFile))
-		}
-	}
 }
 
 // fdReserve is the file descriptors regd needs besides REST connections:

@@ -30,7 +30,7 @@ import (
 // Options tune a test cluster.
 type Options struct {
 	Prefix          string        // default "/service/"
-	ExpiryRetention int           // default 10000
+	ExpiryRetention int           // default server.DefaultExpiryRetention
 	RequestTimeout  time.Duration // default 3s
 	// QuotaBackendBytes caps each member's bbolt file (etcd's
 	// --quota-backend-bytes); 0 keeps etcd's default. Fault tests fill it.
@@ -192,7 +192,7 @@ func (c *Cluster) closeAll() {
 	leader := c.Leader()
 	stop := func(m *Member) {
 		if srv := m.take(); srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), server.DefaultShutdownTimeout)
 			defer cancel()
 			_ = srv.Close(ctx)
 		}

@@ -32,7 +32,7 @@ type Config struct {
 	Prefix   string
 	Logger   *zap.Logger // regd's own logger; etcd's is in Node.Logger
 
-	ExpiryRetention int           // ledger entries kept; 0: 10000
+	ExpiryRetention int           // ledger entries kept; 0: DefaultExpiryRetention
 	RequestTimeout  time.Duration // per store operation; 0: registry.DefaultTimeout
 
 	// TLS, when set, serves the REST API over TLS on Listener.
@@ -42,12 +42,24 @@ type Config struct {
 	// MaxConns caps the REST API's open connections; 0:
 	// api.DefaultMaxConns, negative: no cap.
 	MaxConns int
-	// MaxInFlight and StreamsPerClient: see api.Config; 0 keeps the
-	// API's defaults.
-	MaxInFlight      int
-	StreamsPerClient int
-	EnablePprof      bool // serve /debug/pprof/ on the REST listener
+	// MaxInFlight and MaxWatchesPerClient: see api.Config (MaxInFlight,
+	// StreamsPerClient); 0 keeps the API's defaults.
+	MaxInFlight         int
+	MaxWatchesPerClient int
+	EnablePprof         bool // serve /debug/pprof/ on the REST listener
+	// CORSAllowedOrigins are the origins (scheme://host[:port], or "*"
+	// for any) whose browser pages may call the REST API; empty: no CORS.
+	CORSAllowedOrigins []string
 }
+
+// Defaults of knobs the REST server and its shutdown own.
+const (
+	// DefaultExpiryRetention is how many expiry reports the ledger keeps.
+	DefaultExpiryRetention = 10000
+	// DefaultShutdownTimeout is the time Close is given to let in-flight
+	// requests finish: regd's --shutdown-timeout, and the test clusters'.
+	DefaultShutdownTimeout = 10 * time.Second
+)
 
 // Timeouts of the REST server. There is deliberately no ReadTimeout or
 // WriteTimeout: they bound whole requests and responses, which would end
@@ -89,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.ExpiryRetention == 0 {
-		cfg.ExpiryRetention = 10000
+		cfg.ExpiryRetention = DefaultExpiryRetention
 	}
 	lg := cfg.Logger
 	if cfg.Node.EventLogger == nil {
@@ -135,7 +147,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Metrics:          metrics,
 		Auth:             cfg.Auth,
 		MaxInFlight:      cfg.MaxInFlight,
-		StreamsPerClient: cfg.StreamsPerClient,
+		StreamsPerClient: cfg.MaxWatchesPerClient,
 		EnablePprof:      cfg.EnablePprof,
 	})
 	maxConns := cfg.MaxConns

@@ -1,18 +1,17 @@
-package main
+package server
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/regd/regd/registry"
 )
 
 // A member whose disk breaks stops (etcd cannot go on once a write it
@@ -20,31 +19,39 @@ import (
 // once because the disk is still broken, the supervisor would loop. So a
 // data dir that holds a member but cannot be written makes regd wait
 // instead: it answers on its REST port (healthz 200, everything else 503
-// storage_unwritable), checks the disk every diskRetry, and starts the
+// storage_unwritable), checks the disk every DataDirRetry, and starts the
 // member once the disk works. A data dir without a member is a fresh start
-// and a wrong --data-dir is likelier than a broken disk, so that still exits
-// at once.
+// and a wrong --data-dir is likelier than a broken disk, so that still
+// fails at once (see HasMember).
 
-const diskRetry = time.Second
+// DataDirRetry is how often WaitForDataDir looks at the disk again.
+const DataDirRetry = time.Second
 
-// hasMember reports whether dir holds an etcd member's data.
-func hasMember(dir string) bool {
-	fi, err := os.Stat(filepath.Join(dir, "member"))
-	return err == nil && fi.IsDir()
+// waitRetryAfter is the Retry-After of the waiting answers, in seconds:
+// a few looks at the disk, not a hammering client.
+const waitRetryAfter = "5"
+
+// errWaitingForDisk is every answer but /healthz while regd waits.
+var errWaitingForDisk = &registry.Error{
+	Kind:    registry.KindUnavailable,
+	Code:    registry.CodeStorageUnwritable,
+	Message: "this node cannot write its data dir; it starts once the disk is repaired",
 }
 
-// waitForDataDir serves the waiting answers on ln (over TLS when tlsCfg is
-// set, as the real server will) until the data dir passes checkDataDir
-// (true) or ctx ends (false). ln stays open for the real server either way.
-func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.Listener, tlsCfg *tls.Config, cause error) bool {
+// WaitForDataDir serves the waiting answers on ln (over TLS when tlsCfg is
+// set, as the real server will) until dir holds a member and passes
+// PrepareDataDir (true), or ctx ends (false). cause is why the data dir was
+// found unusable (PrepareDataDir's error), for the log line. ln stays open for the real server
+// either way.
+func WaitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.Listener, tlsCfg *tls.Config, cause error) bool {
 	lg.Error("data dir is not writable; answering 503 and waiting for it before starting the member",
-		zap.String("data-dir", dir), zap.Error(errors.Unwrap(cause)))
+		zap.String("data-dir", dir), zap.Error(cause))
 	hl := &heldListener{Listener: ln}
 	var serveOn net.Listener = hl
 	if tlsCfg != nil {
 		serveOn = tls.NewListener(hl, tlsCfg)
 	}
-	srv := &http.Server{Handler: waitingHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: waitingHandler(), ReadHeaderTimeout: readHeaderTimeout, MaxHeaderBytes: maxHeaderBytes}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -59,7 +66,7 @@ func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.List
 		<-served
 		hl.release()
 	}()
-	t := time.NewTicker(diskRetry)
+	t := time.NewTicker(DataDirRetry)
 	defer t.Stop()
 	for {
 		select {
@@ -70,30 +77,27 @@ func waitForDataDir(ctx context.Context, lg *zap.Logger, dir string, ln net.List
 		// The member's data first: while an operator has the disk
 		// unmounted, the mount point itself is writable, and starting
 		// there would make etcd bootstrap an empty member.
-		if !hasMember(dir) {
+		if !HasMember(dir) {
 			continue
 		}
-		if err := checkDataDir(dir); err == nil {
+		if err := PrepareDataDir(dir); err == nil {
 			lg.Info("data dir is writable again; starting the member", zap.String("data-dir", dir))
 			return true
 		}
 	}
 }
 
+// waitingHandler answers while the member waits for its disk: the process
+// is alive (/healthz 200), and nothing else can be served.
 func waitingHandler() http.Handler {
-	body, _ := json.Marshal(map[string]any{"error": map[string]string{
-		"code":    "storage_unwritable",
-		"message": "this node cannot write its data dir; it starts once the disk is repaired",
-	}})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
 		if r.URL.Path == "/healthz" {
+			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"status":"ok"}`))
 			return
 		}
-		w.Header().Set("Retry-After", "5")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write(body)
+		w.Header().Set("Retry-After", waitRetryAfter)
+		writeError(w, r, errWaitingForDisk)
 	})
 }
 

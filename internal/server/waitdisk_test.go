@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"crypto/tls"
@@ -26,8 +26,8 @@ func TestWaitForDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	undo := e2e.LockDir(t, dir)
-	if err := checkDataDir(dir); err == nil {
-		t.Fatal("checkDataDir passes on a locked data dir")
+	if err := PrepareDataDir(dir); err == nil {
+		t.Fatal("PrepareDataDir passes on a locked data dir")
 	}
 	certs := tlstest.New(t)
 	pair, err := tls.LoadX509KeyPair(certs.ServerCert, certs.ServerKey)
@@ -41,28 +41,49 @@ func TestWaitForDataDir(t *testing.T) {
 	}
 	defer ln.Close()
 	done := make(chan bool, 1)
-	go func() { done <- waitForDataDir(t.Context(), zap.NewNop(), dir, ln, srvTLS, errors.New("locked")) }()
+	go func() { done <- WaitForDataDir(t.Context(), zap.NewNop(), dir, ln, srvTLS, errors.New("locked")) }()
 
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: certs.ClientConfig(false)}}
 	defer hc.CloseIdleConnections()
 	base := "https://" + ln.Addr().String()
-	get := func(path string) (int, string) {
+	send := func(method, path string) (*http.Response, string) {
 		t.Helper()
-		resp, err := hc.Get(base + path)
+		req, err := http.NewRequest(method, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return resp, string(b)
+	}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, body := send(http.MethodGet, path)
+		return resp.StatusCode, body
 	}
 	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz while waiting: %d", code)
 	}
-	code, body := get("/v1/services")
-	var e struct{ Error struct{ Code string } }
-	if err := json.Unmarshal([]byte(body), &e); code != http.StatusServiceUnavailable || err != nil || e.Error.Code != "storage_unwritable" {
-		t.Errorf("a request while waiting: %d %s", code, body)
+	resp, body := send(http.MethodPut, "/v1/services/a/instances/b")
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	if err := json.Unmarshal([]byte(body), &e); resp.StatusCode != http.StatusServiceUnavailable || err != nil ||
+		e.Error.Code != "storage_unwritable" || e.Error.Message == "" {
+		t.Errorf("a request while waiting: %d %s", resp.StatusCode, body)
+	}
+	if ct, ra := resp.Header.Get("Content-Type"), resp.Header.Get("Retry-After"); ct != "application/json" || ra == "" {
+		t.Errorf("a request while waiting: Content-Type %q, Retry-After %q", ct, ra)
+	}
+	// Load balancers probe with HEAD: the same statuses, no body.
+	for path, want := range map[string]int{"/healthz": http.StatusOK, "/readyz": http.StatusServiceUnavailable} {
+		if resp, body := send(http.MethodHead, path); resp.StatusCode != want || body != "" {
+			t.Errorf("HEAD %s while waiting: %d %q, want %d and no body", path, resp.StatusCode, body, want)
+		}
 	}
 	select {
 	case <-done:
