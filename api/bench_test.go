@@ -141,8 +141,12 @@ func BenchmarkDecodeRegister(b *testing.B) {
 			for b.Loop() {
 				req.Body = io.NopCloser(bytes.NewReader(body))
 				c.Reset(req, w)
-				var r registry.Registration
-				if err := s.decodeJSON(c, &r); err != nil {
+				raw, err := s.readBody(c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r, err := decodeRegistration(raw)
+				if err != nil {
 					b.Fatal(err)
 				}
 				if err := registry.ValidateService("user-service"); err != nil {

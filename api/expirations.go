@@ -1,0 +1,56 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/regd/regd/registry"
+)
+
+// Limits of GET /v1/expirations.
+const (
+	// DefaultExpirationsLimit is how many reports a request without
+	// ?limit= gets.
+	DefaultExpirationsLimit = 100
+	// MaxExpirationsLimit caps ?limit=.
+	MaxExpirationsLimit = 10000
+)
+
+// listExpirations is GET /v1/expirations[?service=][&limit=]: the expiry
+// reports, newest first.
+func (s *Server) listExpirations(c echo.Context) error {
+	service := c.QueryParam("service")
+	if service != "" {
+		if err := registry.ValidateService(service); err != nil {
+			return err
+		}
+	}
+	limit, err := expirationsLimit(c.QueryParam("limit"))
+	if err != nil {
+		return err
+	}
+	if s.cfg.Expirations == nil {
+		return unavailable("the expiry ledger is not available on this node")
+	}
+	list, err := s.cfg.Expirations.Expirations(c.Request().Context(), service, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"expirations": list})
+}
+
+// expirationsLimit reads ?limit=: absent, DefaultExpirationsLimit; a whole
+// number from 1 to MaxExpirationsLimit; anything else, 400
+// invalid_parameter.
+func expirationsLimit(v string) (int, error) {
+	if v == "" {
+		return DefaultExpirationsLimit, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxExpirationsLimit {
+		return 0, invalidParameter("limit %q must be a whole number from 1 to %d", v, MaxExpirationsLimit)
+	}
+	return n, nil
+}
