@@ -52,7 +52,8 @@ type routeKey struct{ method, path string }
 
 // routes is the whole REST API in one table. Adding a route is one line
 // here, its handler in the file of its resource, and its entry in
-// openapi.json (a test holds the two together).
+// openapi.json (a test holds the two together). Every GET route also
+// answers HEAD (mount adds it).
 func (s *Server) routes() []route {
 	rs := []route{
 		{method: http.MethodGet, path: "/v1/services", class: classRead, blocking: true, handler: s.listServices},
@@ -91,14 +92,23 @@ func pprofRoutes() []route {
 	}
 }
 
-// mount adds the routes to echo's router and returns them by method and
-// path.
+// mount adds the routes to echo's router, each GET route with its HEAD
+// twin (RFC 9110 §9.3.2: the same status and headers, no content; load
+// balancers and monitors probe with HEAD), and returns them by method and
+// path. A HEAD runs the GET handler: net/http discards the body a handler
+// writes for a HEAD request, after using its length for Content-Length as
+// it would for the GET; stream handlers return after their headers
+// (watch.go).
 func (s *Server) mount(e *echo.Echo, rs []route) map[routeKey]*route {
-	table := make(map[routeKey]*route, len(rs))
+	table := make(map[routeKey]*route, 2*len(rs))
 	for i := range rs {
 		r := &rs[i]
 		e.Add(r.method, r.path, r.handler)
 		table[routeKey{r.method, r.path}] = r
+		if r.method == http.MethodGet {
+			e.Add(http.MethodHead, r.path, r.handler)
+			table[routeKey{http.MethodHead, r.path}] = r
+		}
 	}
 	return table
 }

@@ -171,7 +171,8 @@ func New(cfg Config) *Server {
 }
 
 // Routes lists the routes the server answers, as "METHOD /path" with echo's
-// ":param" syntax, read back from echo's router.
+// ":param" syntax, read back from echo's router: the route table's, and the
+// HEAD twin of each GET route.
 func (s *Server) Routes() []string {
 	var out []string
 	for _, r := range s.echo.Routes() {

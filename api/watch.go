@@ -41,6 +41,8 @@ func (s *Server) watchAll(c echo.Context) error { return s.stream(c, "") }
 // missed; history this node can no longer replay yields a reset event with
 // the full current list first. ?reset=1 asks for that list up front.
 // The per-client cap of streams is applied by the limits (class stream).
+// A HEAD request gets the stream's status and headers, and no events: it
+// returns at once instead of holding the connection.
 func (s *Server) stream(c echo.Context, service string) error {
 	after, resume, err := lastEventID(c)
 	if err != nil {
@@ -80,6 +82,9 @@ func (s *Server) stream(c echo.Context, service string) error {
 	setRevision(c, start)
 	w.WriteHeader(http.StatusOK)
 	w.Flush()
+	if c.Request().Method == http.MethodHead {
+		return nil
+	}
 	if reset != nil {
 		if err := writeEvent(w, reset.Revision, "reset", reset); err != nil {
 			return nil
