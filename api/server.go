@@ -86,6 +86,12 @@ type Config struct {
 	// Auth checks bearer tokens; nil: no authentication (every request
 	// is allowed).
 	Auth *Auth
+	// CORSAllowedOrigins are the origins (scheme://host[:port], as browsers
+	// send them in Origin) whose pages may call the API from a browser;
+	// "*" allows any origin. nil or empty: no CORS headers at all, the
+	// browser's same-origin policy applies. See cors.go and
+	// ValidateCORSOrigins.
+	CORSAllowedOrigins []string
 	// MaxInFlight caps requests handled at once, watch streams, blocking
 	// queries and health probes excepted (503 overloaded beyond);
 	// 0: DefaultMaxInFlight; negative: no cap.
@@ -162,9 +168,15 @@ func New(cfg Config) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	// observe sees every request, refused ones included, and is where
-	// every error is written (errors.go). Authentication comes before the
-	// limits, so that requests without a valid token never take a slot.
-	e.Use(s.observe, s.authenticate, s.limit)
+	// every error is written (errors.go). CORS answers preflights before
+	// authentication: a browser sends them without credentials.
+	// Authentication comes before the limits, so that requests without a
+	// valid token never take a slot.
+	mw := []echo.MiddlewareFunc{s.observe}
+	if cors := s.cors(); cors != nil {
+		mw = append(mw, cors)
+	}
+	e.Use(append(mw, s.authenticate, s.limit)...)
 	s.table = s.mount(e, s.routes())
 	s.echo = e
 	return s
