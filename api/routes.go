@@ -11,8 +11,8 @@ import (
 // in the route table below, and every rule that depends on it reads it from
 // there: the token scope it needs (class.scope, auth.go), whether it counts
 // against the in-flight cap or the per-client cap of long-lived requests
-// (limits.go), and whether its duration is a latency worth a histogram
-// (metrics.go).
+// (limits.go), whether its answers may be compressed (gzip.go) and whether
+// its duration is a latency worth a histogram (metrics.go).
 type class uint8
 
 const (
@@ -26,7 +26,7 @@ const (
 	classAdmin
 	// classStream holds a response open and writes to it as things
 	// happen (Server-Sent Events). Read scope; capped per client instead
-	// of in flight; not timed.
+	// of in flight; never compressed; not timed.
 	classStream
 	// classProbe is a health probe of load balancers and orchestrators:
 	// no token, never shed (a busy node must not look dead).

@@ -4,8 +4,8 @@
 //
 // Where things are: the whole API is one route table (routes.go), in which
 // each route declares its class (read, write, admin, stream, probe) once;
-// authentication (auth.go), load limits (limits.go) and metrics
-// (metrics.go) read the class from there. Every error leaves
+// authentication (auth.go), load limits (limits.go), compression (gzip.go)
+// and metrics (metrics.go) read the class from there. Every error leaves
 // through one exit (errors.go). Handlers live in one file per resource.
 package api
 
@@ -38,7 +38,9 @@ type Registry interface {
 type View interface {
 	WaitRev(ctx context.Context, rev int64) error
 	// InstancesJSON is the service's instances as a JSON array, shared
-	// and encoded once per change of the service, and the revision the
+	// and encoded once per change of the service (a new slice of Go
+	// memory each time it changes, the same one until then: the gzip
+	// cache of lists, listbody.go, relies on it), and the revision the
 	// view reflects.
 	InstancesJSON(service string) ([]byte, int64)
 	Services() registry.ServiceList
@@ -113,6 +115,7 @@ type Server struct {
 	table    map[routeKey]*route // the route table by method and path template
 	draining atomic.Bool
 	metrics  *httpMetrics
+	gzipped  gzipCache // compressed instance lists, by service
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -176,7 +179,7 @@ func New(cfg Config) *Server {
 	if cors := s.cors(); cors != nil {
 		mw = append(mw, cors)
 	}
-	e.Use(append(mw, s.authenticate, s.limit)...)
+	e.Use(append(mw, s.authenticate, s.limit, s.compress)...)
 	s.table = s.mount(e, s.routes())
 	s.echo = e
 	return s
