@@ -135,6 +135,8 @@ func badInputCases() []badCase {
 		reg("metadata is a string", `{"address":"x:80","metadata":"zone=a"}`, 400, "invalid_json"),
 		reg("metadata value is a number", `{"address":"x:80","metadata":{"a":1}}`, 400, "invalid_json"),
 		reg("metadata value is an object", `{"address":"x:80","metadata":{"a":{}}}`, 400, "invalid_json"),
+		reg("metadata value is null", `{"address":"x:80","metadata":{"a":null}}`, 400, registry.CodeInvalidMetadata),
+		reg("one of two metadata values is null", `{"address":"x:80","metadata":{"a":"","b":null}}`, 400, registry.CodeInvalidMetadata),
 		// Well-formed JSON, invalid values.
 		reg("address without port", `{"address":"10.0.0.5"}`, 400, registry.CodeInvalidAddress),
 		reg("address with port 0", `{"address":"x:0"}`, 400, registry.CodeInvalidAddress),
@@ -166,6 +168,8 @@ func badInputCases() []badCase {
 		badCase{name: "expirations limit 0", method: http.MethodGet, path: "/v1/expirations?limit=0", status: 400, code: "invalid_parameter"},
 		badCase{name: "expirations limit abc", method: http.MethodGet, path: "/v1/expirations?limit=abc", status: 400, code: "invalid_parameter"},
 		badCase{name: "expirations limit -1", method: http.MethodGet, path: "/v1/expirations?limit=-1", status: 400, code: "invalid_parameter"},
+		badCase{name: "expirations limit in exponent form", method: http.MethodGet, path: "/v1/expirations?limit=1e5", status: 400, code: "invalid_parameter"},
+		badCase{name: "expirations limit hugely negative", method: http.MethodGet, path: "/v1/expirations?limit=-99999999999999999999", status: 400, code: "invalid_parameter"},
 		badCase{name: "expirations service dot-dot", method: http.MethodGet, path: "/v1/expirations?service=..", status: 400, code: registry.CodeInvalidService},
 		badCase{name: "expirations service with slash", method: http.MethodGet, path: "/v1/expirations?service=a%2Fb", status: 400, code: registry.CodeInvalidService},
 		// Valid names, nothing registered.

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -14,7 +16,9 @@ const (
 	// DefaultExpirationsLimit is how many reports a request without
 	// ?limit= gets.
 	DefaultExpirationsLimit = 100
-	// MaxExpirationsLimit caps ?limit=.
+	// MaxExpirationsLimit caps ?limit=; a larger number is clamped to it
+	// (the contract: "?limit= above the maximum is clamped to it, not
+	// refused"), as Consul and etcd clamp their page sizes.
 	MaxExpirationsLimit = 10000
 )
 
@@ -42,15 +46,18 @@ func (s *Server) listExpirations(c echo.Context) error {
 }
 
 // expirationsLimit reads ?limit=: absent, DefaultExpirationsLimit; a whole
-// number from 1 to MaxExpirationsLimit; anything else, 400
-// invalid_parameter.
+// number from 1, clamped to MaxExpirationsLimit (also one too large for an
+// int); anything else, 400 invalid_parameter.
 func expirationsLimit(v string) (int, error) {
 	if v == "" {
 		return DefaultExpirationsLimit, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > MaxExpirationsLimit {
-		return 0, invalidParameter("limit %q must be a whole number from 1 to %d", v, MaxExpirationsLimit)
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(v, "-") {
+		return MaxExpirationsLimit, nil
 	}
-	return n, nil
+	if err != nil || n < 1 {
+		return 0, invalidParameter("limit %q must be a whole number from 1 (at most %d are returned)", v, MaxExpirationsLimit)
+	}
+	return min(n, MaxExpirationsLimit), nil
 }

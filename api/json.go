@@ -63,9 +63,36 @@ func jsonProblem(err error) string {
 	return err.Error()
 }
 
-// decodeRegistration is the body of PUT .../instances/{id}.
+// decodeRegistration is the body of PUT .../instances/{id}. Metadata values
+// are strings: encoding/json decodes {"k":null} into a map[string]string as
+// "" without a word, which would store a value the client never sent, so
+// a null value is refused (400 invalid_metadata). The check reads the body
+// a second time only when some value came out empty, which is rare.
 func decodeRegistration(body []byte) (registry.Registration, error) {
 	var r registry.Registration
-	err := decodeJSON(body, &r)
-	return r, err
+	if err := decodeJSON(body, &r); err != nil {
+		return r, err
+	}
+	for _, v := range r.Metadata {
+		if v == "" {
+			return r, rejectNullMetadata(body)
+		}
+	}
+	return r, nil
+}
+
+func rejectNullMetadata(body []byte) error {
+	var probe struct {
+		Metadata map[string]*string `json:"metadata"`
+	}
+	if err := json.Unmarshal(body, &probe); err != nil {
+		return invalidJSON("request body is not valid JSON for this request: %s", jsonProblem(err))
+	}
+	for k, v := range probe.Metadata {
+		if v == nil {
+			return registry.Errorf(registry.KindInvalid, registry.CodeInvalidMetadata,
+				"metadata value of key %s is null; values are strings (send \"\" for an empty one, or leave the key out)", registry.QuoteInput(k))
+		}
+	}
+	return nil
 }

@@ -184,11 +184,11 @@ func hasControl(s string) bool {
 // maxQuoted is how many bytes of user input an error message shows.
 const maxQuoted = 64
 
-// quote renders user input for an error message without letting a huge or
-// binary value flood it. A long value is cut on a UTF-8 character boundary
-// (never inside a character, which would show as \x escapes of half a
-// character), to at most maxQuoted bytes, and marked with "...".
-func quote(s string) string {
+// QuoteInput renders user input for an error message without letting a
+// huge or binary value flood it: Go-quoted, and a value over 64 bytes cut
+// on a UTF-8 character boundary (never inside a character, which would show
+// as \x escapes of half a character) and marked with "...".
+func QuoteInput(s string) string {
 	if len(s) > maxQuoted {
 		cut := maxQuoted
 		// s[cut] is the first byte left out: while it continues a
@@ -202,3 +202,6 @@ func quote(s string) string {
 	}
 	return strconv.Quote(s)
 }
+
+// quote is QuoteInput under the short name this package's messages use.
+func quote(s string) string { return QuoteInput(s) }
