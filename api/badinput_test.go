@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,38 +15,17 @@ import (
 	"github.com/regd/regd/registry"
 )
 
-// noRedirectClient returns redirects as they are, so a test sees a 3xx
+// send sends rawURL as written (percent-encodings and dot segments are
+// not normalised) and returns redirects as they are, so a test sees a 3xx
 // instead of the page it points to.
-var noRedirectClient = &http.Client{
-	Timeout:       30 * time.Second,
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
-
-// send is regdtest.Do without following redirects. rawURL is sent as
-// written: percent-encodings and dot segments are not normalised.
 func send(t *testing.T, method, rawURL, body string) (int, http.Header, []byte) {
 	t.Helper()
-	var r io.Reader
+	var headers []string
 	if body != "" {
-		r = strings.NewReader(body)
+		headers = []string{"Content-Type", "application/json"}
 	}
-	req, err := http.NewRequest(method, rawURL, r)
-	if err != nil {
-		t.Fatalf("request %s %s: %v", method, rawURL, err)
-	}
-	if r != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := noRedirectClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, rawURL, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	return resp.StatusCode, resp.Header, out
+	a := sendRaw(t, method, rawURL, body, headers...)
+	return a.status, a.header, a.body
 }
 
 type badCase struct {

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,26 +11,16 @@ import (
 
 const uiOrigin = "https://ui.example.com"
 
-// request sends method to url with the given headers (name, value, ...).
+// request sends method to url with the given headers (name, value, ...);
+// a PUT carries a registration.
 func request(t *testing.T, method, url string, headers ...string) (int, http.Header) {
 	t.Helper()
-	var body io.Reader
+	body := ""
 	if method == http.MethodPut {
-		body = strings.NewReader(registerBody)
+		body = registerBody
 	}
-	req, err := http.NewRequest(method, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header
+	a := sendRaw(t, method, url, body, headers...)
+	return a.status, a.header
 }
 
 // list is the comma-separated values of a header, over all its lines.

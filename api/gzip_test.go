@@ -20,35 +20,13 @@ import (
 	"github.com/regd/regd/registry"
 )
 
-// rawClient does not decompress on its own: the tests see the bytes on
-// the wire.
-var rawClient = &http.Client{Transport: &http.Transport{DisableCompression: true}}
-
-type wireAnswer struct {
-	status int
-	header http.Header
-	body   []byte // as sent
-}
-
+// getRaw sends method to url, with Accept-Encoding when given.
 func getRaw(t *testing.T, method, url, acceptEncoding string) wireAnswer {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
+	if acceptEncoding == "" {
+		return sendRaw(t, method, url, "")
 	}
-	if acceptEncoding != "" {
-		req.Header.Set("Accept-Encoding", acceptEncoding)
-	}
-	resp, err := rawClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return wireAnswer{resp.StatusCode, resp.Header, body}
+	return sendRaw(t, method, url, "", "Accept-Encoding", acceptEncoding)
 }
 
 // gunzip decodes exactly one gzip member (RFC 1952) that is all of b:

@@ -1,54 +1,15 @@
 package api_test
 
 import (
-	"context"
-	"io"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/regdtest"
 )
-
-// headClient sends no Accept-Encoding of its own, so that GET and HEAD
-// are compared as the same request; its timeout is what "a HEAD must not
-// hang" is held to.
-var headClient = &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 15 * time.Second}
-
-type headAnswer struct {
-	status int
-	header http.Header
-	body   []byte
-	stream bool
-}
-
-// answer sends one request; a stream (text/event-stream) is not read
-// beyond its headers.
-func answer(t *testing.T, method, url string) headAnswer {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := headClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	a := headAnswer{status: resp.StatusCode, header: resp.Header, stream: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
-	if method == http.MethodHead || !a.stream {
-		if a.body, err = io.ReadAll(resp.Body); err != nil {
-			t.Fatalf("%s %s: the answer did not end: %v", method, url, err)
-		}
-	}
-	return a
-}
 
 // TestHEAD: every GET route of the route table (so a new route is covered
 // without touching this test) also answers HEAD, on a real node: the
@@ -94,8 +55,8 @@ func TestHEAD(t *testing.T) {
 	streams := 0
 	for _, path := range paths {
 		t.Run(path, func(t *testing.T) {
-			get := answer(t, http.MethodGet, m.URL(path))
-			head := answer(t, http.MethodHead, m.URL(path))
+			get := sendRaw(t, http.MethodGet, m.URL(path), "")
+			head := sendRaw(t, http.MethodHead, m.URL(path), "")
 			if head.status != get.status {
 				t.Fatalf("HEAD %d, GET %d", head.status, get.status)
 			}
