@@ -30,8 +30,10 @@ test-unit:
 test-e2e:
 	$(GO) test -race -count=1 -tags e2e -run E2E -timeout 15m ./...
 
-# gofmt, go vet, and the import rules: api must not pull in etcd's server
-# code, and nothing may import the command.
+# gofmt, go vet, the import rules (api must not pull in etcd's server code,
+# and nothing may import the command), and the error codes: one list
+# (registry/errors.go), never a literal code elsewhere, every code documented
+# (api/errcodes_test.go).
 lint:
 	@files=$$($(GOFMT) -l .); \
 	if [ -n "$$files" ]; then \
@@ -54,6 +56,7 @@ lint:
 		echo "$$bad"; \
 		exit 1; \
 	fi
+	$(GO) test -count=1 -run '^TestErrorCodes' ./api/
 
 # Load runs against 1- and 3-node clusters, beside etcd's own JSON gateway;
 # writes docs/benchmarks.md (about 10 minutes; BENCH_DURATION shortens it).

@@ -13,9 +13,11 @@ import (
 	"sync/atomic"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/regd/regd/registry"
 )
 
-// Scope is what a token allows. Write implies read.
+// Scope is what a token allows. Write implies read; admin implies write.
 type Scope int
 
 // Scopes, ordered: a token of a higher scope may do everything a lower one may.
@@ -23,6 +25,10 @@ const (
 	ScopeNone  Scope = 0
 	ScopeRead  Scope = 1
 	ScopeWrite Scope = 2
+	// ScopeAdmin is what routes of class admin need. No route is of that
+	// class yet and token files do not grant it yet: both come with the
+	// first admin route (membership, snapshot).
+	ScopeAdmin Scope = 3
 )
 
 func (s Scope) String() string {
@@ -31,8 +37,26 @@ func (s Scope) String() string {
 		return "read"
 	case ScopeWrite:
 		return "write"
+	case ScopeAdmin:
+		return "admin"
 	}
 	return "none"
+}
+
+// scope is the token scope a route of class k needs: none for the health
+// probes (load balancers and orchestrators call them without credentials),
+// read for reads and streams (/metrics and /v1/openapi.json included),
+// write for writes, admin for admin.
+func (k class) scope() Scope {
+	switch k {
+	case classProbe:
+		return ScopeNone
+	case classRead, classStream:
+		return ScopeRead
+	case classAdmin:
+		return ScopeAdmin
+	}
+	return ScopeWrite
 }
 
 // MinTokenLength is the shortest token a token file may hold. Sixteen
@@ -176,32 +200,6 @@ func (a *Auth) scopeOf(presented string) Scope {
 	return Scope(scope)
 }
 
-// API-level codes of the auth and limit checks.
-const (
-	codeUnauthorized   = "unauthorized"
-	codeForbidden      = "forbidden"
-	codeOverloaded     = "overloaded"
-	codeRequestTimeout = "request_timeout"
-)
-
-// needs is the scope a request needs: none for the health probes (load
-// balancers and orchestrators call them without credentials), read for
-// GET/HEAD/OPTIONS (every read route, /metrics and /v1/openapi.json
-// included), write for everything else. It goes by method, not by route, so
-// that a write to a path that does not exist is still refused before
-// routing can answer 404 or 405.
-func needs(c echo.Context) Scope {
-	switch c.Path() {
-	case "/healthz", "/readyz":
-		return ScopeNone
-	}
-	switch c.Request().Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
-		return ScopeRead
-	}
-	return ScopeWrite
-}
-
 // bearer extracts the token of an `Authorization: Bearer <token>` header.
 // ok is false when there is no such header; a header of another scheme
 // yields ok true and an empty token, which matches nothing.
@@ -227,7 +225,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		return next
 	}
 	return func(c echo.Context) error {
-		need := needs(c)
+		need := s.routeOf(c).class.scope()
 		if need == ScopeNone {
 			return next(c)
 		}
@@ -237,7 +235,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 				return next(c)
 			}
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, a.realmHeader)
-			return writeError(c, http.StatusUnauthorized, codeUnauthorized,
+			return registry.Errorf(registry.KindUnauthenticated, registry.CodeUnauthorized,
 				"this request needs a token: send the header Authorization: Bearer <token>")
 		}
 		got := a.scopeOf(token)
@@ -247,22 +245,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			// misconfigured client hears about it on its first read, not its
 			// first write.
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, a.realmHeader+`, error="invalid_token"`)
-			return writeError(c, http.StatusUnauthorized, codeUnauthorized, "the token is not valid")
+			return registry.Errorf(registry.KindUnauthenticated, registry.CodeUnauthorized, "the token is not valid")
 		case got < need:
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, a.realmHeader+`, error="insufficient_scope", scope="`+need.String()+`"`)
-			return writeError(c, http.StatusForbidden, codeForbidden,
-				"this token has the "+got.String()+" scope; this request needs a "+need.String()+" token")
+			return registry.Errorf(registry.KindPermissionDenied, registry.CodeForbidden,
+				"this token has the %s scope; this request needs a %s token", got, need)
 		}
 		return next(c)
 	}
-}
-
-// writeError writes the contract's error JSON directly, for the checks that
-// answer before a handler runs (auth, load shedding) with statuses that no
-// registry error kind maps to.
-func writeError(c echo.Context, status int, code, message string) error {
-	if c.Request().Method == http.MethodHead {
-		return c.NoContent(status)
-	}
-	return c.JSON(status, errorBody{Error: errorDetail{Code: code, Message: message}})
 }

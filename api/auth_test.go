@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -93,27 +92,12 @@ func newFakeAPI(t *testing.T, cfg api.Config) (*api.Server, *httptest.Server) {
 // returns status, headers and body.
 func call(t *testing.T, method, url, authz, body string) (int, http.Header, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var headers []string
 	if authz != "" {
-		req.Header.Set("Authorization", authz)
+		headers = []string{"Authorization", authz}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, b
+	a := sendRaw(t, method, url, body, headers...)
+	return a.status, a.header, a.body
 }
 
 const (

@@ -3,7 +3,6 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,38 +15,17 @@ import (
 	"github.com/regd/regd/registry"
 )
 
-// noRedirectClient returns redirects as they are, so a test sees a 3xx
+// send sends rawURL as written (percent-encodings and dot segments are
+// not normalised) and returns redirects as they are, so a test sees a 3xx
 // instead of the page it points to.
-var noRedirectClient = &http.Client{
-	Timeout:       30 * time.Second,
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-}
-
-// send is regdtest.Do without following redirects. rawURL is sent as
-// written: percent-encodings and dot segments are not normalised.
 func send(t *testing.T, method, rawURL, body string) (int, http.Header, []byte) {
 	t.Helper()
-	var r io.Reader
+	var headers []string
 	if body != "" {
-		r = strings.NewReader(body)
+		headers = []string{"Content-Type", "application/json"}
 	}
-	req, err := http.NewRequest(method, rawURL, r)
-	if err != nil {
-		t.Fatalf("request %s %s: %v", method, rawURL, err)
-	}
-	if r != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := noRedirectClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, rawURL, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read body: %v", err)
-	}
-	return resp.StatusCode, resp.Header, out
+	a := sendRaw(t, method, rawURL, body, headers...)
+	return a.status, a.header, a.body
 }
 
 type badCase struct {
@@ -135,6 +113,8 @@ func badInputCases() []badCase {
 		reg("metadata is a string", `{"address":"x:80","metadata":"zone=a"}`, 400, "invalid_json"),
 		reg("metadata value is a number", `{"address":"x:80","metadata":{"a":1}}`, 400, "invalid_json"),
 		reg("metadata value is an object", `{"address":"x:80","metadata":{"a":{}}}`, 400, "invalid_json"),
+		reg("metadata value is null", `{"address":"x:80","metadata":{"a":null}}`, 400, registry.CodeInvalidMetadata),
+		reg("one of two metadata values is null", `{"address":"x:80","metadata":{"a":"","b":null}}`, 400, registry.CodeInvalidMetadata),
 		// Well-formed JSON, invalid values.
 		reg("address without port", `{"address":"10.0.0.5"}`, 400, registry.CodeInvalidAddress),
 		reg("address with port 0", `{"address":"x:0"}`, 400, registry.CodeInvalidAddress),
@@ -166,6 +146,8 @@ func badInputCases() []badCase {
 		badCase{name: "expirations limit 0", method: http.MethodGet, path: "/v1/expirations?limit=0", status: 400, code: "invalid_parameter"},
 		badCase{name: "expirations limit abc", method: http.MethodGet, path: "/v1/expirations?limit=abc", status: 400, code: "invalid_parameter"},
 		badCase{name: "expirations limit -1", method: http.MethodGet, path: "/v1/expirations?limit=-1", status: 400, code: "invalid_parameter"},
+		badCase{name: "expirations limit in exponent form", method: http.MethodGet, path: "/v1/expirations?limit=1e5", status: 400, code: "invalid_parameter"},
+		badCase{name: "expirations limit hugely negative", method: http.MethodGet, path: "/v1/expirations?limit=-99999999999999999999", status: 400, code: "invalid_parameter"},
 		badCase{name: "expirations service dot-dot", method: http.MethodGet, path: "/v1/expirations?service=..", status: 400, code: registry.CodeInvalidService},
 		badCase{name: "expirations service with slash", method: http.MethodGet, path: "/v1/expirations?service=a%2Fb", status: 400, code: registry.CodeInvalidService},
 		// Valid names, nothing registered.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"go.uber.org/zap"
+
+	"github.com/regd/regd/registry"
 )
 
 // Limits that keep slow or numerous clients from exhausting the server.
@@ -41,47 +43,29 @@ const (
 // Keys of values the middleware leaves in the echo context.
 const ctxShed = "regd.shed" // the request was refused by a limit, not served
 
-// longLived reports whether the request may be held open for long: a watch
-// stream, or a blocking query (a list with a non-zero index). Those are not
-// work in progress but waiting; they are capped per client rather than
-// counted as in flight.
-func longLived(c echo.Context) (stream, blocking bool) {
-	switch c.Path() {
-	case "/v1/services/:service/watch", "/v1/watch":
-		return true, false
-	case "/v1/services/:service/instances", "/v1/services":
-		if c.Request().Method == http.MethodGet {
-			if ix := c.QueryParam("index"); ix != "" && ix != "0" {
-				return false, true
-			}
-		}
-	}
-	return false, false
-}
-
 // limit is the load-shedding and slow-client middleware. It runs after
-// authentication, so that unauthenticated requests never take a slot.
+// authentication, so that unauthenticated requests never take a slot. What
+// a request counts against depends on its route's class (routes.go):
+// probes against nothing (a busy node must not look dead to its
+// orchestrator), streams and blocking queries against the per-client cap of
+// long-lived requests (they wait, they do not work), everything else
+// against the in-flight cap.
 func (s *Server) limit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		switch c.Path() {
-		case "/healthz", "/readyz":
-			// Probes must answer while the node sheds load, or an
-			// orchestrator would restart a node that is merely busy.
+		rt := s.routeOf(c)
+		if rt.class == classProbe {
 			return next(c)
 		}
 		s.guardWrites(c)
 
-		stream, blocking := longLived(c)
 		switch {
-		case stream:
-			// stream() applies the per-client cap itself.
-		case blocking:
+		case rt.class == classStream || rt.blocking && isBlockingQuery(c):
 			release, ok := s.streams.acquire(clientIP(c.Request()))
 			if !ok {
 				c.Set(ctxShed, true)
 				c.Response().Header().Set("Retry-After", "5")
-				return writeError(c, http.StatusTooManyRequests, "too_many_streams",
-					"this client already has its maximum of open watch streams and blocking queries")
+				return registry.Errorf(registry.KindTooMany, registry.CodeTooManyStreams,
+					"this client already has its maximum of %d open watch streams and blocking queries on this node", s.streams.max)
 			}
 			defer release()
 		case s.cfg.MaxInFlight > 0:
@@ -90,7 +74,7 @@ func (s *Server) limit(next echo.HandlerFunc) echo.HandlerFunc {
 				s.shed()
 				c.Set(ctxShed, true)
 				c.Response().Header().Set("Retry-After", "1")
-				return writeError(c, http.StatusServiceUnavailable, codeOverloaded,
+				return registry.Errorf(registry.KindUnavailable, registry.CodeOverloaded,
 					"this node is handling too many requests; retry shortly")
 			}
 			defer s.inflight.Add(-1)
@@ -103,8 +87,8 @@ func (s *Server) limit(next echo.HandlerFunc) echo.HandlerFunc {
 			// was too slow. The connection is closed after this answer,
 			// because the rest of the body was never read.
 			c.Response().Header().Set(echo.HeaderConnection, "close")
-			return writeError(c, http.StatusRequestTimeout, codeRequestTimeout,
-				"the request body did not arrive within "+s.cfg.BodyTimeout.String())
+			return registry.Errorf(registry.KindRequestTimeout, registry.CodeRequestTimeout,
+				"the request body did not arrive within %s", s.cfg.BodyTimeout)
 		}
 		return err
 	}
@@ -269,4 +253,37 @@ func (c *limitConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// clientIP is the connection's peer address. X-Forwarded-For is not
+// trusted: a client could set it to dodge its stream limit.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// streamLimiter counts open streams and blocking queries per client.
+type streamLimiter struct {
+	mu   sync.Mutex
+	open map[string]int
+	max  int
+}
+
+func (l *streamLimiter) acquire(client string) (release func(), ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[client] >= l.max {
+		return nil, false
+	}
+	l.open[client]++
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.open[client]--; l.open[client] == 0 {
+			delete(l.open, client)
+		}
+	}, true
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
 
@@ -23,11 +29,23 @@ const registerBody = `{"address":"10.0.0.5:8080"}`
 
 // TestInFlightCap: beyond MaxInFlight requests at once, the next is
 // refused at once with 503 overloaded and Retry-After; health probes and
-// blocking queries are not counted; freed slots serve again.
+// blocking queries are not counted; freed slots serve again. Each step
+// proves its scenario happened: the held requests are inside the registry,
+// a blocking query is waiting inside its handler while the slots are full,
+// the node is still full after the probes (a later counted request is still
+// refused), and the refusals were counted and logged as shedding.
 func TestInFlightCap(t *testing.T) {
 	t.Parallel()
 	reg := &fakeRegistry{block: make(chan struct{}), entered: make(chan struct{}, 16)}
-	_, ts := newFakeAPI(t, api.Config{Registry: reg, MaxInFlight: 2})
+	view := waitingView{waiting: make(chan struct{}, 4)}
+	core, logs := observer.New(zap.WarnLevel)
+	metrics := prometheus.NewRegistry()
+	cfg := withFakes(api.Config{MaxInFlight: 2, Logger: zap.New(core), Metrics: metrics, Gatherer: metrics})
+	cfg.Registry, cfg.View = reg, view
+	s := api.New(cfg)
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	t.Cleanup(s.Close)
 	url := ts.URL + "/v1/services/user/instances/"
 
 	var wg sync.WaitGroup
@@ -46,23 +64,55 @@ func TestInFlightCap(t *testing.T) {
 		}
 	}
 
-	status, hdr, body := call(t, http.MethodPut, url+"third", "", registerBody)
-	if status != http.StatusServiceUnavailable {
-		t.Fatalf("third request: %d %s, want 503", status, body)
+	refused := func(method, path, body, what string) {
+		t.Helper()
+		status, hdr, resp := call(t, method, ts.URL+path, "", body)
+		if status != http.StatusServiceUnavailable {
+			t.Fatalf("%s: %d %s, want 503", what, status, resp)
+		}
+		if code, _ := decodeErrorBody(t, resp); code != "overloaded" {
+			t.Fatalf("%s: code %q, want overloaded", what, code)
+		}
+		if hdr.Get("Retry-After") != "1" {
+			t.Fatalf("%s: Retry-After %q, want 1", what, hdr.Get("Retry-After"))
+		}
 	}
-	if code, _ := decodeErrorBody(t, body); code != "overloaded" {
-		t.Fatalf("third request: code %q, want overloaded", code)
-	}
-	if hdr.Get("Retry-After") != "1" {
-		t.Fatalf("Retry-After %q, want 1", hdr.Get("Retry-After"))
-	}
-	if status, _, body := call(t, http.MethodGet, ts.URL+"/v1/services", "", ""); status != http.StatusServiceUnavailable {
-		t.Fatalf("a read counts too: %d %s, want 503", status, body)
-	}
-	for _, path := range []string{"/healthz", "/readyz", "/v1/services/user/instances?index=1&wait=1s"} {
+	refused(http.MethodPut, "/v1/services/user/instances/third", registerBody, "a third write")
+	refused(http.MethodGet, "/v1/services", "", "a read (reads count too)")
+
+	for _, path := range []string{"/healthz", "/readyz"} {
 		if status, _, body := call(t, http.MethodGet, ts.URL+path, "", ""); status != http.StatusOK {
 			t.Fatalf("%s while full: %d %s, want 200", path, status, body)
 		}
+	}
+	// A blocking query gets past the limits while every slot is taken:
+	// it is waiting inside its handler.
+	ctx, cancel := context.WithCancel(context.Background())
+	blocking := asyncGet(ctx, ts.URL+"/v1/services/user/instances?index=2&wait=30s")
+	select {
+	case <-view.waiting:
+	case r := <-blocking:
+		t.Fatalf("the blocking query answered %d %s instead of waiting", r.code, r.body)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the blocking query did not get past the limits while the slots were full")
+	}
+	// Still full after all that: the probes and the blocking query were
+	// answered under overload, not after it ended.
+	refused(http.MethodPut, "/v1/services/user/instances/fourth", registerBody, "a write after the probes")
+	cancel()
+	<-blocking
+
+	// The refusals were counted as 503s of their routes and logged once
+	// as shedding, with the total so far.
+	if n := requestsWithCode(t, metrics, "PUT", "/v1/services/:service/instances/:id", "503"); n != 2 {
+		t.Fatalf("regd_http_requests_total of refused writes = %v, want 2", n)
+	}
+	if n := requestsWithCode(t, metrics, "GET", "/v1/services", "503"); n != 1 {
+		t.Fatalf("regd_http_requests_total of refused reads = %v, want 1", n)
+	}
+	shed := logs.FilterMessageSnippet("shedding load").All()
+	if len(shed) != 1 || shed[0].ContextMap()["max-inflight"] != int64(2) || shed[0].ContextMap()["refused-total"] != int64(1) {
+		t.Fatalf("shedding was logged as %v, want one warning for the first refusal", shed)
 	}
 
 	close(reg.block)
@@ -76,6 +126,30 @@ func TestInFlightCap(t *testing.T) {
 	if status, _, body := call(t, http.MethodPut, url+"after", "", registerBody); status != http.StatusCreated {
 		t.Fatalf("after the slots freed: %d %s", status, body)
 	}
+}
+
+// requestsWithCode is regd_http_requests_total{method,route,code} in reg.
+func requestsWithCode(t *testing.T, reg prometheus.Gatherer, method, route, code string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "regd_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["method"] == method && labels["route"] == route && labels["code"] == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // TestBodyTimeout: a client that sends its headers and then trickles the
@@ -150,7 +224,7 @@ func TestBodyTimeout(t *testing.T) {
 			}
 		}
 		if len(reused) != 2 || !reused[1] {
-			t.Logf("connection reuse %v: the second request did not test a keep-alive connection", reused)
+			t.Fatalf("connection reuse %v: the second request did not run on the kept-alive connection", reused)
 		}
 	})
 }
@@ -208,8 +282,10 @@ func TestWriteTimeout(t *testing.T) {
 
 	t.Run("a client that does not read is cut off", func(t *testing.T) {
 		big := bytes.Repeat([]byte(" "), 64<<20) // far beyond both sockets' buffers
+		core, logs := observer.New(zap.DebugLevel)
 		c := withFakes(cfg)
 		c.View = bigView{body: big}
+		c.Logger = zap.New(core)
 		s := api.New(c)
 		ts := httptest.NewServer(s.Handler())
 		t.Cleanup(ts.Close)
@@ -219,11 +295,24 @@ func TestWriteTimeout(t *testing.T) {
 		}
 		defer conn.Close()
 		fmt.Fprintf(conn, "GET /v1/services/user/instances?stale HTTP/1.1\r\nHost: regd\r\n\r\n")
-		time.Sleep(5 * timeout) // not reading: the server's write blocks, then times out
+		// Not reading: the server's write blocks, then times out and the
+		// handler ends; its request log line is the marker.
+		var line observer.LoggedEntry
+		regdtest.Eventually(t, 10*time.Second, func() error {
+			served := logs.FilterMessage("request").FilterField(zap.String("route", "/v1/services/:service/instances")).All()
+			if len(served) == 0 {
+				return errors.New("the list request has not ended on the server")
+			}
+			line = served[0]
+			return nil
+		})
+		if line.ContextMap()["status"] != int64(http.StatusOK) {
+			t.Fatalf("the list ended with status %v, want 200 (an answer that started and was cut)", line.ContextMap()["status"])
+		}
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, err := io.Copy(io.Discard, conn)
-		if n >= int64(len(big)) {
-			t.Fatalf("read %d bytes: the whole answer arrived although the client stalled", n)
+		if n == 0 || n >= int64(len(big)) {
+			t.Fatalf("read %d of %d bytes: want the start of the answer, cut off", n, len(big))
 		}
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Fatalf("after %d bytes the connection is still open: the server is still writing", n)
@@ -294,61 +383,4 @@ type waitingView struct {
 func (v waitingView) Changed(string) (int64, <-chan struct{}) {
 	v.waiting <- struct{}{}
 	return 2, nil
-}
-
-// TestLimitListener: at the cap the listener stops accepting; a
-// connection beyond it waits (in the kernel's backlog, costing the server
-// nothing) and is served as soon as another closes.
-func TestLimitListener(t *testing.T) {
-	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := api.New(withFakes(api.Config{}))
-	srv := &http.Server{Handler: s.Handler()}
-	go srv.Serve(api.LimitListener(ln, 2))
-	t.Cleanup(func() { srv.Close() })
-
-	request := func(c net.Conn, wait time.Duration) error {
-		if _, err := fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: regd\r\n\r\n"); err != nil {
-			return err
-		}
-		c.SetReadDeadline(time.Now().Add(wait))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	}
-	var conns []net.Conn
-	for i := range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		conns = append(conns, c)
-		if i < 2 {
-			if err := request(c, 5*time.Second); err != nil {
-				t.Fatalf("connection %d: %v", i, err)
-			}
-		}
-	}
-	err = request(conns[2], 300*time.Millisecond)
-	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-		t.Fatalf("third connection at a cap of 2: %v, want no answer (timeout)", err)
-	}
-	conns[0].Close()
-	conns[2].SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(conns[2]), nil)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("third connection after one closed: %v %v", resp, err)
-	}
-	resp.Body.Close()
 }

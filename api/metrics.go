@@ -1,10 +1,14 @@
 package api
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
 )
 
 type httpMetrics struct {
@@ -18,11 +22,11 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regd_http_requests_total",
-			Help: "REST requests by method, route template and status code.",
+			Help: "REST requests by method, route template and status code (watch streams counted when they end).",
 		}, []string{"method", "route", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "regd_http_request_duration_seconds",
-			Help:    "REST request latency by method and route template.",
+			Help:    "REST request latency by method and route template; watch streams are not timed.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"method", "route"}),
 	}
@@ -30,7 +34,66 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	return m
 }
 
-func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
+// observe counts and times a request. A stream's duration is how long its
+// client stayed, not a latency: it would only push the histogram's top
+// bucket, so streams are counted but not timed.
+func (m *httpMetrics) observe(method, route string, k class, status int, d time.Duration) {
 	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+	if k != classStream {
+		m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+	}
+}
+
+// metricsHandler is GET /metrics: Prometheus text (compressed by promhttp
+// itself when the client asks).
+func (s *Server) metricsHandler() echo.HandlerFunc {
+	return echo.WrapHandler(promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+}
+
+// observe is the outermost middleware: it hands every error to the one
+// error exit (handleError) so the status is final, then counts, times and
+// logs the request. The log has the path, never the query string or
+// headers: tokens travel in the Authorization header, and nothing that
+// identifies a client beyond its address is logged.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err) // writes the response now, so the status below is final
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		status := c.Response().Status
+		elapsed := time.Since(start)
+		s.metrics.observe(c.Request().Method, route, s.routeOf(c).class, status, elapsed)
+		s.logRequest(c, route, status, elapsed)
+		return nil
+	}
+}
+
+func (s *Server) logRequest(c echo.Context, route string, status int, elapsed time.Duration) {
+	level := zap.DebugLevel
+	switch {
+	case c.Get(ctxShed) != nil:
+		// Refused by a limit: logged in summary by shed, never one line
+		// per request (a flood must not turn into a flood of log lines).
+	case status >= 500 && status != http.StatusServiceUnavailable:
+		level = zap.ErrorLevel
+	case status >= 500:
+		level = zap.WarnLevel
+	}
+	if ce := s.lg.Check(level, "request"); ce != nil {
+		r := c.Request()
+		ce.Write(
+			zap.String("method", r.Method),
+			zap.String("path", r.URL.Path),
+			zap.String("route", route),
+			zap.Int("status", status),
+			zap.Duration("took", elapsed),
+			zap.String("remote", r.RemoteAddr),
+		)
+	}
 }

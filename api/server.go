@@ -1,12 +1,17 @@
 // Package api is regd's REST API over HTTP (echo). It translates requests to
 // calls on small interfaces it declares itself and registry's errors to
 // statuses; it holds no registry logic and imports no etcd server code.
+//
+// Where things are: the whole API is one route table (routes.go), in which
+// each route declares its class (read, write, admin, stream, probe) once;
+// authentication (auth.go), load limits (limits.go), compression (gzip.go)
+// and metrics (metrics.go) read the class from there. Every error leaves
+// through one exit (errors.go). Handlers live in one file per resource.
 package api
 
 import (
 	"context"
 	"net/http"
-	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,7 +19,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/regd/regd/registry"
@@ -28,6 +32,21 @@ type Registry interface {
 	Get(ctx context.Context, service, id string) (registry.Instance, error)
 	// Revision is the cluster's current revision, read linearizably.
 	Revision(ctx context.Context) (int64, error)
+}
+
+// View is the watch-fed, in-memory registry (registry.View implements it).
+type View interface {
+	WaitRev(ctx context.Context, rev int64) error
+	// InstancesJSON is the service's instances as a JSON array, shared
+	// and encoded once per change of the service (a new slice of Go
+	// memory each time it changes, the same one until then: the gzip
+	// cache of lists, listbody.go, relies on it), and the revision the
+	// view reflects.
+	InstancesJSON(service string) ([]byte, int64)
+	Services() registry.ServiceList
+	Changed(service string) (int64, <-chan struct{})
+	Subscribe(ctx context.Context, service string, after int64) (*registry.Subscription, error)
+	SubscribeFromList(ctx context.Context, service string) (registry.InstanceList, *registry.Subscription, error)
 }
 
 // Cluster answers readiness and cluster status.
@@ -69,6 +88,12 @@ type Config struct {
 	// Auth checks bearer tokens; nil: no authentication (every request
 	// is allowed).
 	Auth *Auth
+	// CORSAllowedOrigins are the origins (scheme://host[:port], as browsers
+	// send them in Origin) whose pages may call the API from a browser;
+	// "*" allows any origin. nil or empty: no CORS headers at all, the
+	// browser's same-origin policy applies. See cors.go and
+	// ValidateCORSOrigins.
+	CORSAllowedOrigins []string
 	// MaxInFlight caps requests handled at once, watch streams, blocking
 	// queries and health probes excepted (503 overloaded beyond);
 	// 0: DefaultMaxInFlight; negative: no cap.
@@ -87,8 +112,10 @@ type Server struct {
 	cfg      Config
 	lg       *zap.Logger
 	echo     *echo.Echo
+	table    map[routeKey]*route // the route table by method and path template
 	draining atomic.Bool
 	metrics  *httpMetrics
+	gzipped  gzipCache // compressed instance lists, by service
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -99,11 +126,6 @@ type Server struct {
 	shedCount    atomic.Int64
 	shedLogged   atomic.Int64 // unix nanoseconds of the last shedding warning
 	writeTimeout time.Duration
-}
-
-type route struct {
-	method, path string
-	handler      echo.HandlerFunc
 }
 
 // New builds the API.
@@ -148,56 +170,24 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	// observe sees every request, refused ones included; authentication
-	// comes before the limits, so that requests without a valid token
-	// never take a slot.
-	e.Use(s.observe, s.authenticate, s.limit)
-	routes := s.routes()
-	if cfg.EnablePprof {
-		routes = append(routes, pprofRoutes()...)
+	// observe sees every request, refused ones included, and is where
+	// every error is written (errors.go). CORS answers preflights before
+	// authentication: a browser sends them without credentials.
+	// Authentication comes before the limits, so that requests without a
+	// valid token never take a slot.
+	mw := []echo.MiddlewareFunc{s.observe}
+	if cors := s.cors(); cors != nil {
+		mw = append(mw, cors)
 	}
-	for _, r := range routes {
-		e.Add(r.method, r.path, r.handler)
-	}
+	e.Use(append(mw, s.authenticate, s.limit, s.compress)...)
+	s.table = s.mount(e, s.routes())
 	s.echo = e
 	return s
 }
 
-// routes is the whole REST API in one table.
-func (s *Server) routes() []route {
-	metrics := echo.WrapHandler(promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	return []route{
-		{http.MethodGet, "/v1/services", s.listServices},
-		{http.MethodGet, "/v1/services/:service/instances", s.listInstances},
-		{http.MethodPut, "/v1/services/:service/instances/:id", s.register},
-		{http.MethodGet, "/v1/services/:service/instances/:id", s.getInstance},
-		{http.MethodDelete, "/v1/services/:service/instances/:id", s.deregister},
-		{http.MethodPut, "/v1/services/:service/instances/:id/heartbeat", s.heartbeat},
-		{http.MethodGet, "/v1/services/:service/watch", s.watchService},
-		{http.MethodGet, "/v1/watch", s.watchAll},
-		{http.MethodGet, "/v1/expirations", s.listExpirations},
-		{http.MethodGet, "/v1/cluster", s.clusterStatus},
-		{http.MethodGet, "/healthz", s.healthz},
-		{http.MethodGet, "/readyz", s.readyz},
-		{http.MethodGet, "/metrics", metrics},
-		{http.MethodGet, "/v1/openapi.json", s.openapi},
-	}
-}
-
-// pprofRoutes are served only with EnablePprof: they cost nothing when
-// unused, but a profile holds a request open and reveals internals.
-func pprofRoutes() []route {
-	return []route{
-		{http.MethodGet, "/debug/pprof/*", echo.WrapHandler(http.HandlerFunc(pprof.Index))},
-		{http.MethodGet, "/debug/pprof/cmdline", echo.WrapHandler(http.HandlerFunc(pprof.Cmdline))},
-		{http.MethodGet, "/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile))},
-		{http.MethodGet, "/debug/pprof/symbol", echo.WrapHandler(http.HandlerFunc(pprof.Symbol))},
-		{http.MethodGet, "/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace))},
-	}
-}
-
 // Routes lists the routes the server answers, as "METHOD /path" with echo's
-// ":param" syntax, read back from echo's router.
+// ":param" syntax, read back from echo's router: the route table's, and the
+// HEAD twin of each GET route.
 func (s *Server) Routes() []string {
 	var out []string
 	for _, r := range s.echo.Routes() {
@@ -216,33 +206,15 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // while in-flight requests finish.
 func (s *Server) Drain() { s.draining.Store(true) }
 
-func (s *Server) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-}
+// Close tells long-lived requests (watch streams, blocking queries) to end
+// now, so that the HTTP server's graceful shutdown does not wait on them.
+func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 
-func (s *Server) readyz(c echo.Context) error {
-	switch {
-	case s.draining.Load():
-		return unavailable("this node is shutting down")
-	}
-	if err := s.cfg.Cluster.Ready(); err != nil {
-		return unavailable(err.Error())
-	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
-}
+// Closing is closed when the server shuts down.
+func (s *Server) Closing() <-chan struct{} { return s.closing }
 
-func (s *Server) clusterStatus(c echo.Context) error {
-	st, err := s.cfg.Cluster.Status(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	setRevision(c, st.Revision)
-	return c.JSON(http.StatusOK, st)
-}
-
-func unavailable(msg string) error {
-	return registry.Errorf(registry.KindUnavailable, registry.CodeUnavailable, "%s", msg)
-}
+// HeaderRevision carries the etcd revision a response reflects.
+const HeaderRevision = "X-Regd-Revision"
 
 // setRevision sets X-Regd-Revision. etcd revisions start at 1, so a 0 here
 // would mean a bug upstream; like Consul's index it is never sent as 0,
@@ -253,59 +225,3 @@ func setRevision(c echo.Context, rev int64) {
 	}
 	c.Response().Header().Set(HeaderRevision, strconv.FormatInt(rev, 10))
 }
-
-// HeaderRevision carries the etcd revision a response reflects.
-const HeaderRevision = "X-Regd-Revision"
-
-// observe counts, times and logs every request. The log has the path, never
-// the query string or headers: tokens travel in the Authorization header,
-// and nothing that identifies a client beyond its address is logged.
-func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		start := time.Now()
-		err := next(c)
-		if err != nil {
-			c.Error(err) // writes the response now, so the status below is final
-		}
-		route := c.Path()
-		if route == "" {
-			route = "unmatched"
-		}
-		status := c.Response().Status
-		elapsed := time.Since(start)
-		s.metrics.observe(c.Request().Method, route, status, elapsed)
-		s.logRequest(c, route, status, elapsed)
-		return nil
-	}
-}
-
-func (s *Server) logRequest(c echo.Context, route string, status int, elapsed time.Duration) {
-	level := zap.DebugLevel
-	switch {
-	case c.Get(ctxShed) != nil:
-		// Refused by a limit: logged in summary by shed, never one line
-		// per request (a flood must not turn into a flood of log lines).
-	case status >= 500 && status != http.StatusServiceUnavailable:
-		level = zap.ErrorLevel
-	case status >= 500:
-		level = zap.WarnLevel
-	}
-	if ce := s.lg.Check(level, "request"); ce != nil {
-		r := c.Request()
-		ce.Write(
-			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path),
-			zap.String("route", route),
-			zap.Int("status", status),
-			zap.Duration("took", elapsed),
-			zap.String("remote", r.RemoteAddr),
-		)
-	}
-}
-
-// Close tells long-lived requests (watch streams, blocking queries) to end
-// now, so that the HTTP server's graceful shutdown does not wait on them.
-func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
-
-// Closing is closed when the server shuts down.
-func (s *Server) Closing() <-chan struct{} { return s.closing }

@@ -10,18 +10,22 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Kind classifies an Error; the HTTP layer maps each kind to one status.
+// Kind classifies an Error; the HTTP layer maps each kind to one status
+// (api/errors.go). The kinds follow gRPC's status codes where one fits.
 type Kind int
 
 // The kinds of failure regd distinguishes.
 const (
-	KindInternal    Kind = iota // a bug or an unexpected etcd answer
-	KindInvalid                 // the client sent something malformed
-	KindNotFound                // the thing asked for does not exist
-	KindConflict                // valid, but not possible in the current state
-	KindTooLarge                // the request is over a size limit
-	KindUnavailable             // no quorum, no leader, timeout, shutting down
-	KindTooMany                 // a per-client limit was hit; retry later
+	KindInternal         Kind = iota // a bug or an unexpected etcd answer (500)
+	KindInvalid                      // the client sent something malformed (400)
+	KindNotFound                     // the thing asked for does not exist (404)
+	KindConflict                     // valid, but not possible in the current state (409)
+	KindTooLarge                     // the request is over a size limit (413)
+	KindUnavailable                  // no quorum, no leader, timeout, overload, shutting down (503)
+	KindTooMany                      // a per-client limit was hit; retry later (429)
+	KindUnauthenticated              // no valid credentials where they are needed (401)
+	KindPermissionDenied             // valid credentials without the scope needed (403)
+	KindRequestTimeout               // the client did not send its request in time (408)
 )
 
 // Error is regd's one error type. Code is stable and machine-readable
@@ -47,15 +51,57 @@ func Errorf(kind Kind, code, format string, args ...any) *Error {
 	return &Error{Kind: kind, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// Codes shared by several places. Validation codes live next to their rules.
+// Code values: the one list of the codes regd answers with, in the
+// "code" member of the contract's error JSON ({"error":{"code","message"}}).
+// A code is stable and snake_case; clients switch on it. Every code is here
+// and nowhere else: the domain's and the HTTP layer's alike, so that
+// docs/api.md (the error table, which a test holds to this list) documents
+// each exactly once, and a lint check (api/errcodes_test.go, run by
+// `make lint`) refuses a code written as a literal anywhere else.
 const (
-	CodeNotFound    = "not_found"
-	CodeNoLease     = "no_lease"
-	CodeUnavailable = "unavailable"
+	// Bad input (400).
+	CodeInvalidService   = "invalid_service_name" // a service name breaks the naming rule (contract: Names)
+	CodeInvalidID        = "invalid_instance_id"  // an instance id breaks the naming rule
+	CodeInvalidAddress   = "invalid_address"      // not host:port (contract: Addresses)
+	CodeInvalidTTL       = "invalid_ttl"          // ttl outside MinTTL..MaxTTL
+	CodeInvalidMetadata  = "invalid_metadata"     // too many pairs or bytes, a bad key, a null value
+	CodeInvalidJSON      = "invalid_json"         // a body that is not the JSON the route takes
+	CodeInvalidParameter = "invalid_parameter"    // a malformed query parameter or header
+	CodeBadRequest       = "bad_request"          // any other request HTTP itself refuses
+
+	// Credentials (401, 403).
+	CodeUnauthorized = "unauthorized" // no token where one is needed, or a token that is not valid
+	CodeForbidden    = "forbidden"    // a valid token of too low a scope
+
+	// Not there (404, 405).
+	CodeNotFound         = "not_found"          // the instance is not registered, or has expired
+	CodeRouteNotFound    = "route_not_found"    // no such route
+	CodeMethodNotAllowed = "method_not_allowed" // the route exists with other methods (Allow lists them)
+
+	// Client too slow, too big, too many (408, 413, 429).
+	CodeRequestTimeout = "request_timeout"  // the request body did not arrive in time
+	CodeBodyTooLarge   = "body_too_large"   // a request body over the limit
+	CodeTooManyStreams = "too_many_streams" // the per-client cap of streams and blocking queries
+
+	// Not possible in the current state (409).
+	CodeNoLease  = "no_lease" // heartbeat of a key a plain etcd client wrote without a lease
+	CodeConflict = "conflict" // a deregistration kept racing with re-registrations
+
+	// The node or the cluster cannot serve it now (503).
+	CodeUnavailable = "unavailable" // no quorum, no leader, a timeout, shutting down
+	CodeOverloaded  = "overloaded"  // this node is handling its maximum of requests at once
 	CodeStorageFull = "storage_full"
 	// CodeStorageUnwritable: this node cannot write its data dir at all.
 	CodeStorageUnwritable = "storage_unwritable"
-	CodeInternal          = "internal"
+	// CodeCompacted: the revision asked for is older than the history
+	// kept; watch streams turn it into a reset event.
+	CodeCompacted = "compacted"
+	// CodeSlowSubscriber ends a watch stream whose client fell too far
+	// behind (in the stream's closing comment); it reconnects.
+	CodeSlowSubscriber = "slow_subscriber"
+
+	// A bug (500); the message is generic, the server log has the cause.
+	CodeInternal = "internal"
 )
 
 // AsError returns err as an *Error, classifying errors that come from etcd

@@ -8,15 +8,6 @@ import (
 	"unicode/utf8"
 )
 
-// Validation codes, one per rule family.
-const (
-	CodeInvalidService  = "invalid_service_name"
-	CodeInvalidID       = "invalid_instance_id"
-	CodeInvalidAddress  = "invalid_address"
-	CodeInvalidTTL      = "invalid_ttl"
-	CodeInvalidMetadata = "invalid_metadata"
-)
-
 // Limits from the contract.
 const (
 	MaxNameLen       = 128
@@ -122,7 +113,11 @@ func validPort(p string) bool {
 	return n >= 1 && n <= 65535
 }
 
-// validDNSName follows RFC 1123 host names, with an optional final dot.
+// validDNSName follows RFC 1123 host names, with an optional final dot,
+// and accepts underscores in labels as resolvers do (glibc, Go's net,
+// CoreDNS): container and compose host names such as my_host carry them,
+// and so do SRV-style labels (_http._tcp). RFC 2181 §11 allows any octet in
+// a DNS label; only the host name syntax of RFC 952/1123 forbids them.
 func validDNSName(h string) bool {
 	h = strings.TrimSuffix(h, ".")
 	if h == "" || len(h) > 253 {
@@ -134,7 +129,7 @@ func validDNSName(h string) bool {
 		}
 		for i := 0; i < len(label); i++ {
 			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
 				return false
 			}
 		}
@@ -186,11 +181,27 @@ func hasControl(s string) bool {
 	return false
 }
 
-// quote renders user input for an error message without letting a huge or
-// binary value flood it.
-func quote(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "..."
+// maxQuoted is how many bytes of user input an error message shows.
+const maxQuoted = 64
+
+// QuoteInput renders user input for an error message without letting a
+// huge or binary value flood it: Go-quoted, and a value over 64 bytes cut
+// on a UTF-8 character boundary (never inside a character, which would show
+// as \x escapes of half a character) and marked with "...".
+func QuoteInput(s string) string {
+	if len(s) > maxQuoted {
+		cut := maxQuoted
+		// s[cut] is the first byte left out: while it continues a
+		// character, that character started inside the kept part, at
+		// most UTFMax-1 bytes back (further back is invalid UTF-8, which
+		// strconv.Quote escapes byte by byte anyway).
+		for cut > maxQuoted-(utf8.UTFMax-1) && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
 	}
 	return strconv.Quote(s)
 }
+
+// quote is QuoteInput under the short name this package's messages use.
+func quote(s string) string { return QuoteInput(s) }

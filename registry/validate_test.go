@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/regd/regd/registry"
 )
@@ -98,6 +99,12 @@ func TestValidateAddress(t *testing.T) {
 		{"63-byte label", label63 + ".com:80", true},
 		{"digits below the top label", "10.0.0.5.nip.io:80", true},
 		{"top label starts with a digit", "host.3com:80", true},
+		// Underscores, as resolvers accept them (issue 11): container
+		// host names and SRV-style labels.
+		{"underscore", "host_x:80", true},
+		{"compose host name", "my_host:80", true},
+		{"SRV-style labels", "_http._tcp.example.com:80", true},
+		{"underscore label", "_:80", true},
 
 		{"empty", "", false},
 		{"no port", "10.0.0.5", false},
@@ -125,7 +132,8 @@ func TestValidateAddress(t *testing.T) {
 		{"all-digit host", "123:80", false},
 		{"label starts with dash", "-host:80", false},
 		{"label ends with dash", "host-:80", false},
-		{"underscore", "host_x:80", false},
+		{"underscore and dash at a label's end", "my_host-:80", false},
+		{"underscore and a dot-less all-digit top", "a_b.123:80", false},
 		{"empty label", "a..b:80", false},
 		{"only a dot", ".:80", false},
 		{"64-byte label", strings.Repeat("a", 64) + ".com:80", false},
@@ -238,5 +246,42 @@ func TestValidateMetadata(t *testing.T) {
 			}
 			wantInvalid(t, err, registry.CodeInvalidMetadata)
 		})
+	}
+}
+
+// TestMessagesCutOnCharacterBoundaries: an error message that shows a
+// shortened piece of user input never cuts a UTF-8 character in half
+// (which strconv.Quote would show as \x escapes of half a character),
+// wherever the cut falls inside a character of 2, 3 or 4 bytes.
+func TestMessagesCutOnCharacterBoundaries(t *testing.T) {
+	for _, char := range []string{"é", "€", "😀"} {
+		for pad := range utf8.RuneLen([]rune(char)[0]) {
+			input := strings.Repeat("k", pad) + strings.Repeat(char, 200)
+			for _, tc := range []struct {
+				what string
+				err  error
+			}{
+				{"over-long metadata key", registry.ValidateMetadata(map[string]string{input: "v"})},
+				{"address", registry.ValidateAddress(input + ":80")},
+				{"service name", registry.ValidateService(input)},
+			} {
+				var re *registry.Error
+				if !errors.As(tc.err, &re) {
+					t.Fatalf("%s %q...: error %v, want a registry error", tc.what, input[:8], tc.err)
+				}
+				if strings.Contains(re.Message, `\x`) || !utf8.ValidString(re.Message) {
+					t.Errorf("%s, %d-byte character after %d ASCII bytes: message cuts a character: %s", tc.what, len(char), pad, re.Message)
+				}
+				// The cut keeps as much as fits: at least 61 of the 64
+				// bytes, i.e. never more than one character less.
+				shown := strings.Count(re.Message, char)
+				if want := (64 - pad) / len(char); shown < want {
+					t.Errorf("%s: shows %d characters of the input, want %d: %s", tc.what, shown, want, re.Message)
+				}
+				if !strings.Contains(re.Message, `..."`) {
+					t.Errorf("%s: a shortened input is not marked with ...: %s", tc.what, re.Message)
+				}
+			}
+		}
 	}
 }

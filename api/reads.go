@@ -1,0 +1,128 @@
+package api
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Limits of reads that wait.
+const (
+	// DefaultWait is a blocking query's wait without ?wait=.
+	DefaultWait = 60 * time.Second
+	// MaxWait caps ?wait= (the contract: capped at 300 s).
+	MaxWait = 300 * time.Second
+	// catchUpTimeout bounds a consistent read's wait for this node's view
+	// to apply the cluster's revision.
+	catchUpTimeout = 5 * time.Second
+)
+
+// readOptions are the query parameters every list read accepts.
+type readOptions struct {
+	stale  bool          // serve this node's view as it is
+	minRev int64         // wait until this node has applied minRev
+	index  int64         // blocking query: hold until a change after index
+	wait   time.Duration // ... or until wait ends
+}
+
+func parseReadOptions(c echo.Context) (readOptions, error) {
+	var o readOptions
+	q := c.QueryParams()
+	if v, ok := q["stale"]; ok {
+		o.stale = len(v) == 0 || (v[0] != "false" && v[0] != "0")
+	}
+	var err error
+	if o.minRev, err = revisionParam(q.Get("min_revision"), "min_revision"); err != nil {
+		return o, err
+	}
+	if o.index, err = revisionParam(q.Get("index"), "index"); err != nil {
+		return o, err
+	}
+	o.wait = DefaultWait
+	if w := q.Get("wait"); w != "" {
+		d, err := parseWait(w)
+		if err != nil {
+			return o, err
+		}
+		o.wait = min(d, MaxWait)
+	}
+	return o, nil
+}
+
+// isBlockingQuery reports whether the request asks to wait for a change
+// (a non-zero ?index=); the limits treat it as long-lived.
+func isBlockingQuery(c echo.Context) bool {
+	ix := c.QueryParam("index")
+	return ix != "" && ix != "0"
+}
+
+func revisionParam(v, name string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, invalidParameter("%s %q must be a revision: a whole number >= 0", name, v)
+	}
+	return n, nil
+}
+
+// parseWait accepts Go/Consul durations ("30s", "5m") and bare seconds ("30").
+// Bare seconds are capped at MaxWait before the conversion: a huge number
+// would overflow time.Duration and turn into a negative wait.
+func parseWait(w string) (time.Duration, error) {
+	if n, err := strconv.Atoi(w); err == nil && n >= 0 {
+		return time.Duration(min(n, int(MaxWait/time.Second))) * time.Second, nil
+	}
+	d, err := time.ParseDuration(w)
+	if err != nil || d < 0 {
+		return 0, invalidParameter("wait %q must be a duration such as 30s or 5m", w)
+	}
+	return d, nil
+}
+
+// catchUp makes this node's view current enough for the read: by default
+// as current as the cluster (a linearizable revision read, then a wait for
+// the view to apply it), so a read on any member sees every acknowledged
+// write; with min_revision, at least that revision; with stale, as it is.
+func (s *Server) catchUp(c echo.Context, o readOptions) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), catchUpTimeout)
+	defer cancel()
+	target := o.minRev
+	if !o.stale && o.minRev == 0 {
+		rev, err := s.cfg.Registry.Revision(ctx)
+		if err != nil {
+			return err
+		}
+		target = rev
+	}
+	return s.cfg.View.WaitRev(ctx, target)
+}
+
+// block holds a blocking query until service changes after index, the wait
+// ends (with up to 1/16 jitter so that many clients do not return in step),
+// the client leaves, or the server shuts down.
+func (s *Server) block(c echo.Context, service string, o readOptions) {
+	if o.index == 0 {
+		return
+	}
+	changed, wake := s.cfg.View.Changed(service)
+	if changed > o.index {
+		return
+	}
+	wait := o.wait
+	if wait > 0 {
+		wait += time.Duration(rand.Int64N(int64(wait)/16 + 1))
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-wake:
+	case <-timer.C:
+	case <-c.Request().Context().Done():
+	case <-s.closing:
+	}
+}
