@@ -339,7 +339,7 @@ func (v bigView) InstancesJSON(string) ([]byte, int64) { return v.body, 2 }
 func TestBlockingQueriesPerClient(t *testing.T) {
 	t.Parallel()
 	view := waitingView{waiting: make(chan struct{}, 4)}
-	cfg := withFakes(api.Config{StreamsPerClient: 1})
+	cfg := withFakes(api.Config{MaxWatchesPerClient: 1})
 	cfg.View = view
 	s := api.New(cfg)
 	ts := httptest.NewServer(s.Handler())

@@ -77,9 +77,9 @@ type Config struct {
 	Gatherer     prometheus.Gatherer  // what /metrics serves; nil: Metrics plus the default gatherer
 	MaxBodyBytes int64
 
-	// StreamsPerClient caps the watch streams and blocking queries one
-	// client IP may hold open at once (429 beyond); 0: DefaultStreamsPerClient.
-	StreamsPerClient int
+	// MaxWatchesPerClient caps the watch streams and blocking queries one
+	// client IP may hold open at once (429 beyond); 0: DefaultMaxWatchesPerClient.
+	MaxWatchesPerClient int
 	// EnablePprof serves Go's profiler under /debug/pprof/, for measuring
 	// a running node (subject to the same read rule as /metrics).
 	EnablePprof bool
@@ -91,8 +91,8 @@ type Config struct {
 	// CORSAllowedOrigins are the origins (scheme://host[:port], as browsers
 	// send them in Origin) whose pages may call the API from a browser;
 	// "*" allows any origin. nil or empty: no CORS headers at all, the
-	// browser's same-origin policy applies. See cors.go and
-	// ValidateCORSOrigins.
+	// browser's same-origin policy applies. See cors.go; the command
+	// checks --cors-allowed-origins before it gets here.
 	CORSAllowedOrigins []string
 	// MaxInFlight caps requests handled at once, watch streams, blocking
 	// queries and health probes excepted (503 overloaded beyond);
@@ -142,8 +142,8 @@ func New(cfg Config) *Server {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.Gatherers{cfg.Metrics, prometheus.DefaultGatherer}
 	}
-	if cfg.StreamsPerClient == 0 {
-		cfg.StreamsPerClient = DefaultStreamsPerClient
+	if cfg.MaxWatchesPerClient == 0 {
+		cfg.MaxWatchesPerClient = DefaultMaxWatchesPerClient
 	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = DefaultKeepAlive
@@ -162,7 +162,7 @@ func New(cfg Config) *Server {
 		lg:        cfg.Logger,
 		metrics:   newHTTPMetrics(cfg.Metrics),
 		closing:   make(chan struct{}),
-		streams:   &streamLimiter{open: make(map[string]int), max: cfg.StreamsPerClient},
+		streams:   &streamLimiter{open: make(map[string]int), max: cfg.MaxWatchesPerClient},
 		keepAlive: cfg.KeepAlive,
 
 		writeTimeout: max(cfg.WriteTimeout, 2*cfg.KeepAlive),

@@ -14,8 +14,8 @@ import (
 
 // Limits of watch streams.
 const (
-	// DefaultStreamsPerClient caps concurrent watch streams per client IP.
-	DefaultStreamsPerClient = 64
+	// DefaultMaxWatchesPerClient caps concurrent watch streams per client IP.
+	DefaultMaxWatchesPerClient = 64
 	// DefaultKeepAlive is the interval of SSE comment lines that keep
 	// proxies from closing an idle stream.
 	DefaultKeepAlive = 15 * time.Second

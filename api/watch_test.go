@@ -138,7 +138,7 @@ func TestWatch(t *testing.T) {
 	})
 
 	// The default per-client cap is 64 streams on one node.
-	t.Run("StreamsPerClient", func(t *testing.T) {
+	t.Run("MaxWatchesPerClient", func(t *testing.T) {
 		url := m.URL("/v1/watch")
 		var open []*sseStream
 		defer func() {
@@ -146,7 +146,7 @@ func TestWatch(t *testing.T) {
 				s.Close()
 			}
 		}()
-		for len(open) < api.DefaultStreamsPerClient {
+		for len(open) < api.DefaultMaxWatchesPerClient {
 			// Streams of earlier subtests are released when the
 			// server notices their connections closed: retry a 429
 			// until then.
@@ -191,7 +191,7 @@ func TestWatch(t *testing.T) {
 		})
 	})
 
-	// KeepAlive and StreamsPerClient cannot be set through regdtest: an
+	// KeepAlive and MaxWatchesPerClient cannot be set through regdtest: an
 	// api.Server of our own over this member's store and etcd does.
 	t.Run("KeepAliveAndConfiguredCap", func(t *testing.T) {
 		srv := m.Server()
@@ -201,11 +201,11 @@ func TestWatch(t *testing.T) {
 		go func() { defer close(viewDone); view.Run(ctx) }()
 		defer func() { stop(); <-viewDone }()
 		a := api.New(api.Config{
-			Registry:         srv.Store(),
-			View:             view,
-			Cluster:          cluster.NewInfo(srv.Node()),
-			StreamsPerClient: 2,
-			KeepAlive:        100 * time.Millisecond,
+			Registry:            srv.Store(),
+			View:                view,
+			Cluster:             cluster.NewInfo(srv.Node()),
+			MaxWatchesPerClient: 2,
+			KeepAlive:           100 * time.Millisecond,
 		})
 		ts := httptest.NewServer(a.Handler())
 		defer ts.Close()
@@ -220,7 +220,7 @@ func TestWatch(t *testing.T) {
 		resp.Body.Close()
 		cancel()
 		if resp.StatusCode != http.StatusTooManyRequests || wErrorCode(body) != "too_many_streams" || resp.Header.Get("Retry-After") == "" {
-			t.Fatalf("third stream with StreamsPerClient 2: %d %v %s", resp.StatusCode, resp.Header, body)
+			t.Fatalf("third stream with MaxWatchesPerClient 2: %d %v %s", resp.StatusCode, resp.Header, body)
 		}
 		// Events and keep-alives interleave on a stream.
 		inst := wRegister(t, m, "ka", "k1", "10.0.2.1:80", 60)

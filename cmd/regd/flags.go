@@ -81,7 +81,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Var(newInt(&c.Server.MaxInFlight, api.DefaultMaxInFlight), "max-inflight", "maximum `number` of REST requests handled at once; beyond it 503 overloaded (watches and blocking queries not counted)")
 	fs.Var(newInt(&c.Server.MaxConns, api.DefaultMaxConns), "max-conns", "maximum `number` of open REST connections; beyond it new ones wait in the kernel's backlog")
 	fs.Var(newBool(&c.Server.EnablePprof), "enable-pprof", "serve Go's profiler under /debug/pprof/ on the REST listener (reads rule applies), as etcd's flag of the same name")
-	fs.Var(newInt(&c.Server.MaxWatchesPerClient, api.DefaultStreamsPerClient), "max-watches-per-client", "maximum `number` of watch streams and blocking queries one client IP may hold open; beyond it 429")
+	fs.Var(newInt(&c.Server.MaxWatchesPerClient, api.DefaultMaxWatchesPerClient), "max-watches-per-client", "maximum `number` of watch streams and blocking queries one client IP may hold open; beyond it 429")
 	fs.Var(newFreeBytes(&n.MinFreeBytes, node.DefaultMinFreeBytes), "min-free-bytes", "free `bytes` kept in the data dir's file system: below them writes are refused (503 storage_full) and etcd's NOSPACE alarm is raised until space is freed; 0 turns the guard off")
 	fs.Var(newInt(&n.QuotaBackendBytes, 0), "quota-backend-bytes", "etcd: raise the NOSPACE alarm when the backend database exceeds this many `bytes` (0: etcd's default, 2 GiB)")
 	fs.Var(newBool(&c.ShowVersion), "version", "print the version and exit")

@@ -43,7 +43,7 @@ type Config struct {
 	// api.DefaultMaxConns, negative: no cap.
 	MaxConns int
 	// MaxInFlight and MaxWatchesPerClient: see api.Config (MaxInFlight,
-	// StreamsPerClient); 0 keeps the API's defaults.
+	// MaxWatchesPerClient); 0 keeps the API's defaults.
 	MaxInFlight         int
 	MaxWatchesPerClient int
 	EnablePprof         bool // serve /debug/pprof/ on the REST listener
@@ -139,16 +139,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	leader.Run(reporter.Run)
 	leader.Run(cluster.NewCompactor(store, lg.Named("compactor")).Run)
 	a := api.New(api.Config{
-		Registry:         store,
-		View:             view,
-		Cluster:          info,
-		Expirations:      reporter,
-		Logger:           lg.Named("api"),
-		Metrics:          metrics,
-		Auth:             cfg.Auth,
-		MaxInFlight:      cfg.MaxInFlight,
-		StreamsPerClient: cfg.MaxWatchesPerClient,
-		EnablePprof:      cfg.EnablePprof,
+		Registry:            store,
+		View:                view,
+		Cluster:             info,
+		Expirations:         reporter,
+		Logger:              lg.Named("api"),
+		Metrics:             metrics,
+		Auth:                cfg.Auth,
+		MaxInFlight:         cfg.MaxInFlight,
+		MaxWatchesPerClient: cfg.MaxWatchesPerClient,
+		CORSAllowedOrigins:  cfg.CORSAllowedOrigins,
+		EnablePprof:         cfg.EnablePprof,
 	})
 	maxConns := cfg.MaxConns
 	if maxConns == 0 {

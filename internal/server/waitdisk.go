@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/regd/regd/api"
 	"github.com/regd/regd/registry"
 )
 
@@ -97,7 +98,7 @@ func waitingHandler() http.Handler {
 			return
 		}
 		w.Header().Set("Retry-After", waitRetryAfter)
-		writeError(w, r, errWaitingForDisk)
+		api.WriteError(w, r, errWaitingForDisk)
 	})
 }
 
