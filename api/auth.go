@@ -185,17 +185,24 @@ const (
 )
 
 // needs is the scope a request needs: none for the health probes (load
-// balancers and orchestrators call them without credentials), read for
+// balancers and orchestrators call them without credentials) and for
+// reading the web UI's files (a browser cannot send a token with a page
+// load; the page sends it with the API requests it makes), read for
 // GET/HEAD/OPTIONS (every read route, /metrics and /v1/openapi.json
 // included), write for everything else. It goes by method, not by route, so
 // that a write to a path that does not exist is still refused before
 // routing can answer 404 or 405.
 func needs(c echo.Context) Scope {
+	m := c.Request().Method
 	switch c.Path() {
 	case "/healthz", "/readyz":
 		return ScopeNone
+	case "/", "/ui", "/ui/*": // the web UI's static files (only with Config.UI)
+		if m == http.MethodGet || m == http.MethodHead {
+			return ScopeNone
+		}
 	}
-	switch c.Request().Method {
+	switch m {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 		return ScopeRead
 	}
@@ -265,4 +272,33 @@ func writeError(c echo.Context, status int, code, message string) error {
 		return c.NoContent(status)
 	}
 	return c.JSON(status, errorBody{Error: errorDetail{Code: code, Message: message}})
+}
+
+// tokenInfo is the answer of GET /v1/auth/token.
+type tokenInfo struct {
+	// Scope is what requests with these credentials may do: "read" or
+	// "write" (later scopes imply the earlier ones).
+	Scope string `json:"scope"`
+	// Authenticated is true when a valid token was presented; false when
+	// none was and the scope is what this node grants without one.
+	Authenticated bool `json:"authenticated"`
+}
+
+// tokenScope answers GET /v1/auth/token: what the request's own
+// credentials allow, so that a client (the web UI) can offer only what it
+// may do. Without authentication configured every request may write; with
+// it, no token means read where reads are open (where they are not, the
+// middleware has already answered 401), and a token its scope (an invalid
+// token was answered 401 too). It reveals nothing a client could not learn
+// by trying a write, and nothing about other tokens.
+func (s *Server) tokenScope(c echo.Context) error {
+	info := tokenInfo{Scope: ScopeWrite.String()}
+	if a := s.cfg.Auth; a != nil {
+		info.Scope = ScopeRead.String()
+		if tok, presented := bearer(c.Request()); presented {
+			info = tokenInfo{Scope: a.scopeOf(tok).String(), Authenticated: true}
+		}
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, info)
 }

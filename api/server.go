@@ -69,6 +69,9 @@ type Config struct {
 	// Auth checks bearer tokens; nil: no authentication (every request
 	// is allowed).
 	Auth *Auth
+	// UI serves the web UI under /ui/ (and / redirects browsers there);
+	// nil: no UI. It gets GET and HEAD under /ui without a token.
+	UI http.Handler
 	// MaxInFlight caps requests handled at once, watch streams, blocking
 	// queries and health probes excepted (503 overloaded beyond);
 	// 0: DefaultMaxInFlight; negative: no cap.
@@ -156,6 +159,9 @@ func New(cfg Config) *Server {
 	if cfg.EnablePprof {
 		routes = append(routes, pprofRoutes()...)
 	}
+	if cfg.UI != nil {
+		routes = append(routes, uiRoutes(cfg.UI)...)
+	}
 	for _, r := range routes {
 		e.Add(r.method, r.path, r.handler)
 	}
@@ -177,6 +183,7 @@ func (s *Server) routes() []route {
 		{http.MethodGet, "/v1/watch", s.watchAll},
 		{http.MethodGet, "/v1/expirations", s.listExpirations},
 		{http.MethodGet, "/v1/cluster", s.clusterStatus},
+		{http.MethodGet, "/v1/auth/token", s.tokenScope},
 		{http.MethodGet, "/healthz", s.healthz},
 		{http.MethodGet, "/readyz", s.readyz},
 		{http.MethodGet, "/metrics", metrics},

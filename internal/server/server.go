@@ -23,6 +23,7 @@ import (
 	"github.com/regd/regd/cluster"
 	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
+	"github.com/regd/regd/ui"
 )
 
 // Config is one node's configuration.
@@ -137,6 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		MaxInFlight:      cfg.MaxInFlight,
 		StreamsPerClient: cfg.StreamsPerClient,
 		EnablePprof:      cfg.EnablePprof,
+		UI:               ui.New(),
 	})
 	maxConns := cfg.MaxConns
 	if maxConns == 0 {
