@@ -603,6 +603,14 @@ function App() {
     document.title = (PAGES.find(p => p[0] === route.page) || [, , route.service || 'regd'])[2] + ' · regd';
   }, [route.page, route.service]);
 
+  // A note (the outcome of an action) stays long enough to be read, then
+  // goes; screen readers hear it at once through the live region.
+  useEffect(() => {
+    if (!note) return undefined;
+    const t = setTimeout(() => setNote(''), 8000);
+    return () => clearTimeout(t);
+  }, [note]);
+
   const canWrite = session.scope === 'write' || session.scope === 'admin';
   const openToken = () => setTokenOpen(true);
   const notify = msg => setNote(msg);
@@ -640,7 +648,7 @@ function App() {
     </header>
     ${session.error && !session.needToken ? html`<div class="wrap"><${Problem} error=${session.error} onToken=${openToken} /></div>` : null}
     <main id="main" class="wrap" key=${tok}>${page}</main>
-    <div class="wrap note" role="status" aria-live="polite" data-field="note">${note}</div>
+    <div class="note" role="status" aria-live="polite" data-field="note">${note}</div>
     ${tokenOpen ? html`<${TokenDialog} current=${tok} onClose=${() => setTokenOpen(false)}
         onDone=${v => { setTokenOpen(false); setNote(v ? 'Token set for this tab.' : 'Token forgotten.'); setTok(v); }} />` : null}
   `;
