@@ -661,3 +661,42 @@ func TestServedByRegd(t *testing.T) {
 		t.Errorf("GET /v1/auth/token with the read token: %d %s", status, b)
 	}
 }
+
+// TestBrowserOutage: what the page says when the cluster loses its quorum
+// and when its node goes away, and that it recovers by itself, resuming
+// its watch stream, when they come back.
+func TestBrowserOutage(t *testing.T) {
+	bctx := startBrowser(t, 1280, 800)
+	c := regdtest.StartCluster(t, 3)
+	origin := "http://" + c.Members[0].HTTPAddr
+	register(t, origin, "orders", "o1", map[string]any{"address": "10.0.0.5:8080", "ttl": 3600})
+
+	tb := openTab(t, bctx, origin)
+	// While its node is down the browser logs each refused connection.
+	tb.expect("ERR_CONNECTION_REFUSED")
+	tb.expect("status of 503")
+	tb.navigate(origin + "/ui/#/services/orders")
+	live := rowJS("o1") + ` && document.querySelector('[data-field="stream"]').dataset.state === "live" && !document.querySelector('.problem')`
+	tb.waitJS("the live instances", live, 10*time.Second)
+
+	// Without a quorum the node closes its streams and refuses new ones
+	// with 503; the page says why and keeps trying.
+	c.Stop(1)
+	c.Stop(2)
+	tb.waitJS("the no-quorum state", `document.querySelector('.problem[data-status="503"]')?.textContent.includes('cannot serve')`, 20*time.Second)
+	c.RestartAll(1, 2)
+	c.WaitLeader(t)
+	tb.waitJS("recovery after the quorum is back", live, 20*time.Second)
+	register(t, origin, "orders", "o2", map[string]any{"address": "10.0.0.6:8080", "ttl": 3600})
+	tb.waitJS("a registration after the recovery", rowJS("o2"), 10*time.Second)
+
+	// The node itself goes away (a shutdown): unreachable, then back.
+	c.Stop(0)
+	tb.waitJS("the unreachable state", `document.querySelector('.problem[data-status="0"]')?.textContent.includes('cannot be reached') &&
+		document.querySelector('[data-field="stream"]').dataset.state === "retrying"`, 20*time.Second)
+	register(t, "http://"+c.Members[1].HTTPAddr, "orders", "o3", map[string]any{"address": "10.0.0.7:8080", "ttl": 3600})
+	c.Restart(0)
+	// The stream resumes after the last event the page saw: the
+	// registration made while its node was down arrives.
+	tb.waitJS("recovery after the node is back", live+` && `+rowJS("o2")+` && `+rowJS("o3"), 20*time.Second)
+}

@@ -563,24 +563,33 @@ function App() {
 
   // What the token allows decides which controls exist at all: a read
   // token never sees write controls (the API would refuse them anyway).
+  // Until it knows, the page shows no write control; a node that is down
+  // or without quorum is asked again every few seconds.
   useEffect(() => {
-    let live = true;
+    const ctl = new AbortController();
     setSession({ loading: true });
-    get('/v1/auth/token').then(
-      d => live && setSession({ scope: d.scope, authenticated: !!d.authenticated }),
-      e => {
-        if (!live) return;
-        if (e.status === 401) setSession({ needToken: true, error: e });
-        else if (e.status === 404) setSession({ scope: 'unknown' }); // a regd without the route: no write controls
-        else setSession({ error: e, scope: 'unknown' });
-      });
-    return () => { live = false; };
+    (async () => {
+      for (;;) {
+        try {
+          const d = await get('/v1/auth/token', { signal: ctl.signal });
+          setSession({ scope: d.scope, authenticated: !!d.authenticated });
+          return;
+        } catch (e) {
+          if (ctl.signal.aborted || isAbort(e)) return;
+          if (e.status === 401) { setSession({ needToken: true, error: e }); return; }
+          if (e.status === 404) { setSession({ scope: 'unknown' }); return; } // a regd without the route
+          setSession({ error: e, scope: 'unknown' });
+          await sleep(3000, ctl.signal);
+        }
+      }
+    })();
+    return () => ctl.abort();
   }, [tok]);
 
   // Drain and undrain exist once the API has PATCH (the instance
   // lifecycle); the API's own OpenAPI document says whether it does.
   useEffect(() => {
-    if (session.loading || session.needToken) return;
+    if (session.loading || session.needToken) return undefined;
     let live = true;
     get('/v1/openapi.json').then(
       doc => {
@@ -590,7 +599,7 @@ function App() {
       },
       () => live && setFeatures({ patch: false, lifecycle: false }));
     return () => { live = false; };
-  }, [session]);
+  }, [tok, session.loading, session.needToken, session.scope]);
 
   // After a move to another page, focus goes to its heading, so that a
   // keyboard or screen reader user starts reading there; not on the first
