@@ -9,7 +9,7 @@ VERSION ?= $(shell command -v git >/dev/null 2>&1 && git describe --always --dir
 LDFLAGS := $(if $(VERSION),-ldflags "-X main.version=$(VERSION)")
 
 .DEFAULT_GOAL := build
-.PHONY: bench-micro build run test test-unit test-e2e lint bench cluster clean
+.PHONY: bench-micro build run test test-unit test-e2e lint bench cluster clean screenshots
 
 build:
 	$(GO) build $(LDFLAGS) -o bin/regd ./cmd/regd
@@ -30,8 +30,8 @@ test-unit:
 test-e2e:
 	$(GO) test -race -count=1 -tags e2e -run E2E -timeout 15m ./...
 
-# gofmt, go vet, the import rules (api must not pull in etcd's server code,
-# and nothing may import the command), and the error codes: one list
+# gofmt, go vet, the import rules (api and ui must not pull in etcd's server
+# code, and nothing may import the command), and the error codes: one list
 # (registry/errors.go), never a literal code elsewhere, every code documented
 # (api/errcodes_test.go).
 lint:
@@ -42,13 +42,15 @@ lint:
 		exit 1; \
 	fi
 	$(GO) vet -tags e2e ./...
-	@deps=$$($(GO) list -deps ./api) || exit 1; \
-	bad=$$(echo "$$deps" | grep '^go\.etcd\.io/etcd/server' || true); \
-	if [ -n "$$bad" ]; then \
-		echo "lint: ./api must not depend on go.etcd.io/etcd/server (only node/ embeds etcd); it pulls in:"; \
-		echo "$$bad"; \
-		exit 1; \
-	fi
+	@for pkg in ./api ./ui; do \
+		deps=$$($(GO) list -deps $$pkg) || exit 1; \
+		bad=$$(echo "$$deps" | grep '^go\.etcd\.io/etcd/server' || true); \
+		if [ -n "$$bad" ]; then \
+			echo "lint: $$pkg must not depend on go.etcd.io/etcd/server (only node/ embeds etcd); it pulls in:"; \
+			echo "$$bad"; \
+			exit 1; \
+		fi; \
+	done
 	@imports=$$($(GO) list -tags e2e -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./...) || exit 1; \
 	bad=$$(echo "$$imports" | awk '{ for (i = 2; i <= NF; i++) if ($$i ~ /^github\.com\/regd\/regd\/cmd(\/|$$)/) print $$1 " imports " $$i }'); \
 	if [ -n "$$bad" ]; then \
@@ -66,6 +68,11 @@ bench:
 # Go micro-benchmarks of the hot paths.
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./registry/ ./api/
+
+# PNGs of each page of the web UI, as docs/ui/*.png (the README shows
+# them): a three-node cluster in-process, driven by headless Chromium.
+screenshots:
+	REGD_UI_SCREENSHOTS=$(CURDIR)/docs/ui $(GO) test -count=1 -run '^TestScreenshots$$' -v ./ui/
 
 # A three-node cluster on loopback ports; `scripts/cluster3.sh stop` ends it.
 cluster: build

@@ -49,7 +49,7 @@ func (s Scope) String() string {
 // write for writes, admin for admin.
 func (k class) scope() Scope {
 	switch k {
-	case classProbe:
+	case classProbe, classAsset:
 		return ScopeNone
 	case classRead, classStream:
 		return ScopeRead
@@ -253,4 +253,33 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// tokenInfo is the answer of GET /v1/auth/token.
+type tokenInfo struct {
+	// Scope is what requests with these credentials may do: "read" or
+	// "write" (later scopes imply the earlier ones).
+	Scope string `json:"scope"`
+	// Authenticated is true when a valid token was presented; false when
+	// none was and the scope is what this node grants without one.
+	Authenticated bool `json:"authenticated"`
+}
+
+// tokenScope answers GET /v1/auth/token: what the request's own
+// credentials allow, so that a client (the web UI) can offer only what it
+// may do. Without authentication configured every request may write; with
+// it, no token means read where reads are open (where they are not, the
+// middleware has already answered 401), and a token its scope (an invalid
+// token was answered 401 too). It reveals nothing a client could not learn
+// by trying a write, and nothing about other tokens.
+func (s *Server) tokenScope(c echo.Context) error {
+	info := tokenInfo{Scope: ScopeWrite.String()}
+	if a := s.cfg.Auth; a != nil {
+		info.Scope = ScopeRead.String()
+		if tok, presented := bearer(c.Request()); presented {
+			info = tokenInfo{Scope: a.scopeOf(tok).String(), Authenticated: true}
+		}
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, info)
 }

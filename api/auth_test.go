@@ -119,11 +119,12 @@ func TestAuth(t *testing.T) {
 		expired   = route{http.MethodGet, "/v1/expirations", ""}
 		metrics   = route{http.MethodGet, "/metrics", ""}
 		openapi   = route{http.MethodGet, "/v1/openapi.json", ""}
+		scope     = route{http.MethodGet, "/v1/auth/token", ""}
 		register  = route{http.MethodPut, "/v1/services/user/instances/u1", `{"address":"10.0.0.5:8080"}`}
 		heartbeat = route{http.MethodPut, "/v1/services/user/instances/u1/heartbeat", ""}
 		dereg     = route{http.MethodDelete, "/v1/services/user/instances/u1", ""}
 		nowhere   = route{http.MethodPost, "/v1/nowhere", "{}"}
-		reads     = []route{get, list, services, cluster, expired, metrics, openapi}
+		reads     = []route{get, list, services, cluster, expired, metrics, openapi, scope}
 		writes    = []route{register, heartbeat, dereg}
 	)
 	ok := map[route]int{register: 201, heartbeat: 200, dereg: 204, nowhere: 404}

@@ -31,10 +31,14 @@ const (
 	// classProbe is a health probe of load balancers and orchestrators:
 	// no token, never shed (a busy node must not look dead).
 	classProbe
+	// classAsset is a file of the web UI: no token (a browser cannot send
+	// one with a page load; the page sends it with its API requests);
+	// counted in flight; compressible.
+	classAsset
 )
 
 func (k class) String() string {
-	return [...]string{"read", "write", "admin", "stream", "probe"}[k]
+	return [...]string{"read", "write", "admin", "stream", "probe", "asset"}[k]
 }
 
 // route is one line of the route table.
@@ -66,6 +70,7 @@ func (s *Server) routes() []route {
 		{method: http.MethodGet, path: "/v1/watch", class: classStream, handler: s.watchAll},
 		{method: http.MethodGet, path: "/v1/expirations", class: classRead, handler: s.listExpirations},
 		{method: http.MethodGet, path: "/v1/cluster", class: classRead, handler: s.clusterStatus},
+		{method: http.MethodGet, path: "/v1/auth/token", class: classRead, handler: s.tokenScope},
 		{method: http.MethodGet, path: "/healthz", class: classProbe, handler: s.healthz},
 		{method: http.MethodGet, path: "/readyz", class: classProbe, handler: s.readyz},
 		{method: http.MethodGet, path: "/metrics", class: classRead, handler: s.metricsHandler()},
@@ -73,6 +78,9 @@ func (s *Server) routes() []route {
 	}
 	if s.cfg.EnablePprof {
 		rs = append(rs, pprofRoutes()...)
+	}
+	if s.cfg.UI != nil {
+		rs = append(rs, uiRoutes(s.cfg.UI)...)
 	}
 	return rs
 }

@@ -94,6 +94,9 @@ type Config struct {
 	// browser's same-origin policy applies. See cors.go; the command
 	// checks --cors-allowed-origins before it gets here.
 	CORSAllowedOrigins []string
+	// UI serves the web UI under /ui/ (and / redirects browsers there);
+	// nil: no UI. Its files need no token (classAsset).
+	UI http.Handler
 	// MaxInFlight caps requests handled at once, watch streams, blocking
 	// queries and health probes excepted (503 overloaded beyond);
 	// 0: DefaultMaxInFlight; negative: no cap.

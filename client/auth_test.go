@@ -3,10 +3,8 @@ package client_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -44,28 +42,8 @@ func authCluster(t *testing.T, tokenReads bool) (*regdtest.Cluster, *api.Auth) {
 // doToken is regdtest.Do with a bearer token ("": none).
 func doToken(t *testing.T, method, url, token string, body any) (int, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		buf, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(buf)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out
+	status, _, out := regdtest.DoToken(t, method, url, token, body)
+	return status, out
 }
 
 func listWithToken(t *testing.T, m *regdtest.Member, service string) map[string]client.Instance {

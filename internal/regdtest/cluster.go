@@ -367,6 +367,12 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 // headers and the body. It fails the test only on transport errors.
 func Do(t testing.TB, method, url string, body any) (int, http.Header, []byte) {
 	t.Helper()
+	return DoToken(t, method, url, "", body)
+}
+
+// DoToken is Do with a bearer token in the Authorization header ("": none).
+func DoToken(t testing.TB, method, url, token string, body any) (int, http.Header, []byte) {
+	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -387,6 +393,9 @@ func Do(t testing.TB, method, url string, body any) (int, http.Header, []byte) {
 	}
 	if r != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	resp, err := client.Do(req)

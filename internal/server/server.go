@@ -23,6 +23,7 @@ import (
 	"github.com/regd/regd/cluster"
 	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
+	"github.com/regd/regd/ui"
 )
 
 // Config is one node's configuration.
@@ -150,6 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		MaxWatchesPerClient: cfg.MaxWatchesPerClient,
 		CORSAllowedOrigins:  cfg.CORSAllowedOrigins,
 		EnablePprof:         cfg.EnablePprof,
+		UI:                  ui.New(),
 	})
 	maxConns := cfg.MaxConns
 	if maxConns == 0 {
