@@ -232,8 +232,15 @@ func TestStorageContract(t *testing.T) {
 			if ttl.GrantedTTL != 300 || ttl.TTL <= 0 {
 				t.Fatalf("lease granted %d s, %d s left; want 300 granted", ttl.GrantedTTL, ttl.TTL)
 			}
-			if len(ttl.Keys) != 1 || string(ttl.Keys[0]) != key {
-				t.Fatalf("lease holds %q, want only its instance key", ttl.Keys)
+			// The lease holds the instance key and regd's marker of the
+			// lease (outside the prefix), nothing else.
+			var held []string
+			for _, k := range ttl.Keys {
+				held = append(held, string(k))
+			}
+			slices.Sort(held)
+			if want := []string{e.keys.LeaseMarker(kv.Lease), key}; !slices.Equal(held, want) {
+				t.Fatalf("lease holds %q, want %q", held, want)
 			}
 			metaKeys := e.keysUnder(t, e.keys.Meta("store-reg", "i1"))
 			if !slices.Contains(metaKeys, e.keys.Meta("store-reg", "i1")) || !strings.HasPrefix(e.keys.Meta("store-reg", "i1"), registry.InternalPrefix) {
@@ -248,7 +255,7 @@ func TestStorageContract(t *testing.T) {
 			// overlaps one of its writes is retried; any other change
 			// seen during heartbeats fails the test.
 			background := func(k string) bool {
-				return strings.HasPrefix(k, e.keys.ExpiryCursor()) || strings.HasPrefix(k, e.keys.ExpiryLog()) ||
+				return strings.HasPrefix(k, e.keys.ExpiryCursor()) || strings.HasPrefix(k, e.keys.ExpiryLog()) || strings.HasPrefix(k, e.keys.LeaseMarkers()) ||
 					(strings.HasPrefix(k, "/service/") && k != e.keys.Instance("store-hb", "i1"))
 			}
 			for attempt := 1; ; attempt++ {

@@ -114,6 +114,7 @@ func TestView(t *testing.T) {
 	}
 	c := regdtest.StartCluster(t, 1)
 	st := c.Members[0].Server().Store()
+	etcd := c.Members[0].Server().Node().Client()
 	opts := registry.ViewOptions{History: 8, QueueLimit: 4}
 
 	t.Run("WaitRevThenList", func(t *testing.T) {
@@ -341,7 +342,7 @@ func TestView(t *testing.T) {
 			t.Fatalf("Subscribe before compaction: %v", err)
 		}
 		sub.Close()
-		if _, err := st.Client().Compact(context.Background(), r2); err != nil {
+		if _, err := etcd.Compact(context.Background(), r2); err != nil {
 			t.Fatalf("compact: %v", err)
 		}
 		if _, err := f.v.Subscribe(context.Background(), "cmp", r1); !errors.Is(err, registry.ErrCompacted) {
@@ -365,7 +366,7 @@ func TestView(t *testing.T) {
 	t.Run("ChangedAfterPrunedService", func(t *testing.T) {
 		f := startView(t, st, opts)
 		ctx := context.Background()
-		cli := st.Client()
+		cli := etcd
 		const n = 4100
 		for i := 0; i < n; i += 128 {
 			var ops []clientv3.Op
@@ -466,7 +467,7 @@ func TestViewResyncAfterCompaction(t *testing.T) {
 	}
 	reg("rsync", "moved", "10.3.0.4:80")
 	last := reg("rsync", "new", "10.3.0.5:80")
-	if _, err := st0.Client().Compact(ctx, last); err != nil {
+	if _, err := c.Members[0].Server().Node().Client().Compact(ctx, last); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
 	if evs, err := sub.Drain(); len(evs) != 0 || err != nil {

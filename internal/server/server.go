@@ -32,7 +32,7 @@ type Config struct {
 	Prefix   string
 	Logger   *zap.Logger // regd's own logger; etcd's is in Node.Logger
 
-	ExpiryRetention int           // ledger entries kept; 0: 10000
+	ExpiryRetention int           // ledger entries kept; 0: registry.DefaultExpiryRetention
 	RequestTimeout  time.Duration // per store operation; 0: registry.DefaultTimeout
 
 	// TLS, when set, serves the REST API over TLS on Listener.
@@ -88,9 +88,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if cfg.ExpiryRetention == 0 {
-		cfg.ExpiryRetention = 10000
-	}
 	lg := cfg.Logger
 	if cfg.Node.EventLogger == nil {
 		cfg.Node.EventLogger = lg.Named("disk")
@@ -108,7 +105,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
 	})
 	view := registry.NewView(store, registry.ViewOptions{})
-	store.SetLeaseHint(view.LeaseOf)
+	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "regd_invalid_instance_values",
+		Help: "Keys under the registry prefix whose value is neither host:port nor a gRPC naming endpoint: not instances.",
+	}, func() float64 { return float64(view.InvalidValues()) }))
+	ledger := registry.NewLedger(store)
 	viewCtx, stopView := context.WithCancel(context.Background())
 	viewDone := make(chan struct{})
 	go func() {
@@ -118,16 +119,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	info := cluster.NewInfo(n)
 	leader := cluster.NewLeadership(n, lg.Named("cluster"))
 	reporter := cluster.NewReporter(cluster.ReporterConfig{
-		Store:     store,
+		Ledger:    ledger,
 		Node:      n,
 		Logger:    lg.Named("expiry"),
 		Metrics:   metrics,
 		Retention: cfg.ExpiryRetention,
 	})
-	leader.Run(reporter.Run)
-	leader.Run(cluster.NewCompactor(store, lg.Named("compactor")).Run)
+	leader.OnLead(reporter.Run)
+	leader.OnLead(cluster.NewCompactor(ledger, lg.Named("compactor")).Run)
 	a := api.New(api.Config{
-		Registry:         store,
+		Registry:         registry.NewLocal(store, view),
 		View:             view,
 		Cluster:          info,
 		Expirations:      reporter,
