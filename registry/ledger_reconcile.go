@@ -31,8 +31,10 @@ func (c *Consumer) prepare(ctx context.Context) error {
 		}
 		c.lg.Info("removed deregistration markers of an older regd", zap.Int64("count", legacy.Count))
 	}
+	// Not keys-only for the instances: etcd 3.7 serves a keys-only range
+	// from its index ("FastKeysOnly"), without the keys' leases.
 	snap, err := c.l.cli.Txn(ctx).Then(
-		clientv3.OpGet(c.l.keys.Prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(c.l.keys.Prefix, clientv3.WithPrefix()),
 		clientv3.OpGet(leaseRoot, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 	).Commit()
 	if err != nil {
