@@ -69,23 +69,11 @@ func TestDeletionCasesAcrossCompactionAndLeaderChanges(t *testing.T) {
 			t.Fatalf("delete %s: %v %+v", k, err, resp)
 		}
 	}
-	// markerAttached waits until the leader has attached the lease marker:
-	// from then on the lease's end is in history.
 	markerAttached := func(leases ...clientv3.LeaseID) {
 		t.Helper()
-		keys := registry.Keys{Prefix: "/service/"}
-		regdtest.Eventually(t, 10*time.Second, func() error {
-			for _, l := range leases {
-				resp, err := cli.Get(ctx, keys.LeaseMarker(int64(l)))
-				if err != nil {
-					return err
-				}
-				if len(resp.Kvs) != 1 || resp.Kvs[0].Lease != int64(l) {
-					return fmt.Errorf("no marker on lease %x yet", l)
-				}
-			}
-			return nil
-		})
+		for _, l := range leases {
+			regdtest.WaitLeaseMarker(t, cli, int64(l))
+		}
 	}
 
 	// ---- step A ----
@@ -151,7 +139,8 @@ func TestDeletionCasesAcrossCompactionAndLeaderChanges(t *testing.T) {
 	// The meta records of the REST keys that plain clients overwrote or
 	// deleted are gone, and regd revoked the leases it granted them.
 	for _, in := range []registry.Instance{owNoLease, owLease, delRest} {
-		waitLeaseGone(t, ctx, cli, in.LeaseID)
+		id, _ := parseLeaseID(in.LeaseID)
+		regdtest.WaitLeaseGone(t, cli, id)
 	}
 
 	leader := c.WaitLeader(t)
@@ -215,21 +204,4 @@ func reregisterRacingExpiry(t *testing.T, ctx context.Context, cli *clientv3.Cli
 	}
 	deregister(t, m, service, id)
 	return first, code == http.StatusCreated
-}
-
-// waitLeaseGone waits until the lease (decimal, as the API shows it) no
-// longer exists.
-func waitLeaseGone(t *testing.T, ctx context.Context, cli *clientv3.Client, lease string) {
-	t.Helper()
-	id, _ := parseLeaseID(lease)
-	regdtest.Eventually(t, 10*time.Second, func() error {
-		ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(id))
-		if err != nil {
-			return err
-		}
-		if ttl.GrantedTTL != 0 {
-			return fmt.Errorf("lease %s still exists (%d s left)", lease, ttl.TTL)
-		}
-		return nil
-	})
 }

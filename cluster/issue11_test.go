@@ -63,17 +63,8 @@ func TestIssue11DeleteIsNotAnExpiryAfterCompactionAndLeaderMove(t *testing.T) {
 
 	// z2's REST lease has run out (or was revoked when its key was taken).
 	for _, lease := range []string{z2.LeaseID, z3.LeaseID} {
-		regdtest.Eventually(t, 10*time.Second, func() error {
-			id, _ := parseLeaseID(lease)
-			ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(id))
-			if err != nil {
-				return err
-			}
-			if ttl.GrantedTTL != 0 {
-				return fmt.Errorf("REST lease %s still exists (%d s left)", lease, ttl.TTL)
-			}
-			return nil
-		})
+		id, _ := parseLeaseID(lease)
+		regdtest.WaitLeaseGone(t, cli, id)
 	}
 
 	// etcdctl put /other x; etcdctl compact <head>; etcdctl move-leader <other>

@@ -195,13 +195,7 @@ func TestLedgerMarkerWindow(t *testing.T) {
 	e.consume()
 	late := e.grant(30)
 	e.put("/service/win/late", "10.1.0.2:80", late)
-	regdtest.Eventually(t, 10*time.Second, func() error {
-		resp, err := e.cli.Get(e.ctx(), e.st.Keys().LeaseMarker(int64(late)))
-		if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease != int64(late) {
-			return fmt.Errorf("marker of the late lease not attached: %v %v", resp, err)
-		}
-		return nil
-	})
+	regdtest.WaitLeaseMarker(t, e.cli, int64(late))
 	e.revoke(int64(late))
 	e.barrier("win")
 	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("win", "late", int64(late)): "10.1.0.2:80"}); err != nil {
@@ -240,13 +234,10 @@ func TestLedgerPreparesDataOfAnOlderRegd(t *testing.T) {
 	}
 
 	e.consume()
+	for _, l := range []clientv3.LeaseID{old, plain} {
+		regdtest.WaitLeaseMarker(t, e.cli, int64(l))
+	}
 	regdtest.Eventually(t, 10*time.Second, func() error {
-		for _, l := range []clientv3.LeaseID{old, plain} {
-			r, err := e.cli.Get(ctx, keys.LeaseMarker(int64(l)))
-			if err != nil || len(r.Kvs) != 1 {
-				return fmt.Errorf("lease %x has no marker: %v", l, err)
-			}
-		}
 		r, err := e.cli.Get(ctx, registry.InternalPrefix+"dereg/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil || r.Count != 0 {
 			return fmt.Errorf("%d deregistration markers left: %v", r.Count, err)
@@ -292,13 +283,7 @@ func TestLedgerReconcileAfterExternalCompaction(t *testing.T) {
 	}
 	e.put(keys.Instance("rc", "overwritten"), "10.3.0.33:80", 0)
 	for _, in := range []registry.Instance{expired, ambiguous} {
-		regdtest.Eventually(t, 10*time.Second, func() error {
-			ttl, err := e.cli.TimeToLive(ctx, clientv3.LeaseID(leaseOf(t, in)))
-			if err != nil || ttl.GrantedTTL != 0 {
-				return fmt.Errorf("lease of %s not gone yet: %v %v", in.ID, ttl, err)
-			}
-			return nil
-		})
+		regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, in))
 	}
 	head := e.put("/other/compact", "x", 0)
 	if _, err := e.cli.Compact(ctx, head); err != nil {
@@ -326,13 +311,7 @@ func TestLedgerReconcileAfterExternalCompaction(t *testing.T) {
 		t.Fatalf("meta records left: %v; want only rc/live's", metas.Kvs)
 	}
 	for _, in := range []registry.Instance{deleted, overwritten} {
-		regdtest.Eventually(t, 5*time.Second, func() error {
-			ttl, err := e.cli.TimeToLive(ctx, clientv3.LeaseID(leaseOf(t, in)))
-			if err != nil || ttl.GrantedTTL != 0 {
-				return fmt.Errorf("lease of %s not revoked: %v %v", in.ID, ttl, err)
-			}
-			return nil
-		})
+		regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, in)) // revoked
 	}
 }
 

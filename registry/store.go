@@ -163,8 +163,8 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 }
 
 // Deregister deletes the instance now: the key and its meta record in one
-// transaction guarded by the key's revision, then the lease is revoked when
-// regd granted it. The lease's marker outlives the key's deletion revision,
+// transaction guarded by the key's revision (which also writes the lease's
+// marker again), then the lease is revoked when regd granted it. The lease's marker outlives the key's deletion revision,
 // which is what tells this deletion from an expiry (Classify); the revoke
 // deletes the marker later, in a revision without instance keys, which
 // reports nothing. It returns the deletion's revision.
@@ -192,6 +192,16 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 		}
 		owned := ownsLease(firstKV(get.Responses[1].GetResponseRange().GetKvs()), kv.Lease)
 		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		if kv.Lease != 0 {
+			// The lease's marker, written again (it stays on its lease):
+			// a put makes the deregistration a write that etcd's NOSPACE
+			// alarm refuses, as it refuses a registration (regd refuses
+			// registry writes while the store is full, whereas etcd
+			// lets bare deletes through); and it marks a lease that had
+			// no marker yet. A marker written, not deleted, at the
+			// delete's revision keeps the deletion explicit.
+			ops = append(ops, clientv3.OpPut(s.keys.LeaseMarker(kv.Lease), "", clientv3.WithLease(clientv3.LeaseID(kv.Lease))))
+		}
 		if owned {
 			ops = append(ops, clientv3.OpDelete(metaKey))
 		}

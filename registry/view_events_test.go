@@ -49,13 +49,7 @@ func TestViewEventTypes(t *testing.T) {
 			t.Fatal(err)
 		}
 		put(key, value, l.ID)
-		regdtest.Eventually(t, 10*time.Second, func() error {
-			resp, err := cli.Get(ctx, keys.LeaseMarker(int64(l.ID)))
-			if err != nil || len(resp.Kvs) != 1 {
-				return fmt.Errorf("marker of lease %x not attached: %v", l.ID, err)
-			}
-			return nil
-		})
+		regdtest.WaitLeaseMarker(t, cli, int64(l.ID))
 		return l.ID
 	}
 	type ev struct{ typ, id, addr string }

@@ -63,13 +63,7 @@ func TestViewResyncAfterCompaction(t *testing.T) {
 		if _, err := plain.Put(ctx, st0.Keys().Instance("rsync", id), "10.3.1.1:80", clientv3.WithLease(l.ID)); err != nil {
 			t.Fatal(err)
 		}
-		regdtest.Eventually(t, 10*time.Second, func() error {
-			resp, err := plain.Get(ctx, st0.Keys().LeaseMarker(int64(l.ID)))
-			if err != nil || len(resp.Kvs) != 1 {
-				return fmt.Errorf("no marker on %x yet: %v", l.ID, err)
-			}
-			return nil
-		})
+		regdtest.WaitLeaseMarker(t, plain, int64(l.ID))
 		plainLeases = append(plainLeases, l.ID)
 	}
 	before := reg("rsync", "moved", "10.3.0.3:80")

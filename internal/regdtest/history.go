@@ -8,6 +8,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/regd/regd/registry"
 )
 
 // EtcdClientAll is a plain gRPC etcd client to every member's client URL
@@ -64,4 +66,44 @@ func (c *Cluster) CompactToHead(t testing.TB, cli *clientv3.Client) int64 {
 		t.Fatalf("compact to %d: %v", put.Header.Revision, err)
 	}
 	return put.Header.Revision
+}
+
+// WaitLeaseMarker waits until regd's marker is on lease
+// (registry.Keys.LeaseMarker): from then on the lease's end shows in etcd's
+// history. REST registrations write it themselves; the leader attaches it
+// to plain clients' leases when it sees their put.
+func WaitLeaseMarker(t testing.TB, cli *clientv3.Client, lease int64) {
+	t.Helper()
+	key := registry.Keys{}.LeaseMarker(lease)
+	Eventually(t, 10*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) != 1 || resp.Kvs[0].Lease != lease {
+			return fmt.Errorf("no marker on lease %x", lease)
+		}
+		return nil
+	})
+}
+
+// WaitLeaseGone waits until lease no longer exists (it ran out or was
+// revoked).
+func WaitLeaseGone(t testing.TB, cli *clientv3.Client, lease int64) {
+	t.Helper()
+	Eventually(t, 10*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(lease))
+		if err != nil {
+			return err
+		}
+		// GrantedTTL, not TTL: a live lease in its last second shows TTL 0.
+		if ttl.GrantedTTL != 0 {
+			return fmt.Errorf("lease %x still exists (%d s left)", lease, ttl.TTL)
+		}
+		return nil
+	})
 }
