@@ -82,7 +82,7 @@ func (f *fakeNode) armedCount() int {
 }
 func (f *fakeNode) Members() []node.Member   { return nil }
 func (f *fakeNode) MemberName(uint64) string { return "" }
-func (f *fakeNode) Client() *clientv3.Client { return nil }
+func (f *fakeNode) Revision() int64          { return 0 }
 func (f *fakeNode) StorageErr() error        { return nil }
 
 var _ cluster.Node = (*fakeNode)(nil)
