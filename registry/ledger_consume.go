@@ -198,7 +198,7 @@ func (c *Consumer) consume(ctx context.Context, cur cursor, evs []*clientv3.Even
 	if err != nil {
 		return cur, 0, 0, err
 	}
-	cur, err = c.flush(ctx, cur, last, steps, revokes)
+	cur, err = c.flush(ctx, cur, last, steps, revokes, true)
 	return cur, last, lost, err
 }
 
@@ -323,16 +323,21 @@ func (c *Consumer) readMetas(ctx context.Context, keys []string, into map[string
 }
 
 // flush commits steps in transactions of at most maxBatchOps operations,
-// each guarded by the cursor and moving it: the last one to last, an
-// earlier one to just before the revision where the next one starts, so the
-// cursor never claims a revision whose writes are not all durable. Then it
-// tells the caller about the new entries and revokes the leases.
-func (c *Consumer) flush(ctx context.Context, cur cursor, last int64, steps []step, revokes []int64) (cursor, error) {
+// each guarded by the cursor and writing it: the last one moves it to last;
+// an earlier one, when the steps come from history (replayable), to just
+// before the revision where the next one starts, and otherwise (a
+// reconcile, whose state cannot be replayed) not at all. So the cursor never
+// claims a revision whose writes are not all durable. Then it tells the
+// caller about the new entries and revokes the leases.
+func (c *Consumer) flush(ctx context.Context, cur cursor, last int64, steps []step, revokes []int64, replayable bool) (cursor, error) {
 	for len(steps) > 0 {
 		n := min(len(steps), maxBatchOps)
 		to := last
 		if n < len(steps) {
-			to = max(cur.rev, steps[n].rev-1)
+			to = cur.rev
+			if replayable {
+				to = max(cur.rev, steps[n].rev-1)
+			}
 		}
 		ops := make([]clientv3.Op, n)
 		for i, s := range steps[:n] {

@@ -141,7 +141,7 @@ func (c *Consumer) reconcile(ctx context.Context, cur cursor, compactRev int64) 
 	c.lg.Warn("history was compacted past the expiry cursor; reconciled from current state",
 		zap.Int64("cursor", cur.rev), zap.Int64("compact-revision", compactRev), zap.Int64("revision", rev),
 		zap.Int("expired", len(reports)), zap.Int("records-removed", len(steps)-len(reports)))
-	if _, err := c.flush(ctx, cur, rev, steps, revokes); err != nil {
+	if _, err := c.flush(ctx, cur, rev, steps, revokes, false); err != nil {
 		return err
 	}
 	// Keys put in the gap were never seen: mark their leases before the

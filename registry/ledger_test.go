@@ -418,3 +418,29 @@ func TestLedgerCompactHistoryNeverPassesTheCursor(t *testing.T) {
 		t.Fatalf("history after the cursor was compacted: %v", err)
 	}
 }
+
+// TestLedgerReconcilesMoreThanOneCommit: a reconcile whose work needs
+// several commits reports each vanished instance once.
+func TestLedgerReconcilesMoreThanOneCommit(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	want := map[regdtest.Expiry]string{}
+	var last registry.Instance
+	for i := range 120 {
+		last = e.register("rcbig", fmt.Sprintf("i%03d", i), fmt.Sprintf("10.7.0.%d:80", i+1), 2)
+		want[regdtest.ExpiryOfInstance(last)] = last.Address
+	}
+	regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, last))
+	if n, err := e.cli.Get(ctx, "/service/rcbig/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || n.Count != 0 {
+		t.Fatalf("%d instances left after their leases ended: %v", n.Count, err)
+	}
+	head := e.put("/other/compact", "x", 0)
+	if _, err := e.cli.Compact(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	e.consume()
+	e.barrier("rcbig")
+	if err := e.ledgerIs(want); err != nil {
+		t.Fatal(err)
+	}
+}
