@@ -73,6 +73,6 @@ func NewLocal(st *Store, v *View) *Local { return &Local{Store: st, view: v} }
 // a heartbeat's cost there. The view may be a moment behind; Store's
 // heartbeat falls back to reading the key when the hinted lease is gone.
 func (l *Local) Heartbeat(ctx context.Context, service, id string) (int64, error) {
-	lease, _ := l.view.LeaseOf(service, id)
+	lease, _ := l.view.leaseOf(service, id)
 	return l.heartbeat(ctx, service, id, lease)
 }

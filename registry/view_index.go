@@ -68,9 +68,9 @@ func (v *View) advance(rev int64) {
 	v.setRev(rev)
 }
 
-// LeaseOf is the lease of service/id as this view last saw it: a hint for
+// leaseOf is the lease of service/id as this view last saw it: a hint for
 // heartbeats (Local.Heartbeat), which verify it with etcd.
-func (v *View) LeaseOf(service, id string) (int64, bool) {
+func (v *View) leaseOf(service, id string) (int64, bool) {
 	v.mu.Lock()
 	inst, ok := v.instance(service, id)
 	v.mu.Unlock()
