@@ -207,7 +207,7 @@ func TestBadInput(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		for _, prefix := range []string{"/service/", registry.InternalPrefix + "meta/", registry.InternalPrefix + "dereg/"} {
+		for _, prefix := range []string{"/service/", registry.InternalPrefix + "meta/", registry.InternalPrefix + "lease/"} {
 			resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 			if err != nil {
 				t.Fatal(err)

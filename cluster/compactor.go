@@ -5,13 +5,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/regd/regd/registry"
 )
 
 // Compaction keeps etcd's history bounded. etcd's own auto-compaction is off
-// because it knows nothing of the expiry reporter: compacting history the
-// reporter has not consumed would force a reconcile. History is kept for
+// because it knows nothing of the expiry ledger: compacting history the
+// ledger has not consumed would force a reconcile. History is kept for
 // HistoryRetention, which is also how far back a watch client can resume
 // with Last-Event-ID before it gets a reset.
 var (
@@ -19,15 +17,23 @@ var (
 	compactEvery     = 5 * time.Minute
 )
 
+// History is what the compactor needs of the registry (registry.Ledger):
+// the current revision, and a compaction that never passes the expiry
+// cursor.
+type History interface {
+	Revision(ctx context.Context) (int64, error)
+	CompactHistory(ctx context.Context, target int64) (int64, error)
+}
+
 // Compactor is leader-only work that compacts etcd's history.
 type Compactor struct {
-	st *registry.Store
+	h  History
 	lg *zap.Logger
 }
 
-// NewCompactor returns a compactor over st's cluster.
-func NewCompactor(st *registry.Store, lg *zap.Logger) *Compactor {
-	return &Compactor{st: st, lg: lg}
+// NewCompactor returns a compactor of h.
+func NewCompactor(h History, lg *zap.Logger) *Compactor {
+	return &Compactor{h: h, lg: lg}
 }
 
 type revAt struct {
@@ -36,9 +42,10 @@ type revAt struct {
 }
 
 // Run compacts every compactEvery to the newest revision that is at least
-// HistoryRetention old and not past the expiry cursor. It samples revisions
-// itself, so a new leader waits a full retention before its first
-// compaction: history is never cut short by a leader change.
+// HistoryRetention old (History.CompactHistory keeps it from passing the
+// expiry cursor). It samples revisions itself, so a new leader waits a full
+// retention before its first compaction: history is never cut short by a
+// leader change.
 func (c *Compactor) Run(ctx context.Context) {
 	ticker := time.NewTicker(compactEvery)
 	defer ticker.Stop()
@@ -49,7 +56,7 @@ func (c *Compactor) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-ticker.C:
-			rev, err := c.st.Revision(ctx)
+			rev, err := c.h.Revision(ctx)
 			if err != nil {
 				continue
 			}
@@ -59,22 +66,20 @@ func (c *Compactor) Run(ctx context.Context) {
 				target = samples[0].rev
 				samples = samples[1:]
 			}
-			cursor, _, err := c.st.Cursor(ctx)
-			if err != nil {
-				continue
-			}
-			target = min(target, cursor)
 			if target <= compacted {
 				continue
 			}
-			if _, err := c.st.Client().Compact(ctx, target); err != nil {
+			done, err := c.h.CompactHistory(ctx, target)
+			if err != nil {
 				if ctx.Err() == nil {
 					c.lg.Warn("compact history", zap.Int64("revision", target), zap.Error(err))
 				}
 				continue
 			}
-			compacted = target
-			c.lg.Info("compacted history", zap.Int64("revision", target), zap.Duration("kept", HistoryRetention))
+			if done > compacted {
+				compacted = done
+				c.lg.Info("compacted history", zap.Int64("revision", done), zap.Duration("kept", HistoryRetention))
+			}
 		}
 	}
 }

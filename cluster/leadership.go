@@ -35,10 +35,11 @@ func NewLeadership(n Node, lg *zap.Logger) *Leadership {
 	return &Leadership{n: n, lg: lg, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-// Run adds a leader-only task. It must be called before Start. A task runs
-// until its context ends, then returns; it may run again in a later term,
-// and on another member concurrently for a moment, so it must be idempotent.
-func (l *Leadership) Run(task func(ctx context.Context)) { l.tasks = append(l.tasks, task) }
+// OnLead registers a leader-only task; it does not run it. It must be
+// called before Start. The task is started in each term in which this
+// member leads and runs until its context ends, then returns; it may run on
+// another member concurrently for a moment, so it must be idempotent.
+func (l *Leadership) OnLead(task func(ctx context.Context)) { l.tasks = append(l.tasks, task) }
 
 // Start begins following leadership.
 func (l *Leadership) Start() { go l.loop() }

@@ -38,6 +38,7 @@ type fakeNode struct {
 	leader uint64
 	term   uint64
 	ch     chan struct{}
+	armed  int // LeaderChanged calls: the loop arms it once per wake
 }
 
 func newFakeNode(id, leader uint64) *fakeNode {
@@ -70,11 +71,18 @@ func (f *fakeNode) Term() uint64 {
 func (f *fakeNode) LeaderChanged() <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.armed++
 	return f.ch
+}
+
+func (f *fakeNode) armedCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.armed
 }
 func (f *fakeNode) Members() []node.Member   { return nil }
 func (f *fakeNode) MemberName(uint64) string { return "" }
-func (f *fakeNode) Client() *clientv3.Client { return nil }
+func (f *fakeNode) Revision() int64          { return 0 }
 func (f *fakeNode) StorageErr() error        { return nil }
 
 var _ cluster.Node = (*fakeNode)(nil)
@@ -100,7 +108,7 @@ func TestLeadershipFollowsLeader(t *testing.T) {
 	started := make(chan string, 16)
 	stopped := make(chan string, 16)
 	for _, name := range []string{"reporter", "compactor"} {
-		l.Run(func(ctx context.Context) {
+		l.OnLead(func(ctx context.Context) {
 			runs.Add(1)
 			if running.Add(1) > 2 {
 				t.Errorf("more than one instance of each task running")
@@ -150,11 +158,22 @@ func TestLeadershipFollowsLeader(t *testing.T) {
 	// the work; Stop ends it.
 	f.setLeader(1, true)
 	waitTasks(started, "tasks to start again")
+	// The positive marker that the loop has handled the change: an
+	// iteration that armed LeaderChanged after it (and so read the new
+	// state) has finished, which the next arm shows. A stop would have
+	// been sent before that.
 	f.setLeader(1, true)
+	armed := f.armedCount()
+	regdtest.Eventually(t, 3*time.Second, func() error {
+		if f.armedCount() < armed+2 {
+			return fmt.Errorf("the loop has not gone round since the change")
+		}
+		return nil
+	})
 	select {
 	case name := <-stopped:
 		t.Fatalf("task %s stopped on a notification that kept this member leading", name)
-	case <-time.After(3 * cluster.Backstop / 2):
+	default:
 	}
 	l.Stop()
 	l.Stop() // idempotent
@@ -182,7 +201,7 @@ func TestLeadershipStopWaitsForTasks(t *testing.T) {
 	l := cluster.NewLeadership(f, zap.NewNop())
 	began, cancelled, release, returned := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var finished atomic.Bool
-	l.Run(func(ctx context.Context) {
+	l.OnLead(func(ctx context.Context) {
 		close(began)
 		<-ctx.Done()
 		close(cancelled)
@@ -198,11 +217,8 @@ func TestLeadershipStopWaitsForTasks(t *testing.T) {
 		close(returned)
 	}()
 	recv(t, cancelled, "the task's context to end")
-	select {
-	case <-returned:
-		t.Fatal("Stop returned while the task was still running")
-	case <-time.After(100 * time.Millisecond):
-	}
+	// Stop must still be waiting: finishedAtStop, read when Stop returned,
+	// proves it waited for the task's cleanup.
 	close(release)
 	recv(t, returned, "Stop to return")
 	if !finishedAtStop.Load() {

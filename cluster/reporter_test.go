@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"sort"
-	"strconv"
 	"testing"
 	"time"
 
@@ -77,155 +75,27 @@ func deregister(t *testing.T, m *regdtest.Member, service, id string) {
 	}
 }
 
-// ledger reads m's GET /v1/expirations with the query (limit 1000 unless
-// the query sets one).
+// ledger reads m's GET /v1/expirations with the query.
 func ledger(t *testing.T, m *regdtest.Member, query url.Values) []registry.Expiration {
 	t.Helper()
-	q := url.Values{"limit": {"1000"}}
-	for k, v := range query {
-		q[k] = v
-	}
-	code, _, body := regdtest.Do(t, http.MethodGet, m.URL("/v1/expirations?"+q.Encode()), nil)
-	if code != http.StatusOK {
-		t.Fatalf("GET /v1/expirations?%s on %s: %d %s", q.Encode(), m.Name, code, body)
-	}
-	var out struct {
-		Expirations []registry.Expiration `json:"expirations"`
-	}
-	regdtest.MustJSON(t, body, &out)
-	if out.Expirations == nil {
-		t.Fatalf("GET /v1/expirations on %s: no expirations array: %s", m.Name, body)
-	}
-	return out.Expirations
+	return m.Ledger(t, query)
 }
 
 // key identifies one expiry: an instance under one lease.
-type key struct{ service, id, lease string }
+type key = regdtest.Expiry
 
-func (k key) String() string { return k.service + "/" + k.id + "@" + k.lease }
+func keyOf(e registry.Expiration) key { return regdtest.ExpiryOf(e) }
 
-func keyOf(e registry.Expiration) key { return key{e.Service, e.ID, e.LeaseID} }
+func keyOfInstance(in registry.Instance) key { return regdtest.ExpiryOfInstance(in) }
 
-func keyOfInstance(in registry.Instance) key { return key{in.Service, in.ID, in.LeaseID} }
-
-// checkLedger verifies a ledger holds exactly the expected expiries, each
-// once, with every field filled, newest first; forbidden instances
-// (service/id) must not appear under any lease.
-func checkLedger(es []registry.Expiration, want map[key]registry.Instance, forbidden map[string]bool, members map[string]bool) error {
-	seen := make(map[key]int)
-	for i, e := range es {
-		k := keyOf(e)
-		seen[k]++
-		if forbidden[e.Service+"/"+e.ID] {
-			return fmt.Errorf("deregistered/deleted instance %s was reported: %+v", k, e)
-		}
-		if _, ok := want[k]; !ok {
-			return fmt.Errorf("unexpected report %+v", e)
-		}
-		if e.Address != want[k].Address {
-			return fmt.Errorf("report %s has address %q, registered %q", k, e.Address, want[k].Address)
-		}
-		if e.ExpiredAt.IsZero() || e.Revision <= 0 || !members[e.ReportedBy] {
-			return fmt.Errorf("report %s has unfilled fields: %+v", k, e)
-		}
-		if i > 0 && es[i-1].Revision < e.Revision {
-			return fmt.Errorf("ledger not newest first: revision %d before %d", es[i-1].Revision, e.Revision)
-		}
+// expect is what every ledger must hold: want, each once, with the
+// addresses registered, and never any of forbidden (service/id).
+func expect(want map[key]registry.Instance, forbidden map[string]bool) regdtest.Expected {
+	x := regdtest.Expected{Want: make(map[key]string), Forbidden: forbidden}
+	for k, in := range want {
+		x.Want[k] = in.Address
 	}
-	for k, n := range seen {
-		if n != 1 {
-			return fmt.Errorf("%s reported %d times", k, n)
-		}
-	}
-	var missing []string
-	for k := range want {
-		if seen[k] == 0 {
-			missing = append(missing, k.String())
-		}
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return fmt.Errorf("%d of %d expiries not reported yet: %v", len(missing), len(want), missing)
-	}
-	return nil
-}
-
-// checkRawLedger checks the JSON of /v1/expirations itself: expired_at is
-// RFC 3339 and lease_id a decimal string.
-func checkRawLedger(t *testing.T, m *regdtest.Member) {
-	t.Helper()
-	code, _, body := regdtest.Do(t, http.MethodGet, m.URL("/v1/expirations?limit=1000"), nil)
-	if code != http.StatusOK {
-		t.Fatalf("GET /v1/expirations on %s: %d %s", m.Name, code, body)
-	}
-	var raw struct {
-		Expirations []map[string]any `json:"expirations"`
-	}
-	regdtest.MustJSON(t, body, &raw)
-	for _, e := range raw.Expirations {
-		at, _ := e["expired_at"].(string)
-		if _, err := time.Parse(time.RFC3339, at); err != nil {
-			t.Fatalf("expired_at %q is not RFC 3339: %v", at, err)
-		}
-		lease, _ := e["lease_id"].(string)
-		if n, err := strconv.ParseInt(lease, 10, 64); err != nil || n == 0 {
-			t.Fatalf("lease_id %q is not a non-zero decimal string", lease)
-		}
-		for _, f := range []string{"service", "id", "address", "reported_by"} {
-			if s, _ := e[f].(string); s == "" {
-				t.Fatalf("field %s empty in %v", f, e)
-			}
-		}
-	}
-}
-
-func memberNames(c *regdtest.Cluster) map[string]bool {
-	out := make(map[string]bool)
-	for _, m := range c.Members {
-		out[m.Name] = true
-	}
-	return out
-}
-
-// waitLedger polls member i until its ledger is exactly want.
-func waitLedger(t *testing.T, c *regdtest.Cluster, i int, timeout time.Duration, want map[key]registry.Instance, forbidden map[string]bool) {
-	t.Helper()
-	names := memberNames(c)
-	regdtest.Eventually(t, timeout, func() error {
-		return checkLedger(ledger(t, c.Members[i], nil), want, forbidden, names)
-	})
-}
-
-// assertLedgerEverywhere checks the ledger on every running member.
-func assertLedgerEverywhere(t *testing.T, c *regdtest.Cluster, want map[key]registry.Instance, forbidden map[string]bool) []registry.Expiration {
-	t.Helper()
-	var first []registry.Expiration
-	names := memberNames(c)
-	for _, i := range c.Running() {
-		es := ledger(t, c.Members[i], nil)
-		if err := checkLedger(es, want, forbidden, names); err != nil {
-			t.Fatalf("ledger on %s: %v", c.Members[i].Name, err)
-		}
-		checkRawLedger(t, c.Members[i])
-		if first == nil {
-			first = es
-		} else if err := sameLedger(first, es); err != nil {
-			t.Fatalf("ledger on %s differs: %v", c.Members[i].Name, err)
-		}
-	}
-	return first
-}
-
-func sameLedger(a, b []registry.Expiration) error {
-	if len(a) != len(b) {
-		return fmt.Errorf("%d entries vs %d", len(a), len(b))
-	}
-	for i := range a {
-		if !a[i].ExpiredAt.Equal(b[i].ExpiredAt) || keyOf(a[i]) != keyOf(b[i]) || a[i].Revision != b[i].Revision || a[i].ReportedBy != b[i].ReportedBy || a[i].Address != b[i].Address {
-			return fmt.Errorf("entry %d: %+v vs %+v", i, a[i], b[i])
-		}
-	}
-	return nil
+	return x
 }
 
 // countReported is how many of want m's ledger holds.
@@ -322,8 +192,7 @@ func testExactlyOnceFailover(t *testing.T, kill bool) {
 		t.Errorf("writes were refused for %s around the failover", gap)
 	}
 
-	waitLedger(t, c, newLeader, 20*time.Second, want, forbidden)
-	final := assertLedgerEverywhere(t, c, want, forbidden)
+	final := c.WaitExpiries(t, 20*time.Second, expect(want, forbidden))
 
 	// What the old leader reported before it went away is still there,
 	// unchanged, and nothing of the second batch was reported by it.
@@ -359,9 +228,9 @@ func testExactlyOnceFailover(t *testing.T, kill bool) {
 	// The old leader rejoins and serves the same ledger.
 	c.Restart(leader)
 	regdtest.Eventually(t, 15*time.Second, func() error {
-		return sameLedger(final, ledger(t, c.Members[leader], nil))
+		return regdtest.SameLedger(final, ledger(t, c.Members[leader], nil))
 	})
-	assertLedgerEverywhere(t, c, want, forbidden)
+	c.WaitExpiries(t, 5*time.Second, expect(want, forbidden))
 }
 
 // ---- full cluster restart ----
@@ -398,8 +267,7 @@ func TestExactlyOnceFullRestart(t *testing.T) {
 	c.RestartAll(0, 1, 2)
 	newLeader := c.WaitLeader(t)
 	t.Logf("%d of 20 reported before the full stop; leader after restart %s", before, c.Members[newLeader].Name)
-	waitLedger(t, c, newLeader, 20*time.Second, want, nil)
-	assertLedgerEverywhere(t, c, want, nil)
+	c.WaitExpiries(t, 20*time.Second, expect(want, nil))
 }
 
 // ---- expire vs delete for plain etcd clients, and re-registration ----
@@ -471,14 +339,13 @@ func TestPlainClientsAndReregistration(t *testing.T) {
 	if _, err := cli.Put(ctx, "/service/plain/expiring", "10.2.0.6:80", clientv3.WithLease(l6.ID)); err != nil {
 		t.Fatal(err)
 	}
-	plainKey := key{"plain", "expiring", registry.FormatLease(int64(l6.ID))}
-	want[plainKey] = registry.Instance{Service: "plain", ID: "expiring", Address: "10.2.0.6:80", LeaseID: plainKey.lease}
+	plainKey := key{Service: "plain", ID: "expiring", Lease: registry.FormatLease(int64(l6.ID))}
+	want[plainKey] = registry.Instance{Service: "plain", ID: "expiring", Address: "10.2.0.6:80", LeaseID: plainKey.Lease}
 
 	// The expiries come after every delete above in revision order, so once
 	// they are reported the reporter has classified the deletes too. The
 	// plain lease l5 lapses before the REST lease that replaced it.
-	waitLedger(t, c, leader, 15*time.Second, want, forbidden)
-	es := assertLedgerEverywhere(t, c, want, forbidden)
+	es := c.WaitExpiries(t, 15*time.Second, expect(want, forbidden))
 	for _, e := range es {
 		if e.LeaseID == first.LeaseID || e.LeaseID == registry.FormatLease(int64(l5.ID)) || e.LeaseID == registry.FormatLease(int64(l1.ID)) {
 			t.Fatalf("a lease that held no key when it ended was reported: %+v", e)
@@ -554,8 +421,7 @@ func TestLedgerOrderFilterLimit(t *testing.T) {
 		in := register(t, m, "svc-b", fmt.Sprintf("b%d", i), fmt.Sprintf("10.3.1.%d:80", i+1), 2)
 		want[keyOfInstance(in)] = in
 	}
-	waitLedger(t, c, 0, 15*time.Second, want, nil)
-	all := ledger(t, m, nil)
+	all := c.WaitExpiries(t, 15*time.Second, expect(want, nil))
 	for i := 1; i < len(all); i++ {
 		if all[i-1].Revision <= all[i].Revision {
 			t.Fatalf("not strictly newest first at %d: %d then %d", i, all[i-1].Revision, all[i].Revision)
@@ -570,20 +436,20 @@ func TestLedgerOrderFilterLimit(t *testing.T) {
 		}
 		return out
 	}
-	if err := sameLedger(filter("svc-a"), ledger(t, m, url.Values{"service": {"svc-a"}})); err != nil || len(filter("svc-a")) != 4 {
+	if err := regdtest.SameLedger(filter("svc-a"), ledger(t, m, url.Values{"service": {"svc-a"}})); err != nil || len(filter("svc-a")) != 4 {
 		t.Fatalf("?service=svc-a: %v", err)
 	}
-	if err := sameLedger(all[:3], ledger(t, m, url.Values{"limit": {"3"}})); err != nil {
+	if err := regdtest.SameLedger(all[:3], ledger(t, m, url.Values{"limit": {"3"}})); err != nil {
 		t.Fatalf("?limit=3: %v", err)
 	}
-	if err := sameLedger(filter("svc-b")[:2], ledger(t, m, url.Values{"service": {"svc-b"}, "limit": {"2"}})); err != nil {
+	if err := regdtest.SameLedger(filter("svc-b")[:2], ledger(t, m, url.Values{"service": {"svc-b"}, "limit": {"2"}})); err != nil {
 		t.Fatalf("?service=svc-b&limit=2: %v", err)
 	}
 	if n := len(ledger(t, m, url.Values{"service": {"unknown"}})); n != 0 {
 		t.Fatalf("?service=unknown: %d entries", n)
 	}
 	// Above the maximum, ?limit= is clamped (contract v2), not refused.
-	if err := sameLedger(all, ledger(t, m, url.Values{"limit": {"10001"}})); err != nil {
+	if err := regdtest.SameLedger(all, ledger(t, m, url.Values{"limit": {"10001"}})); err != nil {
 		t.Fatalf("?limit=10001: %v", err)
 	}
 	for _, q := range []string{"limit=0", "limit=x", "limit=-1", "service=a%20b"} {
@@ -638,7 +504,7 @@ func TestTwoReportersAtOnce(t *testing.T) {
 	c := startCluster(t, 3)
 	leader := c.WaitLeader(t)
 	follower := c.Members[(leader+1)%3].Server()
-	rogue := cluster.NewReporter(cluster.ReporterConfig{Store: follower.Store(), Node: follower.Node(), Logger: zap.NewNop()})
+	rogue := cluster.NewReporter(cluster.ReporterConfig{Ledger: registry.NewLedger(follower.Store()), Node: follower.Node(), Logger: zap.NewNop()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -664,9 +530,9 @@ func TestTwoReportersAtOnce(t *testing.T) {
 		in := register(t, m, "two", fmt.Sprintf("i-%02d", i), fmt.Sprintf("10.8.0.%d:80", i+1), 2)
 		want[keyOfInstance(in)] = in
 	}
-	waitLedger(t, c, leader, 15*time.Second, want, forbidden)
+	c.WaitExpiries(t, 15*time.Second, expect(want, forbidden))
 	stopRogue()
-	es := assertLedgerEverywhere(t, c, want, forbidden)
+	es := c.WaitExpiries(t, 5*time.Second, expect(want, forbidden))
 	by := map[string]int{}
 	for _, e := range es {
 		by[e.ReportedBy]++

@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"strconv"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
 )
@@ -25,7 +23,8 @@ type Node interface {
 	LeaderChanged() <-chan struct{}
 	Members() []node.Member
 	MemberName(id uint64) string
-	Client() *clientv3.Client
+	// Revision is the newest revision this member has applied.
+	Revision() int64
 	// StorageErr is nil while the member's data dir works (node.StorageError).
 	StorageErr() error
 }
@@ -55,19 +54,15 @@ func (i *Info) Ready() error {
 	return nil
 }
 
-// Status describes the cluster as this member sees it. The revision comes
-// from a serializable read so that it answers even without a quorum.
-func (i *Info) Status(ctx context.Context) (registry.ClusterStatus, error) {
-	resp, err := i.n.Client().Get(ctx, registry.InternalPrefix, clientv3.WithSerializable(), clientv3.WithCountOnly())
-	if err != nil {
-		return registry.ClusterStatus{}, registry.AsError(err)
-	}
+// Status describes the cluster as this member sees it. The revision is the
+// member's own applied revision, so that it answers even without a quorum.
+func (i *Info) Status(context.Context) (registry.ClusterStatus, error) {
 	leader := i.n.Leader()
 	st := registry.ClusterStatus{
 		Node:     i.n.Name(),
 		Leader:   i.n.MemberName(leader),
 		Term:     i.n.Term(),
-		Revision: resp.Header.Revision,
+		Revision: i.n.Revision(),
 		Members:  []registry.MemberStatus{},
 	}
 	for _, m := range i.n.Members() {

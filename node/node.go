@@ -226,6 +226,10 @@ func (n *Node) Client() *clientv3.Client { return n.client }
 // Name is this member's name.
 func (n *Node) Name() string { return n.cfg.Name }
 
+// Revision is the newest revision this member has applied: what a
+// serializable read here would answer with, without a quorum.
+func (n *Node) Revision() int64 { return n.etcd.Server.KV().Rev() }
+
 // ID is this member's raft ID.
 func (n *Node) ID() uint64 { return uint64(n.etcd.Server.MemberID()) }
 

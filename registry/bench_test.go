@@ -151,7 +151,7 @@ func BenchmarkViewApplyFanout(b *testing.B) {
 				rev := int64(i + 2)
 				e := evs[i%ring]
 				e[0].Kv.ModRevision, e[1].Kv.ModRevision = rev, rev
-				v.apply(ctx, rev, e)
+				v.apply(ctx, v.st.keys.decodeChanges(rev, e))
 			}
 			total := 0
 			for range subs {
@@ -205,7 +205,7 @@ func BenchmarkViewList1000(b *testing.B) {
 	ctx := context.Background()
 	rev := int64(2)
 	for i := range 1000 {
-		v.apply(ctx, rev, registration(b, k, "user", fmt.Sprintf("u%04d", i), int64(1000+i), rev))
+		v.apply(ctx, v.st.keys.decodeChanges(rev, registration(b, k, "user", fmt.Sprintf("u%04d", i), int64(1000+i), rev)))
 		rev++
 	}
 	b.Run("cached", func(b *testing.B) {
@@ -219,7 +219,7 @@ func BenchmarkViewList1000(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			e[0].Kv.ModRevision, e[1].Kv.ModRevision = rev, rev
-			v.apply(ctx, rev, e)
+			v.apply(ctx, v.st.keys.decodeChanges(rev, e))
 			rev++
 			benchSink = v.List("user")
 		}

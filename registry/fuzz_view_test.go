@@ -17,8 +17,8 @@ import (
 	"github.com/regd/regd/registry"
 )
 
-// fakeEtcd is the part of an etcd client that a View and Store.Classify
-// use, over a fixed set of keys: Get of a key or a range, one watch stream
+// fakeEtcd is the part of an etcd client that a View uses, over a fixed
+// set of keys: Get of a key or a range, one watch stream
 // that delivers canned events, and lease lookups (even lease IDs are alive,
 // odd ones are gone). Any other call panics through the nil interfaces.
 type fakeEtcd struct {
@@ -72,16 +72,18 @@ func (f *fakeEtcd) TimeToLive(_ context.Context, id clientv3.LeaseID, _ ...clien
 }
 
 // Where a fuzzed key goes: under the registry prefix, among regd's meta
-// records or deregistration markers, or anywhere.
-var fuzzRoots = []string{"/service/", "/_regd/meta/", "/_regd/dereg/", ""}
+// records or lease markers, or anywhere.
+var fuzzRoots = []string{"/service/", "/_regd/meta/", "/_regd/lease/", ""}
 
 // FuzzViewForeignKeys feeds a View keys and values as any etcd client can
 // write them: arbitrary names under the prefix, arbitrary bytes as address
 // and as meta record, any lease ID; first in the initial snapshot, then as
 // watch events (a put, a delete, or both in one revision). The view must
-// never panic, must list exactly the keys whose names follow the layout,
-// each with its key's value and lease, render valid JSON, and Classify must
-// ignore exactly the keys that are not instances.
+// never panic, must list exactly the keys whose names follow the layout and
+// whose values are instance values (registry.ParseValue), each with its
+// address and lease, render valid JSON, and publish events only for such
+// keys: a deletion of a listed one is a deregister (no lease marker went
+// with it).
 func FuzzViewForeignKeys(f *testing.F) {
 	for _, seed := range []struct {
 		keyA   string
@@ -111,7 +113,8 @@ func FuzzViewForeignKeys(f *testing.F) {
 		fullB := fuzzRoots[int(rootB)%len(fuzzRoots)] + keyB
 		// The view watches one contiguous range; etcd never hands it keys
 		// outside, so neither does the fake.
-		inRange := func(k string) bool { return k >= "/_regd/dereg/" && k < "/servicf" }
+		lo, hi := keys.HistoryRange()
+		inRange := func(k string) bool { return k >= lo && k < hi }
 		if !inRange(fullA) || !inRange(fullB) {
 			return
 		}
@@ -159,12 +162,16 @@ func FuzzViewForeignKeys(f *testing.F) {
 		if err := v.WaitRev(wctx, rev+1); err != nil {
 			t.Fatalf("view never applied the events: %v", err)
 		}
-		fe.kvs = after // for Classify's lookups below
-
-		// Exactly the keys that follow the layout are listed, each as stored.
+		// Exactly the keys that follow the layout and hold instance values
+		// are listed, each as stored.
+		isInstance := func(kv *mvccpb.KeyValue) bool {
+			_, _, named := keys.ParseInstance(string(kv.Key))
+			_, valid := registry.ParseValue(kv.Value)
+			return named && valid
+		}
 		want := map[string]*mvccpb.KeyValue{}
 		for k, kv := range after {
-			if _, _, ok := keys.ParseInstance(k); ok {
+			if isInstance(kv) {
 				want[k] = kv
 			}
 		}
@@ -181,7 +188,8 @@ func FuzzViewForeignKeys(f *testing.F) {
 		}
 		for k, in := range got {
 			kv := want[k]
-			if in.Address != string(kv.Value) || in.LeaseID != registry.FormatLease(kv.Lease) || in.Revision != kv.ModRevision {
+			addr, _ := registry.ParseValue(kv.Value)
+			if in.Address != addr || in.LeaseID != registry.FormatLease(kv.Lease) || in.Revision != kv.ModRevision {
 				t.Fatalf("%s listed as %+v, stored as value %q lease %d rev %d", k, in, kv.Value, kv.Lease, kv.ModRevision)
 			}
 			if in.Metadata == nil {
@@ -207,20 +215,36 @@ func FuzzViewForeignKeys(f *testing.F) {
 			t.Fatalf("services listed but not counted: %v", services)
 		}
 
-		// Classify: not an instance key → ignored; otherwise a verdict
-		// whose report, if any, names the deleted key's lease and value.
-		out, err := st.Classify(ctx, registry.Deletion{Key: fullA, Revision: rev + 1, Prev: a})
+		// Events: only for instances; A's deletion, if A was one, is a
+		// deregister.
+		sub, err := v.Subscribe(ctx, "", rev)
 		if err != nil {
-			t.Fatalf("Classify(%q): %v", fullA, err)
+			t.Fatalf("Subscribe(after %d): %v", rev, err)
 		}
-		_, _, isInstance := keys.ParseInstance(fullA)
-		switch {
-		case !isInstance && out.Verdict != registry.VerdictIgnore:
-			t.Fatalf("Classify(%q) = %v for a key that is no instance", fullA, out.Verdict)
-		case isInstance && out.Verdict == registry.VerdictIgnore:
-			t.Fatalf("Classify(%q) ignored an instance key", fullA)
-		case out.Verdict == registry.VerdictExpired && (leaseA == 0 || leaseA%2 == 0 || out.Expiration.LeaseID != registry.FormatLease(leaseA) || out.Expiration.Address != string(valA)):
-			t.Fatalf("Classify(%q, lease %d) = expired %+v", fullA, leaseA, out.Expiration)
+		defer sub.Close()
+		evs, err := sub.Drain()
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+		deletedA := isInstance(a) && (op%3 != 0 || fullB == fullA && !isInstance(b))
+		sawA := false
+		for _, e := range evs {
+			k := keys.Instance(e.Instance.Service, e.Instance.ID)
+			switch {
+			case e.Revision != rev+1:
+				t.Fatalf("event %+v at revision %d, the events were at %d", e, e.Revision, rev+1)
+			case k == fullA && deletedA:
+				sawA = true
+				if e.Type != registry.EventDeregister {
+					t.Fatalf("deletion of %q published as %s", fullA, e.Type)
+				}
+			case k == fullB && e.Type == registry.EventRegister && isInstance(b):
+			default:
+				t.Fatalf("unexpected event %s %+v (A %q deleted %v, B %q)", e.Type, e.Instance, fullA, deletedA, fullB)
+			}
+		}
+		if deletedA && !sawA {
+			t.Fatalf("deletion of instance %q published no event: %+v", fullA, evs)
 		}
 	})
 }

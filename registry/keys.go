@@ -12,9 +12,13 @@ import (
 const InternalPrefix = "/_regd/"
 
 const (
+	leaseRoot  = InternalPrefix + "lease/"  // lease/<lease %016x>: marker, attached to that lease
 	metaRoot   = InternalPrefix + "meta/"   // meta/<service>/<id>: JSON, no lease
-	deregRoot  = InternalPrefix + "dereg/"  // dereg/<lease hex>/<service>/<id>: deregistration marker
 	expiryRoot = InternalPrefix + "expiry/" // cursor and ledger of the expiry reporter
+	// legacyDeregRoot held the deregistration markers of regd before the
+	// lease markers; nothing reads them any more, the reporter removes
+	// what an old data dir still holds.
+	legacyDeregRoot = InternalPrefix + "dereg/"
 )
 
 // Keys computes etcd keys for one registry prefix.
@@ -32,24 +36,36 @@ func (k Keys) Service(service string) string { return k.Prefix + service + "/" }
 // Meta holds the instance's metadata, granted TTL and registration time.
 // It is not attached to the lease: it outlives an expiry until the expiry
 // reporter has consumed it, which lets the reporter reconcile after history
-// was compacted.
+// was compacted (cluster/DESIGN.md).
 func (k Keys) Meta(service, id string) string { return metaRoot + service + "/" + id }
-
-// MetaService is the range of one service's metadata.
-func (k Keys) MetaService(service string) string { return metaRoot + service + "/" }
 
 // MetaAll is the range of all metadata.
 func (k Keys) MetaAll() string { return metaRoot }
 
-// Dereg marks that the deletion of service/id under lease was a REST
-// deregistration. It is written in the same transaction as the delete, so
-// its ModRevision equals the delete's revision.
-func (k Keys) Dereg(lease int64, service, id string) string {
-	return fmt.Sprintf("%s%016x/%s/%s", deregRoot, uint64(lease), service, id)
+// LeaseMarker is the marker attached to lease: an empty key that etcd
+// deletes in the same revision as every other key of the lease when the
+// lease expires or is revoked. Seeing it deleted together with an instance
+// key is how the registry knows, from history alone, that the instance's
+// lease ended there (cluster/DESIGN.md, "Why a key disappeared").
+func (k Keys) LeaseMarker(lease int64) string {
+	return fmt.Sprintf("%s%016x", leaseRoot, uint64(lease))
 }
 
-// DeregAll is the range of all deregistration markers.
-func (k Keys) DeregAll() string { return deregRoot }
+// LeaseMarkers is the range of all lease markers.
+func (k Keys) LeaseMarkers() string { return leaseRoot }
+
+// parseLeaseMarker returns the lease a marker key names.
+func parseLeaseMarker(key string) (int64, bool) {
+	hex, ok := strings.CutPrefix(key, leaseRoot)
+	if !ok || len(hex) != 16 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(hex, 16, 64)
+	if err != nil {
+		return 0, false
+	}
+	return int64(id), true
+}
 
 // ExpiryCursor holds the last revision the expiry reporter has consumed.
 func (k Keys) ExpiryCursor() string { return expiryRoot + "cursor" }
@@ -61,6 +77,34 @@ func (k Keys) ExpiryLog() string { return expiryRoot + "log/" }
 // revision order, and makes a replayed report land on the same key.
 func (k Keys) ExpiryEntry(rev int64, service, id string) string {
 	return fmt.Sprintf("%s%020d/%s/%s", k.ExpiryLog(), rev, service, id)
+}
+
+// HistoryRange is the one contiguous key range [lo, hi) that the view and
+// the expiry reporter watch: the registry prefix, the meta records and the
+// lease markers. One watch over one range delivers all of a revision's
+// changes to these keys in one response, which is what lets a deletion be
+// classified by the other events of its own revision. Keys of other
+// programs that sort in between arrive too and are ignored.
+func (k Keys) HistoryRange() (lo, hi string) {
+	lo, hi = k.Prefix, prefixEnd(k.Prefix)
+	for _, p := range []string{leaseRoot, metaRoot} {
+		lo = min(lo, p)
+		hi = max(hi, prefixEnd(p))
+	}
+	return lo, hi
+}
+
+// prefixEnd is the end of the range of keys starting with p (as clientv3's
+// GetPrefixRangeEnd; p is never empty or all 0xff here).
+func prefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\x00"
 }
 
 // ParseInstance splits an etcd key under the prefix into service and id. It

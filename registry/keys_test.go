@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -74,14 +75,30 @@ func TestKeysLayout(t *testing.T) {
 			}
 			return ""
 		}},
-		{"meta range of user does not cover user-b", func() string {
-			if strings.HasPrefix(k.Meta("user-b", "x"), k.MetaService("user")) {
-				return k.MetaService("user") + " is a prefix of " + k.Meta("user-b", "x")
+		{"the history range holds instances, meta records and lease markers", func() string {
+			for _, p := range []string{"/service/", "/a/", "/A/", "/zz/", "/_s/"} {
+				k := registry.Keys{Prefix: p}
+				lo, hi := k.HistoryRange()
+				in := func(key string) bool { return key >= lo && key < hi }
+				for _, key := range []string{k.Instance("user", "u1"), k.Meta("user", "u1"), k.LeaseMarker(1), k.LeaseMarker(-1)} {
+					if !in(key) {
+						return fmt.Sprintf("prefix %s: %s not in [%q, %q)", p, key, lo, hi)
+					}
+				}
+			}
+			return ""
+		}},
+		{"lease markers name their lease in fixed-width hex", func() string {
+			if got := k.LeaseMarker(0x694d9a3c1f5b6e0a); got != registry.InternalPrefix+"lease/694d9a3c1f5b6e0a" {
+				return "LeaseMarker = " + got
+			}
+			if got := k.LeaseMarker(7); got != registry.InternalPrefix+"lease/0000000000000007" {
+				return "LeaseMarker = " + got
 			}
 			return ""
 		}},
 		{"bookkeeping lives outside the registry prefix", func() string {
-			for _, key := range []string{k.Meta("user", "u1"), k.MetaAll(), k.Dereg(7, "user", "u1"), k.DeregAll(), k.ExpiryCursor(), k.ExpiryEntry(5, "user", "u1")} {
+			for _, key := range []string{k.Meta("user", "u1"), k.MetaAll(), k.LeaseMarker(7), k.LeaseMarkers(), k.ExpiryCursor(), k.ExpiryEntry(5, "user", "u1")} {
 				if strings.HasPrefix(key, k.Prefix) || !strings.HasPrefix(key, registry.InternalPrefix) {
 					return key + " is not under " + registry.InternalPrefix + " only"
 				}

@@ -1,11 +1,13 @@
 // Package registry is regd's domain: instances, their validation and error
-// codes, the etcd key layout of the contract, and Store, which reads and
-// writes instances through any etcd v3 client.
+// codes, the etcd key layout of the contract, Store (writes and point
+// reads), View (this node's in-memory copy, fed by one watch), Ledger (the
+// expiry ledger and its consumer), and Classify, the one rule that says why
+// an instance left.
 //
-// Layout (see DESIGN.md and the README): an instance is <prefix><service>/<id> whose
-// value is the plain host:port, attached to a lease of its own; everything
-// else lives under /_regd/, outside the prefix, so plain etcd clients that
-// watch the prefix see instances and nothing else.
+// Layout (see DESIGN.md and the README): an instance is <prefix><service>/<id>
+// whose value is the plain host:port, attached to a lease of its own;
+// everything else lives under /_regd/, outside the prefix, so plain etcd
+// clients that watch the prefix see instances and nothing else.
 package registry
 
 import (
@@ -52,13 +54,8 @@ type Store struct {
 	ttlMu    sync.Mutex
 	ttlCache map[int64]int64
 
-	leaseHint func(service, id string) (int64, bool)
 	writeGate func() error
 }
-
-// SetLeaseHint gives Heartbeat a local source of instances' leases (the
-// node's View). Call it before the store serves requests.
-func (s *Store) SetLeaseHint(hint func(service, id string) (int64, bool)) { s.leaseHint = hint }
 
 const maxTTLCache = 65536
 
@@ -91,9 +88,6 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 // Keys is the store's key layout.
 func (s *Store) Keys() Keys { return s.keys }
 
-// Client is the etcd client the store uses.
-func (s *Store) Client() *clientv3.Client { return s.cli }
-
 func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
 }
@@ -109,10 +103,12 @@ func notFound(service, id string) error {
 	return Errorf(KindNotFound, CodeNotFound, "instance %s of service %s is not registered (or has expired); register it again", quote(id), quote(service))
 }
 
-// Register creates or replaces an instance: a new lease with the granted TTL,
-// then the key and its meta record in one transaction. created is false when
-// it replaced a live instance; the replaced instance's lease is revoked, which
-// deletes nothing (the key has moved to the new lease), so it is never
+// Register creates or replaces an instance: a new lease with the granted
+// TTL, then one transaction puts the key on it, the meta record, and the
+// lease's marker (Keys.LeaseMarker), so that the lease's end is visible in
+// history. created is false when it replaced a live instance; the replaced
+// instance's lease is revoked when regd granted it, which deletes nothing of
+// the instance (the key has moved to the new lease), so it is never
 // reported as an expiry.
 func (s *Store) Register(ctx context.Context, service, id string, r Registration) (inst Instance, created bool, err error) {
 	if err := validateNames(service, id); err != nil {
@@ -149,6 +145,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpPut(s.keys.Instance(service, id), r.Address, clientv3.WithLease(grant.ID), clientv3.WithPrevKV()),
 		clientv3.OpPut(s.keys.Meta(service, id), string(buf), clientv3.WithPrevKV()),
+		clientv3.OpPut(s.keys.LeaseMarker(int64(grant.ID)), "", clientv3.WithLease(grant.ID)),
 	).Commit()
 	if err != nil {
 		return Instance{}, false, AsError(err)
@@ -157,63 +154,20 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	prevMeta := resp.Responses[1].GetResponsePut().PrevKv
 	if prev != nil && prev.Lease != 0 && ownsLease(prevMeta, prev.Lease) {
 		if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(prev.Lease)); err != nil && !isLeaseNotFound(err) {
-			// Harmless: the old lease holds no keys any more and runs out.
+			// Harmless: the old lease holds only its marker now and runs out.
 			s.lg.Warn("revoke replaced lease", zap.String("service", service), zap.String("id", id), zap.Int64("lease", prev.Lease), zap.Error(err))
 		}
 	}
-	return m.instance(service, id, resp.Header.Revision), prev == nil, nil
+	replaced := prev != nil && keyState(prev).Valid
+	return m.instance(service, id, resp.Header.Revision), !replaced, nil
 }
 
-// Heartbeat renews the instance's lease and returns the seconds it has left.
-// A renewal is not a raft write: no revision, no watcher woken.
-func (s *Store) Heartbeat(ctx context.Context, service, id string) (int64, error) {
-	if err := validateNames(service, id); err != nil {
-		return 0, err
-	}
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	// Fast path: the lease this node's view knows, renewed without reading
-	// the key first. On a follower the read is a round trip through the
-	// leader, as is the renewal; this halves a heartbeat's cost there. A
-	// stale hint (the instance was re-registered or deregistered a moment
-	// ago) finds its lease gone and falls through to the read below, so a
-	// 404 always rests on a linearizable read.
-	if s.leaseHint != nil {
-		if lease, ok := s.leaseHint(service, id); ok && lease != 0 {
-			ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
-			if err == nil {
-				return ka.TTL, nil
-			}
-			if !isLeaseNotFound(err) {
-				return 0, AsError(err)
-			}
-		}
-	}
-	resp, err := s.cli.Get(ctx, s.keys.Instance(service, id))
-	if err != nil {
-		return 0, AsError(err)
-	}
-	if len(resp.Kvs) == 0 {
-		return 0, notFound(service, id)
-	}
-	lease := resp.Kvs[0].Lease
-	if lease == 0 {
-		return 0, Errorf(KindConflict, CodeNoLease, "instance %s of service %s was written without a lease by a plain etcd client; there is nothing to renew", quote(id), quote(service))
-	}
-	ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
-	if err != nil {
-		if isLeaseNotFound(err) {
-			return 0, notFound(service, id)
-		}
-		return 0, AsError(err)
-	}
-	return ka.TTL, nil
-}
-
-// Deregister deletes the instance now. The same transaction writes a
-// deregistration marker, so the expiry reporter can tell this deletion from
-// an expiry whatever happens to the lease afterwards; then the lease is
-// revoked when regd created it. It returns the deletion's revision.
+// Deregister deletes the instance now: the key and its meta record in one
+// transaction guarded by the key's revision (which also writes the lease's
+// marker again), then the lease is revoked when regd granted it. The lease's marker outlives the key's deletion revision,
+// which is what tells this deletion from an expiry (Classify); the revoke
+// deletes the marker later, in a revision without instance keys, which
+// reports nothing. It returns the deletion's revision.
 func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
 	if err := validateNames(service, id); err != nil {
 		return 0, err
@@ -224,21 +178,29 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	key, metaKey := s.keys.Instance(service, id), s.keys.Meta(service, id)
-	// The compare on the key's revision makes the marker name the lease of
-	// exactly the key we delete; a concurrent re-registration makes us retry.
+	// The compare on the key's revision makes the revoke hit exactly the
+	// lease of the key we delete; a concurrent re-registration makes us
+	// look again.
 	for attempt := 0; attempt < 5; attempt++ {
 		get, err := s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(metaKey)).Commit()
 		if err != nil {
 			return 0, AsError(err)
 		}
-		kv := firstKV(get.Responses[0].GetResponseRange())
-		if kv == nil {
+		kv := firstKV(get.Responses[0].GetResponseRange().GetKvs())
+		if kv == nil || !keyState(kv).Valid {
 			return 0, notFound(service, id)
 		}
-		owned := ownsLease(firstKV(get.Responses[1].GetResponseRange()), kv.Lease)
+		owned := ownsLease(firstKV(get.Responses[1].GetResponseRange().GetKvs()), kv.Lease)
 		ops := []clientv3.Op{clientv3.OpDelete(key)}
 		if kv.Lease != 0 {
-			ops = append(ops, clientv3.OpPut(s.keys.Dereg(kv.Lease, service, id), ""))
+			// The lease's marker, written again (it stays on its lease):
+			// a put makes the deregistration a write that etcd's NOSPACE
+			// alarm refuses, as it refuses a registration (regd refuses
+			// registry writes while the store is full, whereas etcd
+			// lets bare deletes through); and it marks a lease that had
+			// no marker yet. A marker written, not deleted, at the
+			// delete's revision keeps the deletion explicit.
+			ops = append(ops, clientv3.OpPut(s.keys.LeaseMarker(kv.Lease), "", clientv3.WithLease(clientv3.LeaseID(kv.Lease))))
 		}
 		if owned {
 			ops = append(ops, clientv3.OpDelete(metaKey))
@@ -252,15 +214,17 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 		}
 		if owned {
 			if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !isLeaseNotFound(err) {
+				// Harmless: the lease holds only its marker and runs out.
 				s.lg.Warn("revoke deregistered lease", zap.String("service", service), zap.String("id", id), zap.Int64("lease", kv.Lease), zap.Error(err))
 			}
 		}
 		return resp.Header.Revision, nil
 	}
-	return 0, Errorf(KindConflict, "conflict", "instance %s of service %s kept changing during deregistration; try again", quote(id), quote(service))
+	return 0, Errorf(KindConflict, CodeConflict, "instance %s of service %s kept changing during deregistration; try again", quote(id), quote(service))
 }
 
-// Get returns one instance.
+// Get returns one instance. A key whose value is no instance (ParseValue)
+// is not found, as it is not listed.
 func (s *Store) Get(ctx context.Context, service, id string) (Instance, error) {
 	if err := validateNames(service, id); err != nil {
 		return Instance{}, err
@@ -274,30 +238,39 @@ func (s *Store) Get(ctx context.Context, service, id string) (Instance, error) {
 	if err != nil {
 		return Instance{}, AsError(err)
 	}
-	kv := firstKV(resp.Responses[0].GetResponseRange())
+	kv := firstKV(resp.Responses[0].GetResponseRange().GetKvs())
 	if kv == nil {
 		return Instance{}, notFound(service, id)
 	}
-	return s.build(ctx, service, id, kv, firstKV(resp.Responses[1].GetResponseRange())), nil
+	m, _ := decodeMeta(firstKV(resp.Responses[1].GetResponseRange().GetKvs()))
+	inst, ok := s.build(ctx, service, id, keyState(kv), m)
+	if !ok {
+		return Instance{}, notFound(service, id)
+	}
+	return inst, nil
 }
 
-// build joins an instance key with its meta record. A key with no matching
-// record (written by a plain etcd client) gets empty metadata and the TTL
-// its lease was granted.
-func (s *Store) build(ctx context.Context, service, id string, kv, metaKV *mvccpb.KeyValue) Instance {
-	if m, ok := decodeMeta(metaKV); ok && m.Lease == kv.Lease && kv.Lease != 0 {
-		m.Address = string(kv.Value)
-		return m.instance(service, id, kv.ModRevision)
+// build joins an instance key with its meta record, if m describes the
+// key's lease. A key with no such record (written by a plain etcd client)
+// gets empty metadata and the TTL its lease was granted. It reports false
+// when the key's value is no instance.
+func (s *Store) build(ctx context.Context, service, id string, k KeyState, m meta) (Instance, bool) {
+	if !k.Valid {
+		return Instance{}, false
+	}
+	if m.describes(k.Lease) {
+		m.Address = k.Address
+		return m.instance(service, id, k.ModRevision), true
 	}
 	return Instance{
 		Service:  service,
 		ID:       id,
-		Address:  string(kv.Value),
+		Address:  k.Address,
 		Metadata: map[string]string{},
-		TTL:      s.leaseTTL(ctx, kv.Lease),
-		LeaseID:  FormatLease(kv.Lease),
-		Revision: kv.ModRevision,
-	}
+		TTL:      s.leaseTTL(ctx, k.Lease),
+		LeaseID:  FormatLease(k.Lease),
+		Revision: k.ModRevision,
+	}, true
 }
 
 func (s *Store) leaseTTL(ctx context.Context, lease int64) int64 {
@@ -323,45 +296,8 @@ func (s *Store) leaseTTL(ctx context.Context, lease int64) int64 {
 	return resp.GrantedTTL
 }
 
-func (m meta) instance(service, id string, rev int64) Instance {
-	md := m.Metadata
-	if md == nil {
-		md = map[string]string{}
-	}
-	at := m.RegisteredAt
-	return Instance{
-		Service:      service,
-		ID:           id,
-		Address:      m.Address,
-		Metadata:     md,
-		TTL:          m.TTL,
-		LeaseID:      FormatLease(m.Lease),
-		RegisteredAt: &at,
-		Revision:     rev,
-	}
-}
-
-func decodeMeta(kv *mvccpb.KeyValue) (meta, bool) {
-	if kv == nil {
-		return meta{}, false
-	}
-	var m meta
-	if err := json.Unmarshal(kv.Value, &m); err != nil {
-		return meta{}, false
-	}
-	return m, true
-}
-
-// ownsLease reports whether the meta record says regd granted lease for
-// this instance. regd revokes only leases it granted: a plain client's lease
-// may hold other keys.
-func ownsLease(metaKV *mvccpb.KeyValue, lease int64) bool {
-	m, ok := decodeMeta(metaKV)
-	return ok && lease != 0 && m.Lease == lease
-}
-
-func firstKV(r interface{ GetKvs() []*mvccpb.KeyValue }) *mvccpb.KeyValue {
-	if kvs := r.GetKvs(); len(kvs) > 0 {
+func firstKV(kvs []*mvccpb.KeyValue) *mvccpb.KeyValue {
+	if len(kvs) > 0 {
 		return kvs[0]
 	}
 	return nil
@@ -369,6 +305,10 @@ func firstKV(r interface{ GetKvs() []*mvccpb.KeyValue }) *mvccpb.KeyValue {
 
 func isLeaseNotFound(err error) bool {
 	return errors.Is(err, rpctypes.ErrLeaseNotFound) || rpctypes.ErrorDesc(err) == rpctypes.ErrLeaseNotFound.Error()
+}
+
+func isCompacted(err error) bool {
+	return errors.Is(err, rpctypes.ErrCompacted) || rpctypes.ErrorDesc(err) == rpctypes.ErrCompacted.Error()
 }
 
 // Revision is the cluster's current revision, read linearizably: a read

@@ -52,15 +52,6 @@ type Expiration struct {
 	Revision   int64     `json:"revision"` // of the deletion that the expiry caused
 }
 
-// meta is the bookkeeping record stored beside each REST-registered instance.
-type meta struct {
-	Address      string            `json:"address"`
-	Metadata     map[string]string `json:"metadata,omitempty"`
-	TTL          int64             `json:"ttl"`
-	Lease        int64             `json:"lease"`
-	RegisteredAt time.Time         `json:"registered_at"`
-}
-
 // ClusterStatus is what GET /v1/cluster shows.
 type ClusterStatus struct {
 	Node     string         `json:"node"`

@@ -9,6 +9,7 @@ import (
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
+	"github.com/regd/regd/registry"
 )
 
 // Defaults of the flags that regd's command owns; the contract (and
@@ -58,7 +59,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Server.Prefix, "prefix", defaultPrefix, "etcd key `prefix` under which services are registered")
 	fs.Var(newLevel(&c.LogLevel, defaultLogLevel), "log-level", "regd's log `level`: debug, info, warn or error")
 	fs.Var(newLevel(&c.EtcdLogLevel, defaultEtcdLogLevel), "etcd-log-level", "embedded etcd's log `level`: debug, info, warn or error")
-	fs.Var(newInt(&c.Server.ExpiryRetention, server.DefaultExpiryRetention), "expiry-retention", "maximum `number` of expiry ledger entries kept")
+	fs.Var(newInt(&c.Server.ExpiryRetention, registry.DefaultExpiryRetention), "expiry-retention", "maximum `number` of expiry ledger entries kept")
 	fs.Var(newDuration(&c.ShutdownTimeout, server.DefaultShutdownTimeout), "shutdown-timeout", "how long graceful shutdown may take, as a `duration` such as 10s")
 
 	fs.StringVar(&c.AuthTokenFile, "auth-token-file", "", "`file` of REST API access tokens, one \"<scope> <token>\" per line (scope read or write); writes then need a write token")

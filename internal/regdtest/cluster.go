@@ -30,7 +30,7 @@ import (
 // Options tune a test cluster.
 type Options struct {
 	Prefix          string        // default "/service/"
-	ExpiryRetention int           // default server.DefaultExpiryRetention
+	ExpiryRetention int           // default registry.DefaultExpiryRetention
 	RequestTimeout  time.Duration // default 3s
 	// QuotaBackendBytes caps each member's bbolt file (etcd's
 	// --quota-backend-bytes); 0 keeps etcd's default. Fault tests fill it.

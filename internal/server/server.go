@@ -33,7 +33,7 @@ type Config struct {
 	Prefix   string
 	Logger   *zap.Logger // regd's own logger; etcd's is in Node.Logger
 
-	ExpiryRetention int           // ledger entries kept; 0: DefaultExpiryRetention
+	ExpiryRetention int           // ledger entries kept; 0: registry.DefaultExpiryRetention
 	RequestTimeout  time.Duration // per store operation; 0: registry.DefaultTimeout
 
 	// TLS, when set, serves the REST API over TLS on Listener.
@@ -53,14 +53,9 @@ type Config struct {
 	CORSAllowedOrigins []string
 }
 
-// Defaults of knobs the REST server and its shutdown own.
-const (
-	// DefaultExpiryRetention is how many expiry reports the ledger keeps.
-	DefaultExpiryRetention = 10000
-	// DefaultShutdownTimeout is the time Close is given to let in-flight
-	// requests finish: regd's --shutdown-timeout, and the test clusters'.
-	DefaultShutdownTimeout = 10 * time.Second
-)
+// DefaultShutdownTimeout is the time Close is given to let in-flight
+// requests finish: regd's --shutdown-timeout, and the test clusters'.
+const DefaultShutdownTimeout = 10 * time.Second
 
 // Timeouts of the REST server. There is deliberately no ReadTimeout or
 // WriteTimeout: they bound whole requests and responses, which would end
@@ -101,9 +96,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if cfg.ExpiryRetention == 0 {
-		cfg.ExpiryRetention = DefaultExpiryRetention
-	}
 	lg := cfg.Logger
 	if cfg.Node.EventLogger == nil {
 		cfg.Node.EventLogger = lg.Named("disk")
@@ -121,7 +113,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
 	})
 	view := registry.NewView(store, registry.ViewOptions{})
-	store.SetLeaseHint(view.LeaseOf)
+	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "regd_invalid_instance_values",
+		Help: "Keys under the registry prefix whose value is neither host:port nor a gRPC naming endpoint: not instances.",
+	}, func() float64 { return float64(view.InvalidValues()) }))
+	ledger := registry.NewLedger(store)
 	viewCtx, stopView := context.WithCancel(context.Background())
 	viewDone := make(chan struct{})
 	go func() {
@@ -131,16 +127,16 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	info := cluster.NewInfo(n)
 	leader := cluster.NewLeadership(n, lg.Named("cluster"))
 	reporter := cluster.NewReporter(cluster.ReporterConfig{
-		Store:     store,
+		Ledger:    ledger,
 		Node:      n,
 		Logger:    lg.Named("expiry"),
 		Metrics:   metrics,
 		Retention: cfg.ExpiryRetention,
 	})
-	leader.Run(reporter.Run)
-	leader.Run(cluster.NewCompactor(store, lg.Named("compactor")).Run)
+	leader.OnLead(reporter.Run)
+	leader.OnLead(cluster.NewCompactor(ledger, lg.Named("compactor")).Run)
 	a := api.New(api.Config{
-		Registry:            store,
+		Registry:            registry.NewLocal(store, view),
 		View:                view,
 		Cluster:             info,
 		Expirations:         reporter,

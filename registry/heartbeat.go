@@ -1,0 +1,78 @@
+package registry
+
+import (
+	"context"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Heartbeat renews the instance's lease and returns the seconds it has left.
+// A renewal is not a raft write: no revision, no watcher woken. It reads
+// the key first to learn its lease; Local.Heartbeat skips that read when
+// the node's view knows the lease.
+func (s *Store) Heartbeat(ctx context.Context, service, id string) (int64, error) {
+	return s.heartbeat(ctx, service, id, 0)
+}
+
+// heartbeat renews the lease of service/id. hint, when not 0, is the lease
+// the caller believes the key is on: it is renewed without reading the key.
+// A stale hint (the instance was re-registered or deregistered a moment
+// ago) finds its lease gone and falls through to the read, so a 404 always
+// rests on a linearizable read.
+func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (int64, error) {
+	if err := validateNames(service, id); err != nil {
+		return 0, err
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	if hint != 0 {
+		ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(hint))
+		if err == nil {
+			return ka.TTL, nil
+		}
+		if !isLeaseNotFound(err) {
+			return 0, AsError(err)
+		}
+	}
+	resp, err := s.cli.Get(ctx, s.keys.Instance(service, id))
+	if err != nil {
+		return 0, AsError(err)
+	}
+	kv := firstKV(resp.Kvs)
+	if kv == nil || !keyState(kv).Valid {
+		return 0, notFound(service, id)
+	}
+	if kv.Lease == 0 {
+		return 0, Errorf(KindConflict, CodeNoLease, "instance %s of service %s was written without a lease by a plain etcd client; there is nothing to renew", quote(id), quote(service))
+	}
+	ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(kv.Lease))
+	if err != nil {
+		if isLeaseNotFound(err) {
+			return 0, notFound(service, id)
+		}
+		return 0, AsError(err)
+	}
+	return ka.TTL, nil
+}
+
+// Local is the registry as one node serves it: the Store for writes and
+// point reads, and this node's View for the heartbeat's fast path. It
+// composes the two so that neither calls back into the other (the view
+// reads through the store; the store knows nothing of the view).
+type Local struct {
+	*Store
+	view *View
+}
+
+// NewLocal joins st and the view v that follows st's registry.
+func NewLocal(st *Store, v *View) *Local { return &Local{Store: st, view: v} }
+
+// Heartbeat renews the instance's lease. Fast path: the lease this node's
+// view knows is renewed without reading the key first. On a follower the
+// read is a round trip through the leader, as is the renewal; this halves
+// a heartbeat's cost there. The view may be a moment behind; Store's
+// heartbeat falls back to reading the key when the hinted lease is gone.
+func (l *Local) Heartbeat(ctx context.Context, service, id string) (int64, error) {
+	lease, _ := l.view.leaseOf(service, id)
+	return l.heartbeat(ctx, service, id, lease)
+}

@@ -1,0 +1,446 @@
+package registry_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/regd/regd/internal/regdtest"
+	"github.com/regd/regd/registry"
+)
+
+// ledgerEnv is a bare etcd member (no regd around it) with a Store and a
+// Ledger over it; the test decides when a consumer runs, so it can write
+// history first and have it consumed later, as a new leader would.
+type ledgerEnv struct {
+	t   *testing.T
+	cli *clientv3.Client
+	st  *registry.Store
+	l   *registry.Ledger
+
+	mu       sync.Mutex
+	reports  []registry.Report
+	unmarked []int64
+}
+
+func newLedgerEnv(t *testing.T) *ledgerEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	n := regdtest.StartEtcd(t)
+	st := registry.NewStore(n.Client(), registry.Options{Prefix: "/service/"})
+	return &ledgerEnv{t: t, cli: n.Client(), st: st, l: registry.NewLedger(st)}
+}
+
+func (e *ledgerEnv) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+// consume runs a consumer (as the reporter does: Run again after it
+// returns) until the returned stop is called.
+func (e *ledgerEnv) consume() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := e.l.NewConsumer(registry.ConsumerOptions{
+		ReportedBy: "solo",
+		CursorIdle: 50 * time.Millisecond,
+		Reported: func(r registry.Report) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.reports = append(e.reports, r)
+		},
+		Unmarked: func(lease int64) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.unmarked = append(e.unmarked, lease)
+		},
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+				e.t.Logf("consumer: %v", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.t.Cleanup(stop)
+	return stop
+}
+
+func (e *ledgerEnv) register(service, id, addr string, ttl int64) registry.Instance {
+	e.t.Helper()
+	in, _, err := e.st.Register(e.ctx(), service, id, registry.Registration{Address: addr, TTL: &ttl})
+	if err != nil {
+		e.t.Fatalf("register %s/%s: %v", service, id, err)
+	}
+	return in
+}
+
+func (e *ledgerEnv) grant(ttl int64) clientv3.LeaseID {
+	e.t.Helper()
+	l, err := e.cli.Grant(e.ctx(), ttl)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l.ID
+}
+
+func (e *ledgerEnv) put(key, value string, lease clientv3.LeaseID) int64 {
+	e.t.Helper()
+	resp, err := e.cli.Put(e.ctx(), key, value, clientv3.WithLease(lease))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
+func (e *ledgerEnv) revoke(lease int64) int64 {
+	e.t.Helper()
+	resp, err := e.cli.Revoke(e.ctx(), clientv3.LeaseID(lease))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
+// barrier puts a lease-less instance and waits until the cursor has passed
+// it: the positive marker that the consumer has gone through everything
+// before it.
+func (e *ledgerEnv) barrier(name string) {
+	e.t.Helper()
+	rev := e.put("/service/barrier/"+name, "10.9.9.9:9", 0)
+	regdtest.Eventually(e.t, 10*time.Second, func() error {
+		cur, err := e.l.Cursor(e.ctx())
+		if err != nil {
+			return err
+		}
+		if cur < rev {
+			return fmt.Errorf("cursor at %d, barrier at %d", cur, rev)
+		}
+		return nil
+	})
+}
+
+func (e *ledgerEnv) reported() []registry.Report {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.reports)
+}
+
+// ledgerIs checks the ledger and the consumer's reports: exactly want
+// (service/id@lease → address), each once.
+func (e *ledgerEnv) ledgerIs(want map[regdtest.Expiry]string) error {
+	es, err := e.l.Expirations(e.ctx(), "", 10000)
+	if err != nil {
+		return err
+	}
+	got := map[regdtest.Expiry]string{}
+	for _, x := range es {
+		if _, dup := got[regdtest.ExpiryOf(x)]; dup {
+			return fmt.Errorf("%s in the ledger twice", regdtest.ExpiryOf(x))
+		}
+		got[regdtest.ExpiryOf(x)] = x.Address
+		if x.ReportedBy != "solo" || x.ExpiredAt.IsZero() || x.Revision == 0 {
+			return fmt.Errorf("entry with unfilled fields: %+v", x)
+		}
+	}
+	reps := map[regdtest.Expiry]int{}
+	for _, r := range e.reported() {
+		reps[regdtest.ExpiryOf(r.Expiration)]++
+	}
+	for k, a := range want {
+		if got[k] != a {
+			return fmt.Errorf("ledger has %s at %q, want %q (ledger %v)", k, got[k], a, got)
+		}
+		if reps[k] != 1 {
+			return fmt.Errorf("%s reported %d times to the caller", k, reps[k])
+		}
+	}
+	if len(got) != len(want) || len(reps) != len(want) {
+		return fmt.Errorf("ledger %v, reports %v; want %v", got, reps, want)
+	}
+	return nil
+}
+
+func exp(service, id string, lease int64) regdtest.Expiry {
+	return regdtest.Expiry{Service: service, ID: id, Lease: registry.FormatLease(lease)}
+}
+
+func leaseOf(t *testing.T, in registry.Instance) int64 { return parseLease(t, in.LeaseID) }
+
+// TestLedgerMarkerWindow pins down the one window the history cannot
+// decide: a plain client's key whose lease ends before the consumer has
+// attached the lease's marker. It is counted (Unmarked) and not reported.
+// A lease that ends after the marker was attached is reported.
+func TestLedgerMarkerWindow(t *testing.T) {
+	e := newLedgerEnv(t)
+	early := e.grant(30)
+	e.put("/service/win/early", "10.1.0.1:80", early)
+	e.revoke(int64(early)) // before any consumer saw the put
+
+	e.consume()
+	late := e.grant(30)
+	e.put("/service/win/late", "10.1.0.2:80", late)
+	regdtest.WaitLeaseMarker(t, e.cli, int64(late))
+	e.revoke(int64(late))
+	e.barrier("win")
+	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("win", "late", int64(late)): "10.1.0.2:80"}); err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !slices.Equal(e.unmarked, []int64{int64(early)}) {
+		t.Fatalf("unmarked leases %v, want only the early one %d", e.unmarked, early)
+	}
+}
+
+// TestLedgerPreparesDataOfAnOlderRegd: a data dir written by regd before
+// the lease markers holds instances without markers and deregistration
+// markers. The consumer removes the latter and marks the leases of the
+// former, so their expiry is reported like any other.
+func TestLedgerPreparesDataOfAnOlderRegd(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	keys := e.st.Keys()
+	old := e.grant(30)
+	meta := fmt.Sprintf(`{"address":"10.2.0.1:80","ttl":30,"lease":%d,"registered_at":"2026-01-01T00:00:00Z"}`, old)
+	plain := e.grant(30)
+	resp, err := e.cli.Txn(ctx).Then(
+		clientv3.OpPut(keys.Instance("old", "rest"), "10.2.0.1:80", clientv3.WithLease(old)),
+		clientv3.OpPut(keys.Meta("old", "rest"), meta),
+		clientv3.OpPut(keys.Instance("old", "plain"), "10.2.0.2:80", clientv3.WithLease(plain)),
+		clientv3.OpPut(registry.InternalPrefix+"dereg/0000000000000007/old/gone", ""),
+	).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The older reporter had consumed all of it.
+	if _, err := e.cli.Put(ctx, keys.ExpiryCursor(), fmt.Sprint(resp.Header.Revision)); err != nil {
+		t.Fatal(err)
+	}
+
+	e.consume()
+	for _, l := range []clientv3.LeaseID{old, plain} {
+		regdtest.WaitLeaseMarker(t, e.cli, int64(l))
+	}
+	regdtest.Eventually(t, 10*time.Second, func() error {
+		r, err := e.cli.Get(ctx, registry.InternalPrefix+"dereg/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil || r.Count != 0 {
+			return fmt.Errorf("%d deregistration markers left: %v", r.Count, err)
+		}
+		return nil
+	})
+	e.revoke(int64(old))
+	e.revoke(int64(plain))
+	e.barrier("old")
+	if err := e.ledgerIs(map[regdtest.Expiry]string{
+		exp("old", "rest", int64(old)):    "10.2.0.1:80",
+		exp("old", "plain", int64(plain)): "10.2.0.2:80",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e.cli.Get(ctx, keys.Meta("old", "rest")); err != nil || len(r.Kvs) != 0 {
+		t.Fatalf("meta record of the expired instance left: %v %v", r.Kvs, err)
+	}
+}
+
+// TestLedgerReconcileAfterExternalCompaction: the history between the
+// cursor and the head is compacted away before a consumer saw it. The
+// consumer reconciles from state: a REST instance whose key is gone and
+// whose lease ended is reported (once, flagged Reconciled); one deleted
+// explicitly while its lease lives is not, nor one overwritten by a plain
+// client; their records go and their leases are revoked. The documented
+// ambiguity: a key deleted explicitly whose lease then also ended in the
+// gap is reported as expired too.
+func TestLedgerReconcileAfterExternalCompaction(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	keys := e.st.Keys()
+	expired := e.register("rc", "expired", "10.3.0.1:80", 2)
+	deleted := e.register("rc", "deleted", "10.3.0.2:80", 30)
+	overwritten := e.register("rc", "overwritten", "10.3.0.3:80", 30)
+	e.register("rc", "live", "10.3.0.4:80", 30)
+	ambiguous := e.register("rc", "deleted-then-ended", "10.3.0.5:80", 2)
+	if _, err := e.cli.Delete(ctx, keys.Instance("rc", "deleted")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Delete(ctx, keys.Instance("rc", "deleted-then-ended")); err != nil {
+		t.Fatal(err)
+	}
+	e.put(keys.Instance("rc", "overwritten"), "10.3.0.33:80", 0)
+	for _, in := range []registry.Instance{expired, ambiguous} {
+		regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, in))
+	}
+	head := e.put("/other/compact", "x", 0)
+	if _, err := e.cli.Compact(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+
+	e.consume()
+	e.barrier("rc")
+	if err := e.ledgerIs(map[regdtest.Expiry]string{
+		exp("rc", "expired", leaseOf(t, expired)):              "10.3.0.1:80",
+		exp("rc", "deleted-then-ended", leaseOf(t, ambiguous)): "10.3.0.5:80",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range e.reported() {
+		if !r.Reconciled || r.Revision <= head {
+			t.Fatalf("report %+v: want Reconciled at the reconcile revision (after %d)", r, head)
+		}
+	}
+	metas, err := e.cli.Get(ctx, keys.MetaAll(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(metas.Kvs) != 1 || string(metas.Kvs[0].Key) != keys.Meta("rc", "live") {
+		t.Fatalf("meta records left: %v; want only rc/live's", metas.Kvs)
+	}
+	for _, in := range []registry.Instance{deleted, overwritten} {
+		regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, in)) // revoked
+	}
+}
+
+// TestLedgerReplayReportsNothingTwice: a consumer that replays history it
+// had already committed (the reply of its commit was lost, then it or a
+// successor read the old cursor) rewrites no entry and reports none again.
+func TestLedgerReplayReportsNothingTwice(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	stop := e.consume()
+	a := e.grant(30)
+	e.put("/service/rp/a", "10.4.0.1:80", a)
+	b := e.register("rp", "b", "10.4.0.2:80", 30)
+	e.barrier("rp-1") // a's marker is attached by now
+	e.revoke(int64(a))
+	e.revoke(leaseOf(t, b))
+	e.barrier("rp-2")
+	want := map[regdtest.Expiry]string{exp("rp", "a", int64(a)): "10.4.0.1:80", exp("rp", "b", leaseOf(t, b)): "10.4.0.2:80"}
+	if err := e.ledgerIs(want); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.l.Expirations(ctx, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	if _, err := e.cli.Put(ctx, e.st.Keys().ExpiryCursor(), "1"); err != nil { // rewind
+		t.Fatal(err)
+	}
+	e.consume()
+	c := e.register("rp", "c", "10.4.0.3:80", 30)
+	e.revoke(leaseOf(t, c))
+	e.barrier("rp-3")
+	want[exp("rp", "c", leaseOf(t, c))] = "10.4.0.3:80"
+	if err := e.ledgerIs(want); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.l.Expirations(ctx, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := regdtest.SameLedger(before, after[1:]); err != nil {
+		t.Fatalf("the replay changed the entries it found: %v", err)
+	}
+}
+
+// TestLedgerSplitsALargeRevision: a lease that holds more instances than
+// one transaction can record ends in one revision; every expiry is
+// recorded once, over several commits that never move the cursor past a
+// revision whose writes are not all durable.
+func TestLedgerSplitsALargeRevision(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	e.consume()
+	lease := e.grant(60)
+	want := map[regdtest.Expiry]string{}
+	const n = 250
+	for i := 0; i < n; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < min(i+100, n); j++ {
+			id := fmt.Sprintf("i%03d", j)
+			ops = append(ops, clientv3.OpPut(e.st.Keys().Instance("big", id), fmt.Sprintf("10.5.%d.%d:80", j/200, j%200+1), clientv3.WithLease(lease)))
+			want[exp("big", id, int64(lease))] = fmt.Sprintf("10.5.%d.%d:80", j/200, j%200+1)
+		}
+		if _, err := e.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.barrier("big-1")
+	rev := e.revoke(int64(lease))
+	e.barrier("big-2")
+	if err := e.ledgerIs(want); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range e.reported() {
+		if r.Revision != rev {
+			t.Fatalf("report %+v not at the revoke's revision %d", r, rev)
+		}
+	}
+}
+
+// TestLedgerCompactHistoryNeverPassesTheCursor: regd's own compaction
+// stops at the cursor, so the consumer never has to reconcile after it.
+func TestLedgerCompactHistoryNeverPassesTheCursor(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	if done, err := e.l.CompactHistory(ctx, 1<<62); err != nil || done != 0 {
+		t.Fatalf("CompactHistory before any cursor: %d %v, want 0", done, err)
+	}
+	stop := e.consume()
+	e.barrier("cmp")
+	stop()
+	cur, err := e.l.Cursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := e.put("/service/cmp/after", "10.6.0.1:80", 0)
+	done, err := e.l.CompactHistory(ctx, head)
+	if err != nil || done != cur {
+		t.Fatalf("CompactHistory(%d) with the cursor at %d: %d %v", head, cur, done, err)
+	}
+	if _, err := e.cli.Get(ctx, "/service/", clientv3.WithPrefix(), clientv3.WithRev(cur+1)); err != nil {
+		t.Fatalf("history after the cursor was compacted: %v", err)
+	}
+}
+
+// TestLedgerReconcilesMoreThanOneCommit: a reconcile whose work needs
+// several commits reports each vanished instance once.
+func TestLedgerReconcilesMoreThanOneCommit(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	want := map[regdtest.Expiry]string{}
+	var last registry.Instance
+	for i := range 120 {
+		last = e.register("rcbig", fmt.Sprintf("i%03d", i), fmt.Sprintf("10.7.0.%d:80", i+1), 2)
+		want[regdtest.ExpiryOfInstance(last)] = last.Address
+	}
+	regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, last))
+	if n, err := e.cli.Get(ctx, "/service/rcbig/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || n.Count != 0 {
+		t.Fatalf("%d instances left after their leases ended: %v", n.Count, err)
+	}
+	head := e.put("/other/compact", "x", 0)
+	if _, err := e.cli.Compact(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	e.consume()
+	e.barrier("rcbig")
+	if err := e.ledgerIs(want); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,265 @@
+package registry
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.uber.org/zap"
+)
+
+// leaseLookupTimeout bounds the lease lookup that gives a plain client's key
+// its TTL, so that a member without a quorum does not stall its view.
+const leaseLookupTimeout = time.Second
+
+// viewChange is one instance's change, ready to go into the index.
+type viewChange struct {
+	svc, id string
+	event   Event
+	del     bool
+}
+
+// apply applies one revision. The previous state of each key is what this
+// view last published (a removal event carries the instance as subscribers
+// saw it), and Classify, from the revision's events alone, says whether a
+// removal is an expire or a deregister.
+func (v *View) apply(ctx context.Context, ch Changes) {
+	olds := make(map[string]Instance)
+	v.mu.Lock()
+	for i := range ch.Instances {
+		ic := &ch.Instances[i]
+		ic.Prev = nil
+		if old, ok := v.instance(ic.Service, ic.ID); ok {
+			olds[ic.Service+"/"+ic.ID] = old
+			ic.Prev = &KeyState{Address: old.Address, Valid: true, Lease: leaseIDOf(old), ModRevision: old.Revision}
+		}
+	}
+	v.mu.Unlock()
+	removed := make(map[string]Removal)
+	for _, r := range Classify(ch) {
+		removed[r.Service+"/"+r.ID] = r
+	}
+
+	// Building instances may call etcd (lease lookups): outside the lock.
+	metaOf := func(key string) meta {
+		if m, ok := ch.metaPut[key]; ok {
+			return m
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.metas[key]
+	}
+	var changes []viewChange
+	for _, ic := range ch.Instances {
+		k := ic.Service + "/" + ic.ID
+		if r, ok := removed[k]; ok {
+			changes = append(changes, viewChange{ic.Service, ic.ID, Event{Type: eventType(r.Cause), Instance: olds[k], Revision: ch.Revision}, true})
+			continue
+		}
+		if ic.Deleted || !ic.Now.Valid {
+			continue
+		}
+		inst := v.build(ctx, ic.Service, ic.ID, ic.Now, metaOf(k))
+		changes = append(changes, viewChange{ic.Service, ic.ID, Event{Type: EventRegister, Instance: inst, Revision: ch.Revision}, false})
+	}
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for k := range ch.metaDel {
+		delete(v.metas, k)
+	}
+	for k, m := range ch.metaPut {
+		v.metas[k] = m
+	}
+	for _, ic := range ch.Instances {
+		v.trackValue(ic.Service, ic.ID, !ic.Deleted && !ic.Now.Valid, ch.Revision)
+	}
+	countsChanged := false
+	for _, c := range changes {
+		countsChanged = v.applyChange(c, ch.Revision) || countsChanged
+	}
+	if countsChanged {
+		v.touchAll(ch.Revision)
+	}
+	v.setRev(ch.Revision)
+}
+
+func eventType(c Cause) string {
+	if c == CauseExpired {
+		return EventExpire
+	}
+	return EventDeregister
+}
+
+// build is the instance of a key whose value is an instance value, bounded
+// in time (Store.build may look up a plain client's lease).
+func (v *View) build(ctx context.Context, svc, id string, k KeyState, m meta) Instance {
+	ctx, cancel := context.WithTimeout(ctx, leaseLookupTimeout)
+	defer cancel()
+	inst, _ := v.st.build(ctx, svc, id, k, m)
+	return inst
+}
+
+// trackValue counts the keys named like instances whose value is no
+// instance, and logs each once when it appears. Call with v.mu held.
+func (v *View) trackValue(svc, id string, invalid bool, rev int64) {
+	k := svc + "/" + id
+	if !invalid {
+		delete(v.invalid, k)
+		return
+	}
+	if !v.invalid[k] {
+		v.invalid[k] = true
+		v.lg.Warn("key under the registry prefix holds a value that is neither host:port nor a gRPC naming endpoint; it is not an instance",
+			zap.String("key", v.st.keys.Instance(svc, id)), zap.Int64("revision", rev))
+	}
+}
+
+// applyChange puts one change into the index and publishes its event. It
+// reports whether the service's instance count changed. Call with v.mu held.
+func (v *View) applyChange(c viewChange, rev int64) bool {
+	st := v.state(c.svc)
+	_, existed := st.instances[c.id]
+	if c.del {
+		delete(st.instances, c.id)
+	} else {
+		st.instances[c.id] = c.event.Instance
+	}
+	v.touch(c.svc, st, rev)
+	v.publish(c.event)
+	return existed == c.del
+}
+
+// load replaces the view's state with a snapshot at rev. If the view held
+// an older state (a resync after a broken watch), the differences become
+// events at rev. The history of the gap may be gone, so a vanished
+// instance is classified by the state instead: its lease's marker still
+// there means the lease is alive and the key was deleted (deregister),
+// gone means the lease ended (expire). The expiry ledger is the authority;
+// this only labels the watch events of a resync.
+func (v *View) load(ctx context.Context, rev int64, kvs []*mvccpb.KeyValue) {
+	metas := make(map[string]meta)
+	marked := make(map[int64]bool)
+	type instKV struct {
+		svc, id string
+		k       KeyState
+	}
+	var valid []instKV
+	var invalid []instKV
+	for _, kv := range kvs {
+		key := string(kv.Key)
+		if lease, ok := parseLeaseMarker(key); ok {
+			marked[lease] = true
+		} else if rest, ok := strings.CutPrefix(key, metaRoot); ok {
+			if m, ok := decodeMeta(kv); ok {
+				metas[rest] = m
+			}
+		} else if svc, id, ok := v.st.keys.ParseInstance(key); ok {
+			if k := keyState(kv); k.Valid {
+				valid = append(valid, instKV{svc, id, k})
+			} else {
+				invalid = append(invalid, instKV{svc, id, k})
+			}
+		}
+	}
+	fresh := make(map[string]map[string]Instance)
+	for _, in := range valid {
+		if fresh[in.svc] == nil {
+			fresh[in.svc] = make(map[string]Instance)
+		}
+		fresh[in.svc][in.id] = v.build(ctx, in.svc, in.id, in.k, metas[in.svc+"/"+in.id])
+	}
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.metas = metas
+	stillInvalid := make(map[string]bool)
+	for _, in := range invalid {
+		v.trackValue(in.svc, in.id, true, rev)
+		stillInvalid[in.svc+"/"+in.id] = true
+	}
+	for k := range v.invalid {
+		if !stillInvalid[k] {
+			delete(v.invalid, k)
+		}
+	}
+	var events []Event
+	if v.readyOK {
+		events = v.resyncEvents(rev, fresh, stillInvalid, marked)
+		v.lg.Info("registry view reloaded", zap.Int64("revision", rev), zap.Int("changes", len(events)))
+	}
+	for svc, st := range v.services {
+		if _, ok := fresh[svc]; !ok {
+			st.instances = map[string]Instance{}
+			v.touch(svc, st, rev)
+		}
+	}
+	for svc, insts := range fresh {
+		st := v.state(svc)
+		st.instances = insts
+		v.touch(svc, st, rev)
+	}
+	v.touchAll(rev)
+	for _, e := range events {
+		v.publish(e)
+	}
+	if !v.readyOK {
+		// Subscribers can resume only from revisions this view has seen.
+		v.floor = rev
+	}
+	v.setRev(rev)
+	if !v.readyOK {
+		v.readyOK = true
+		close(v.ready)
+	}
+}
+
+// resyncEvents is the difference between the index and a reloaded state,
+// as events at rev, sorted by service and id. Call with v.mu held.
+func (v *View) resyncEvents(rev int64, fresh map[string]map[string]Instance, invalid map[string]bool, marked map[int64]bool) []Event {
+	var events []Event
+	gone := Changes{Revision: rev}
+	olds := make(map[string]Instance)
+	for svc, st := range v.services {
+		for id, old := range st.instances {
+			if inst, ok := fresh[svc][id]; ok {
+				if inst.Revision != old.Revision {
+					events = append(events, Event{Type: EventRegister, Instance: inst, Revision: rev})
+				}
+				continue
+			}
+			k := svc + "/" + id
+			olds[k] = old
+			lease := leaseIDOf(old)
+			ic := InstanceChange{Service: svc, ID: id, Deleted: !invalid[k], Prev: &KeyState{Address: old.Address, Valid: true, Lease: lease}}
+			if ic.Deleted && lease != 0 && !marked[lease] {
+				gone.EndedLeases = setAdd(gone.EndedLeases, lease)
+			}
+			gone.Instances = append(gone.Instances, ic)
+		}
+	}
+	for svc, insts := range fresh {
+		for id, inst := range insts {
+			if _, ok := v.instance(svc, id); !ok {
+				events = append(events, Event{Type: EventRegister, Instance: inst, Revision: rev})
+			}
+		}
+	}
+	for _, r := range Classify(gone) {
+		events = append(events, Event{Type: eventType(r.Cause), Instance: olds[r.Service+"/"+r.ID], Revision: rev})
+	}
+	slices.SortFunc(events, func(a, b Event) int {
+		return cmp.Or(cmp.Compare(a.Instance.Service, b.Instance.Service), cmp.Compare(a.Instance.ID, b.Instance.ID))
+	})
+	return events
+}
+
+// leaseIDOf is an instance's lease as a number.
+func leaseIDOf(inst Instance) int64 {
+	lease, _ := strconv.ParseInt(inst.LeaseID, 10, 64)
+	return lease
+}

@@ -1,0 +1,208 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func (v *View) publish(e Event) {
+	// Encoded once here, not once per subscriber.
+	if e.Data == nil {
+		e.Data, _ = json.Marshal(e.Instance) // Instances always encode
+	}
+	v.history = append(v.history, e)
+	// Trim in one go once the history is a quarter over its size: trimming
+	// on every event would copy the whole history per event, under the lock.
+	if len(v.history) > v.opts.History+v.opts.History/4 {
+		over := len(v.history) - v.opts.History
+		v.floor = v.history[over-1].Revision
+		// Never split a revision: the floor must be a revision whose
+		// events are all gone.
+		for over < len(v.history) && v.history[over].Revision == v.floor {
+			over++
+		}
+		v.history = append([]Event(nil), v.history[over:]...)
+	}
+	for s := range v.subs {
+		if s.service == "" || s.service == e.Instance.Service {
+			if !s.push(e, v.opts.QueueLimit) {
+				delete(v.subs, s)
+			}
+		}
+	}
+}
+
+// Subscription receives events in revision order.
+type Subscription struct {
+	v       *View
+	service string
+	mu      sync.Mutex
+	queue   []Event
+	err     error
+	notify  chan struct{}
+}
+
+// futureWait bounds how long Subscribe waits for the view to reach a
+// revision it has not applied yet.
+const futureWait = 2 * time.Second
+
+// Subscribe streams the events of service ("" for all services) with
+// revision > after. It returns ErrCompacted when after is older than what
+// this node can replay, or older than etcd's compaction point, or a
+// revision the view does not reach within futureWait (not one of this
+// cluster's); the caller then starts over from a list.
+func (v *View) Subscribe(ctx context.Context, service string, after int64) (*Subscription, error) {
+	select {
+	case <-v.ready:
+	case <-ctx.Done():
+		return nil, viewNotReady(ctx.Err())
+	}
+	if after > v.Rev() {
+		// The subscriber's last event came from a member that is ahead
+		// of this one. Without catching up first, the events up to after
+		// would reach it a second time.
+		wctx, cancel := context.WithTimeout(ctx, futureWait)
+		err := v.WaitRev(wctx, after)
+		cancel()
+		if ctx.Err() != nil {
+			return nil, viewNotReady(ctx.Err())
+		}
+		if err != nil {
+			return nil, ErrCompacted
+		}
+	}
+	if v.storeCompacted(ctx, after) {
+		return nil, ErrCompacted
+	}
+	return v.subscribe(service, after)
+}
+
+// storeCompacted reports whether etcd has compacted revision after away.
+// The view may still hold those events, but the contract makes a resume
+// from before the store's compaction point a reset. A local, serializable
+// read at that revision answers it; any other error leaves the decision to
+// the view's own history.
+func (v *View) storeCompacted(ctx context.Context, after int64) bool {
+	if after <= 0 {
+		return false // revision 0 means "latest" to etcd; the floor covers it
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := v.st.cli.Get(ctx, v.lo, clientv3.WithRev(after), clientv3.WithSerializable(), clientv3.WithCountOnly())
+	return err != nil && isCompacted(err)
+}
+
+func (v *View) subscribe(service string, after int64) (*Subscription, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil, ErrViewClosed
+	}
+	if after < v.floor {
+		return nil, ErrCompacted
+	}
+	s := &Subscription{v: v, service: service, notify: make(chan struct{}, 1)}
+	i := sort.Search(len(v.history), func(i int) bool { return v.history[i].Revision > after })
+	for _, e := range v.history[i:] {
+		if service == "" || e.Instance.Service == service {
+			s.queue = append(s.queue, e)
+		}
+	}
+	if len(s.queue) > 0 {
+		s.notify <- struct{}{}
+	}
+	v.subs[s] = struct{}{}
+	return s, nil
+}
+
+// SubscribeFromList returns the current list of service and a subscription
+// to every event after it, atomically: what a reset starts from.
+func (v *View) SubscribeFromList(ctx context.Context, service string) (InstanceList, *Subscription, error) {
+	select {
+	case <-v.ready:
+	case <-ctx.Done():
+		return InstanceList{}, nil, viewNotReady(ctx.Err())
+	}
+	v.mu.Lock()
+	rev := v.rev
+	v.mu.Unlock()
+	for {
+		list := v.List(service)
+		s, err := v.subscribe(service, list.Revision)
+		if err != nil {
+			return InstanceList{}, nil, err
+		}
+		if list.Revision >= rev {
+			return list, s, nil
+		}
+		s.Close()
+	}
+}
+
+func (s *Subscription) push(e Event, limit int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return false
+	}
+	if len(s.queue) >= limit {
+		s.err = ErrSlowSubscriber
+		s.queue = nil
+		s.wake()
+		return false
+	}
+	s.queue = append(s.queue, e)
+	s.wake()
+	return true
+}
+
+func (s *Subscription) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.wake()
+}
+
+func (s *Subscription) wake() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Notify has a value when Drain has something to return.
+func (s *Subscription) Notify() <-chan struct{} { return s.notify }
+
+// Drain returns the pending events, and the error that ended the
+// subscription once everything before it was drained.
+//
+// It takes the view's lock, under which a revision's events are published
+// together, so it never returns part of a revision: a client that resumes
+// after the last id it received misses nothing.
+func (s *Subscription) Drain() ([]Event, error) {
+	s.v.mu.Lock()
+	defer s.v.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	if len(q) > 0 {
+		return q, nil
+	}
+	return nil, s.err
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() {
+	s.v.mu.Lock()
+	delete(s.v.subs, s)
+	s.v.mu.Unlock()
+	s.fail(ErrViewClosed)
+}
