@@ -103,7 +103,7 @@ func (h *httpc) doConn(ctx context.Context, method, url string, header []string,
 // statusErr is the error for an unexpected status, with the start of the
 // body for the error samples.
 func statusErr(status int, body []byte) error {
-	msg := string(body)
+	msg := strings.TrimSpace(string(body))
 	if len(msg) > 160 {
 		msg = msg[:160] + "..."
 	}
