@@ -139,7 +139,7 @@ func (s *scaleRun) cost(ctx context.Context) error {
 	}
 	var per []string
 	for _, rw := range r.Rows {
-		if rw.System == "regd" {
+		if rw.System == "regd" && rw.Ops > 0 {
 			per = append(per, fmt.Sprintf("%s %.0f µs", rw.Op, rw.ServerCPUPerOpUs))
 		}
 	}
@@ -177,7 +177,6 @@ func (s *scaleRun) costSystem(ctx context.Context, be backend, r *costResult) er
 		insts, err = s.preregister(ctx, be, svc, o.k, tr)
 		return err
 	}
-	var registerCPU float64 // per registration, for the SSE row
 	for _, op := range o.ops {
 		var (
 			fn    loadgen.Op
@@ -263,17 +262,9 @@ func (s *scaleRun) costSystem(ctx context.Context, be backend, r *costResult) er
 				}
 			}()
 		case "sse":
-			st, m, err := s.measureNotify(ctx, be, tr)
+			row, err := s.costSSE(ctx, be, tr)
 			if err != nil {
 				return err
-			}
-			row := s.costRowOf(sys, op, st, m, nil)
-			if registerCPU > 0 {
-				net := row.ServerCPUSeconds - float64(st.Registrations)*registerCPU
-				row.ServerCPUPerOpUs = max(net, 0) / float64(max(st.Ops, 1)) * 1e6
-				row.Note = fmt.Sprintf("%d subscribers; per event delivered, after the %d registrations' own CPU (%.0f µs each, from the register row)", st.Subscribers, st.Registrations, registerCPU*1e6)
-			} else {
-				row.Note = fmt.Sprintf("%d subscribers; per event delivered, the registrations' own CPU included (no register row)", st.Subscribers)
 			}
 			r.Rows = append(r.Rows, row)
 			continue
@@ -284,9 +275,6 @@ func (s *scaleRun) costSystem(ctx context.Context, be backend, r *costResult) er
 		}
 		row := s.costRowOf(sys, op, st, m, units)
 		row.Note = note
-		if op == "register" && row.Ops > 0 {
-			registerCPU = row.ServerCPUSeconds / float64(row.Ops)
-		}
 		r.Rows = append(r.Rows, row)
 	}
 	return nil
@@ -303,7 +291,7 @@ func (s *scaleRun) measure(ctx context.Context, be backend, op string, fn loadge
 			return nil, phase{}, err
 		}
 	}
-	s.logf("cost: %s %s, %d clients, %s", be.name(), op, o.concurrency, o.duration)
+	s.logf("%s: %s %s, %d clients, %s", o.workload, be.name(), op, o.concurrency, o.duration)
 	m0 := s.mark()
 	res, err := loadgen.Run(ctx, loadgen.Config{Concurrency: o.concurrency, Duration: o.duration}, fn)
 	m1 := s.mark()
@@ -314,15 +302,50 @@ func (s *scaleRun) measure(ctx context.Context, be backend, op string, fn loadge
 	return loadgen.FromResult(res, nil), p, nil
 }
 
-// measureNotify runs the notify workload (SSE, the gateway's /v3/watch,
-// clientv3's Watch) as one measured phase.
-func (s *scaleRun) measureNotify(ctx context.Context, be backend, tr *tracker) (*loadgen.Stats, phase, error) {
-	s.logf("cost: %s sse, %d subscribers, registrations at %d clients, %s", be.name(), s.o.subscribers, s.o.concurrency, s.o.duration)
+// sseConcurrency is the registrations' concurrency behind the SSE row: low,
+// so that the events, not the registrations, are most of the CPU.
+const sseConcurrency = 4
+
+// costSSE is the CPU per event delivered to a subscriber, by difference:
+// registrations at sseConcurrency into a service nobody watches, then the
+// notify workload (the same registrations into a service --subscribers
+// watch: SSE, the gateway's /v3/watch, clientv3's Watch); what the second
+// costs per registration beyond the first, over the events each
+// registration made.
+func (s *scaleRun) costSSE(ctx context.Context, be backend, tr *tracker) (costRow, error) {
+	o := s.o
+	saved := o.concurrency
+	o.concurrency = sseConcurrency
+	defer func() { o.concurrency = saved }()
+	nt := int64(be.ntargets())
+	bsvc := s.service(be, "costbase")
+	base, bp, err := s.measure(ctx, be, "register (unwatched, for sse)", func(ctx context.Context, _ int, seq int64) (int, error) {
+		in := &inst{service: bsvc, id: "b" + itoa(seq), addr: address(seq)}
+		tr.add(in)
+		return 0, be.register(ctx, int(seq%nt), in, o.ttl)
+	})
+	if err != nil {
+		return costRow{}, err
+	}
+	s.logf("cost: %s sse, %d subscribers, registrations at %d clients, %s", be.name(), o.subscribers, o.concurrency, o.duration)
 	m0 := s.mark()
 	st, err := s.notify(ctx, be, tr)
-	m1 := s.mark()
-	p := s.addPhase(be.name()+" sse", m0, m1)
-	return st, p, err
+	p := s.addPhase(be.name()+" sse", m0, s.mark())
+	if err != nil {
+		return costRow{}, err
+	}
+	row := s.costRowOf(be.name(), "sse", st, p, nil)
+	baseCPU, ok := bp.serverCPU()
+	if !ok || base.Ops == 0 || st.Registrations == 0 {
+		row.Note = "no baseline: CPU per event includes the registrations"
+		return row, nil
+	}
+	perReg := max(baseCPU-s.res.Cost.IdleCPUPerSec*bp.Seconds, 0) / float64(base.Ops)
+	net := row.ServerCPUSeconds - perReg*float64(st.Registrations)
+	row.ServerCPUPerOpUs = max(net, 0) / float64(max(st.Ops, 1)) * 1e6
+	row.Note = fmt.Sprintf("per event delivered: %d subscribers, %d registrations at %d clients; CPU beyond the same registrations unwatched (%.0f µs each)",
+		st.Subscribers, st.Registrations, sseConcurrency, perReg*1e6)
+	return row, nil
 }
 
 func (s *scaleRun) costRowOf(sys, op string, st *loadgen.Stats, p phase, units func(int64) int64) costRow {

@@ -80,9 +80,12 @@ type options struct {
 	ops           []string
 	idle          time.Duration
 	out           string
+	stopCmd       string
+	startCmd      string
+	dataDirs      []string
 	set           map[string]bool // flags given on the command line
 
-	rawPids, rawSystems, rawOps *string
+	rawPids, rawSystems, rawOps, rawDataDirs *string
 }
 
 func main() {
@@ -125,7 +128,10 @@ func scaleFlags(fs *flag.FlagSet, o *options) (pids, systems, ops *string) {
 	systems = fs.String("systems", "regd,etcd,native", "cost: systems to measure: regd (REST), etcd (its JSON gateway), native (etcd gRPC through clientv3); etcd and native need --etcd")
 	ops = fs.String("ops", strings.Join(costOps, ","), "cost: operations to measure")
 	fs.DurationVar(&o.idle, "idle", 3*time.Second, "cost: how long the servers' idle CPU is measured first (subtracted from every operation's)")
-	fs.StringVar(&o.out, "out", "", "snapshot: the `file` to write the snapshot to (default: a temporary file, removed)")
+	fs.StringVar(&o.out, "out", "", "snapshot, million: the `file` to write the snapshot to (default: a temporary file, removed)")
+	fs.StringVar(&o.stopCmd, "stop-cmd", "", "million: a shell `command` that stops every member (e.g. scripts/cluster3.sh stop), run before --start-cmd")
+	fs.StringVar(&o.startCmd, "start-cmd", "", "million: a shell `command` that starts every member again; the time from its start until all are ready, and until one lists everything again, is measured")
+	o.rawDataDirs = fs.String("data-dirs", "", "million: the members' data `dirs`, comma-separated, whose sizes are reported")
 	return pids, systems, ops
 }
 
@@ -183,6 +189,9 @@ with the servers' CPU and RSS per phase from /proc; see docs/scale.md):
              the last subscriber has each; server RSS per subscriber
   expiry     --instances stop heartbeating at once: every one reported exactly
              once?  how fast, with what lag; REST latency of --others meanwhile
+  million    --instances (default 1,000,000) in --services (10,000): time to
+             register, RSS, one --k service's list before and after, snapshot
+             size, and with --stop-cmd/--start-cmd the time to restart
   cost       server CPU per operation from /proc, for regd's REST API, etcd's
              JSON gateway and native etcd gRPC (clientv3) on the same members
   snapshot   an etcd snapshot through clientv3 (Maintenance.Snapshot): size, time
@@ -284,6 +293,10 @@ func (o *options) scaleDefaults() error {
 		def("concurrency", func() { o.concurrency = 8 })
 	case "fanout":
 		def("subscribers", func() { o.subscribers = 10000 })
+	case "million":
+		def("instances", func() { o.instances = 1000000 })
+		def("services", func() { o.services = 10000 })
+		def("warmup", func() { o.warmup = 2 * time.Second })
 	case "cost":
 		def("concurrency", func() { o.concurrency = 64 })
 		def("warmup", func() { o.warmup = 2 * time.Second })
@@ -297,6 +310,7 @@ func (o *options) scaleDefaults() error {
 		}
 		o.pids = append(o.pids, n)
 	}
+	o.dataDirs = splitList(*o.rawDataDirs)
 	o.systems = splitList(*o.rawSystems)
 	o.ops = splitList(*o.rawOps)
 	switch {
@@ -353,6 +367,8 @@ func (o *options) scaleDefaults() error {
 			o.maxDuration = time.Duration(len(o.systems)*len(o.ops))*(o.warmup+o.duration+20*time.Second) + o.idle + 2*time.Minute
 		case "snapshot":
 			o.maxDuration = 10 * time.Minute
+		case "million":
+			o.maxDuration = register + 2*(o.warmup+o.duration) + 15*time.Minute
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,7 +23,7 @@ import (
 // The scale workloads of issue 17. Each is one bounded run that writes one
 // scaleResult: the figures beside the issue's goals, what every server
 // process and the tool itself used per phase, and what was run where.
-var scaleWorkloads = []string{"liveness", "fanout", "expiry", "cost", "snapshot"}
+var scaleWorkloads = []string{"liveness", "fanout", "expiry", "million", "cost", "snapshot"}
 
 // scaleResult is the --json object of a scale workload; `regd-bench
 // scale-report` renders a set of them as docs/scale.md's sections.
@@ -50,6 +51,7 @@ type scaleResult struct {
 	Liveness *livenessResult `json:"liveness,omitempty"`
 	Fanout   *fanoutResult   `json:"fanout,omitempty"`
 	Expiry   *expiryResult   `json:"expiry,omitempty"`
+	Million  *millionResult  `json:"million,omitempty"`
 	Cost     *costResult     `json:"cost,omitempty"`
 	Snapshot *snapshotResult `json:"snapshot,omitempty"`
 
@@ -167,6 +169,8 @@ func runScale(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 			err = s.fanout(ctx)
 		case "expiry":
 			err = s.expiry(ctx)
+		case "million":
+			err = s.million(ctx)
 		case "cost":
 			err = s.cost(ctx)
 		case "snapshot":
@@ -209,31 +213,36 @@ func (s *scaleRun) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	// One entry per target, in order (pid -1 when unknown: its reads
-	// fail and its figures are marked missing), then this process.
-	names := make([]string, 0, len(o.targets)+1)
-	pids := make([]int, 0, len(o.targets)+1)
+	for _, t := range o.targets {
+		s.res.Members = append(s.res.Members, s.memberName(ctx, t))
+	}
+	s.startSampler(o.pids)
+	return nil
+}
+
+// startSampler (re)starts sampling: one entry per target, in order, with
+// the pid from pids or found by the target's port (-1 when unknown: its
+// reads fail and its figures are marked missing), then this process.
+func (s *scaleRun) startSampler(pids []int) {
+	o := s.o
+	if s.sampler != nil {
+		s.sampler.Stop()
+	}
+	names := append(slices.Clone(s.res.Members), "regd-bench")
+	all := make([]int, 0, len(names))
 	for i, t := range o.targets {
-		name := s.memberName(ctx, t)
-		s.res.Members = append(s.res.Members, name)
 		pid := -1
-		if i < len(o.pids) {
-			pid = o.pids[i]
+		if i < len(pids) {
+			pid = pids[i]
 		} else if p, err := findServer(t); err == nil {
 			pid = p
 		} else {
 			s.res.Notes = append(s.res.Notes, fmt.Sprintf("no CPU or RSS figures for %s: %v (give --pids)", t, err))
 		}
-		names = append(names, name)
-		pids = append(pids, pid)
+		all = append(all, pid)
 	}
-	// This process last: the tool's own cost is reported beside the
-	// servers'.
-	names = append(names, "regd-bench")
-	pids = append(pids, 0)
-	s.sampler = loadgen.NewSampler(names, pids)
+	s.sampler = loadgen.NewSampler(names, append(all, 0))
 	s.sampler.Start(o.sampleEvery)
-	return nil
 }
 
 // findServer is the pid of the local process listening on target's port.

@@ -123,6 +123,8 @@ func writeScaleMarkdown(w io.Writer, rs []*scaleResult, level int) {
 			writeFanout(w, r.Fanout)
 		case r.Expiry != nil:
 			writeExpiry(w, r.Expiry)
+		case r.Million != nil:
+			writeMillion(w, r.Million, r.Snapshot)
 		case r.Cost != nil:
 			writeCost(w, r.Cost)
 		}
@@ -263,6 +265,32 @@ func writeExpiry(w io.Writer, e *expiryResult) {
 		}
 		k := e.OthersKeeper
 		fmt.Fprintf(w, "| %s renewals of the others (per request) | %.1f | %s | %s | %s | %s |\n\n", k.Mode, k.RequestsPerS, fmtMs(k.Latency.P50), fmtMs(k.Latency.P99), fmtMs(k.Latency.Max), counts(k.RequestErrors))
+	}
+}
+
+func writeMillion(w io.Writer, m *millionResult, sn *snapshotResult) {
+	fmt.Fprintf(w, "%d instances in %d services registered over REST in %.1f s (%.0f/s, p50 %s, p99 %s, errors %s); %d listed afterwards.\n\n",
+		m.Instances, m.Services, m.RegisterSeconds, m.RegisterPerSec, fmtMs(m.RegisterLatency.P50), fmtMs(m.RegisterLatency.P99), counts(m.RegisterErrors), m.Listed)
+	if m.ListEmpty != nil && m.ListLoaded != nil {
+		fmt.Fprintln(w, "| list of one service | lists/s | p50 | p90 | p99 | max | errors |")
+		fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|---|")
+		for _, row := range []struct {
+			name string
+			st   *loadgen.Stats
+		}{{"empty registry", m.ListEmpty}, {"among all the others", m.ListLoaded}} {
+			l := row.st.Latency
+			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %s |\n", row.name, row.st.OpsPerSec, fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.Max), row.st.ErrorString())
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "RSS per member populated: %s; after the restart: %s. Data dirs: %s.\n\n", mibList(m.RSSLoaded), mibList(m.RSSRestarted), mibList(m.DataDirMiB))
+	if m.RestartCmdSeconds > 0 {
+		fmt.Fprintf(w, "Restart: all members stopped (%.1f s), then started: the start command took %.1f s; every member ready %.1f s after it began; a member lists every instance after %.1f s.\n\n",
+			m.StopSeconds, m.RestartCmdSeconds, m.RestartReadySeconds, m.RestartFullSeconds)
+	}
+	if sn != nil {
+		fmt.Fprintf(w, "Snapshot (clientv3 Maintenance.SnapshotWithVersion from %s): %.1f MiB in %.1f s at revision %d; %d keys under /service/; bbolt file %.1f MiB (%.1f MiB in use).\n\n",
+			sn.Endpoint, sn.SnapshotMiB, sn.SnapshotSecs, sn.Revision, sn.Keys, sn.DBSizeMiB, sn.DBInUseMiB)
 	}
 }
 

@@ -39,7 +39,7 @@ func (s *scaleRun) snapshot(ctx context.Context) error {
 	o := s.o
 	r := &snapshotResult{Endpoint: o.etcd[0]}
 	s.res.Snapshot = r
-	s.res.Params = map[string]any{"endpoint": o.etcd[0]}
+	s.res.Params["snapshot_endpoint"] = o.etcd[0]
 	c, err := clientv3.New(clientv3.Config{Endpoints: []string{o.etcd[0]}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return err
@@ -50,6 +50,9 @@ func (s *scaleRun) snapshot(ctx context.Context) error {
 		return fmt.Errorf("status of %s: %w", o.etcd[0], err)
 	}
 	r.DBSizeMiB, r.DBInUseMiB = float64(st.DbSize)/(1<<20), float64(st.DbSizeInUse)/(1<<20)
+	if st.Header != nil {
+		r.Revision = st.Header.Revision // the snapshot is at this revision or later
+	}
 	if g, err := c.Get(ctx, "/service/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
 		r.Keys = g.Count
 	}
@@ -88,7 +91,7 @@ func (s *scaleRun) snapshot(ctx context.Context) error {
 	r.SnapshotSecs = time.Since(start).Seconds()
 	r.SnapshotMiB = float64(n) / (1 << 20)
 	r.ServerVersion = sr.Version
-	if sr.Header != nil {
+	if sr.Header != nil && sr.Header.Revision > 0 {
 		r.Revision = sr.Header.Revision
 	}
 	s.addPhase("snapshot", m0, s.mark())
