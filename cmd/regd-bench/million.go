@@ -57,7 +57,9 @@ func (s *scaleRun) million(ctx context.Context) error {
 		"list_concurrency": o.concurrency, "list_duration": o.duration.String(), "stop_cmd": o.stopCmd, "start_cmd": o.startCmd}
 	be := &regdBackend{h: s.h, targets: o.targets}
 	tr := &tracker{}
-	defer s.cleanup(be, tr)
+	if o.cleanup {
+		defer s.cleanup(be, tr)
+	}
 	listSvc := s.service(be, "list")
 	if _, err := s.preregister(ctx, be, listSvc, o.k, tr); err != nil {
 		return err
@@ -194,7 +196,11 @@ func (s *scaleRun) restart(ctx context.Context, r *millionResult) error {
 	r.RestartCmdSeconds = time.Since(t0).Seconds()
 	deadline := time.Now().Add(10 * time.Minute)
 	for t := range o.targets {
-		for s.h.do(ctx, http.MethodGet, "http://"+o.targets[t]+"/readyz", nil, expect(http.StatusOK)) != nil {
+		for {
+			err := s.h.do(ctx, http.MethodGet, "http://"+o.targets[t]+"/readyz", nil, expect(http.StatusOK))
+			if err == nil {
+				break
+			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				return fmt.Errorf("%s not ready within 10 minutes of the restart", o.targets[t])
 			}

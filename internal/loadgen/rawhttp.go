@@ -384,10 +384,11 @@ func (p *Pool) Close() {
 // with the connection holding the response (Status, Header, Body, valid
 // during the call); check's error is Do's. A request that fails on a
 // reused connection before any answer came (the server closed it while
-// idle) is sent once more on a new one, so callers only send requests that
-// may be repeated (regd's PUTs, GETs).
+// idle, or restarted) is sent again on the next idle connection, and
+// finally on a new one, so callers only send requests that may be repeated
+// (regd's PUTs, GETs).
 func (p *Pool) Do(ctx context.Context, method, path string, header []string, body []byte, check func(*Conn) error) error {
-	for attempt := 0; ; attempt++ {
+	for {
 		var c *Conn
 		reused := false
 		select {
@@ -412,8 +413,8 @@ func (p *Pool) Do(ctx context.Context, method, path string, header []string, bod
 			if cancelled && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if reused && attempt == 0 && c.Status == 0 && stale(err) {
-				continue
+			if reused && c.Status == 0 && stale(err) {
+				continue // every stale one goes; at worst a new one is dialled
 			}
 			return err
 		}
