@@ -37,7 +37,8 @@
 #   SCALE_EXPIRY           expiry instances            100000 / 5000
 #   SCALE_MILLION          million instances           1000000 / 20000
 #   SCALE_MILLION_SERVICES million services            10000  / 200
-#   SCALE_COST_DURATION    cost: measured time per op  10s    / 3s
+#   SCALE_COST_DURATION    cost: measured time per op  10s    / 2s
+#   SCALE_COST_WARMUP      cost: warm-up per op        2s     / 1s
 #   SCALE_FANOUT_MEMBERS   fanout variants' members    "1 3"
 #   SCALE_FANOUT_WATCH     fanout variants' kinds      "sse blocking"
 set -euo pipefail
@@ -47,9 +48,9 @@ cd "$root"
 GO=${GO:-go}
 smoke=${SCALE_SMOKE:-0}
 if [ "$smoke" = 1 ]; then
-	d_inst=5000 d_svc=50 d_dur=60s d_subs=2000 d_changes=5 d_exp=5000 d_mil=20000 d_milsvc=200 d_cost=3s
+	d_inst=5000 d_svc=50 d_dur=60s d_subs=2000 d_changes=5 d_exp=5000 d_mil=20000 d_milsvc=200 d_cost=2s d_warm=1s
 else
-	d_inst=100000 d_svc=1000 d_dur=10m d_subs=10000 d_changes=10 d_exp=100000 d_mil=1000000 d_milsvc=10000 d_cost=10s
+	d_inst=100000 d_svc=1000 d_dur=10m d_subs=10000 d_changes=10 d_exp=100000 d_mil=1000000 d_milsvc=10000 d_cost=10s d_warm=2s
 fi
 INSTANCES=${SCALE_INSTANCES:-$d_inst}
 SERVICES=${SCALE_SERVICES:-$d_svc}
@@ -61,6 +62,7 @@ EXPIRY=${SCALE_EXPIRY:-$d_exp}
 MILLION=${SCALE_MILLION:-$d_mil}
 MILLION_SERVICES=${SCALE_MILLION_SERVICES:-$d_milsvc}
 COST_DURATION=${SCALE_COST_DURATION:-$d_cost}
+COST_WARMUP=${SCALE_COST_WARMUP:-$d_warm}
 FANOUT_MEMBERS=${SCALE_FANOUT_MEMBERS:-"1 3"}
 FANOUT_WATCH=${SCALE_FANOUT_WATCH:-"sse blocking"}
 results=${SCALE_RESULTS:-$root/docs/scale}
@@ -230,7 +232,7 @@ for target in "${targets[@]}"; do
 	cost)
 		start_cluster cost
 		run_bench cost 900 \
-			cost --duration "$COST_DURATION" --subscribers 1000
+			cost --duration "$COST_DURATION" --warmup "$COST_WARMUP" --subscribers 1000
 		stop_cluster
 		;;
 	esac
