@@ -271,21 +271,31 @@ func (g *hbGroup) batch(ctx context.Context) {
 			renewed++
 		}
 	}
+	class := ""
+	if err != nil {
+		class = loadgen.Classify(err)
+		if status == http.StatusNotFound || status == http.StatusMethodNotAllowed {
+			class = "no_batch_endpoint"
+		}
+	}
+	k.account(err, class, end.Sub(start), int64(renewed), failed, gap)
+}
+
+// account adds one request's outcome to the figures: a failed request
+// (err, counted under class), or its latency, the instances it renewed,
+// the items it failed by error code and the longest renewal gap it ended.
+func (k *keeper) account(err error, class string, d time.Duration, renewed int64, failed map[string]int64, gap time.Duration) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	st := k.st
 	st.requests++
 	if err != nil {
-		class := loadgen.Classify(err)
-		if status == http.StatusNotFound || status == http.StatusMethodNotAllowed {
-			class = "no_batch_endpoint"
-		}
 		st.reqErrs[class]++
 		st.samples[class] = err.Error()
 		return
 	}
-	st.lat.Record(end.Sub(start))
-	st.items += int64(renewed)
+	st.lat.Record(d)
+	st.items += renewed
 	for c, n := range failed {
 		st.itemErrs[c] += n
 	}
@@ -301,26 +311,16 @@ func (g *hbGroup) single(in *inst) {
 	var gap time.Duration
 	if err == nil {
 		k.renewed(in, end.UnixNano(), &gap)
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	st := k.st
-	st.requests++
-	if err != nil {
-		class := loadgen.Classify(err)
-		if se := (*loadgen.StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusNotFound {
-			// The instance is unknown: it expired (as a batch item's
-			// not_found would say).
-			st.itemErrs["not_found"]++
-			return
-		}
-		st.reqErrs[class]++
-		st.samples[class] = err.Error()
+		k.account(nil, "", end.Sub(start), 1, nil, gap)
 		return
 	}
-	st.lat.Record(end.Sub(start))
-	st.items++
-	st.maxGap = max(st.maxGap, gap)
+	if se := (*loadgen.StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusNotFound {
+		// The instance is unknown: it expired, as a batch item's
+		// not_found would say. The request itself worked.
+		k.account(nil, "", end.Sub(start), 0, map[string]int64{"not_found": 1}, 0)
+		return
+	}
+	k.account(err, loadgen.Classify(err), 0, 0, nil, 0)
 }
 
 // take returns the figures since the last take and starts new ones.

@@ -1,14 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,44 +27,14 @@ var targetOrder = []string{"liveness", "fanout", "expiry", "million", "snapshot"
 // runScaleReport renders scale results (files of --json objects) as
 // Markdown sections, in the issue's order.
 func runScaleReport(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("regd-bench scale-report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	level := fs.Int("heading", 2, "Markdown heading `level` of each result's section")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "regd-bench scale-report: give one or more files of scale results (--json)")
-		return exitUsage
-	}
-	var rs []*scaleResult
-	for _, name := range fs.Args() {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			fmt.Fprintf(stderr, "regd-bench scale-report: %v\n", err)
-			return exitFailed
-		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		for {
-			var r scaleResult
-			err := dec.Decode(&r)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil || r.Target == "" {
-				fmt.Fprintf(stderr, "regd-bench scale-report: %s: not a scale result (%v)\n", name, err)
-				return exitFailed
-			}
-			rs = append(rs, &r)
-		}
+	level, rs, code := readResults("scale-report", args, stderr, func(r *scaleResult) bool { return r.Target != "" })
+	if code >= 0 {
+		return code
 	}
 	slices.SortStableFunc(rs, func(a, b *scaleResult) int {
 		return slices.Index(targetOrder, a.Target) - slices.Index(targetOrder, b.Target)
 	})
-	writeScaleMarkdown(stdout, rs, *level)
+	writeScaleMarkdown(stdout, rs, level)
 	return exitOK
 }
 
