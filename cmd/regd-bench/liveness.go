@@ -38,6 +38,9 @@ type livenessResult struct {
 	Examples            []string `json:"examples,omitempty"`
 	MonitorEvents       int64    `json:"monitor_events"`
 	MonitorReconnects   int      `json:"monitor_reconnects"`
+	// Series is CPU and RSS of each member and the tool (in the phases'
+	// order) over the steady phase, about a tenth of it a point.
+	Series []loadgen.SeriesPoint `json:"series"`
 }
 
 // liveness is target 1. It registers --instances instances over --services
@@ -121,6 +124,7 @@ func (s *scaleRun) liveness(ctx context.Context) error {
 	}
 	m2 := s.mark()
 	s.addPhase("steady", m1, m2)
+	r.Series = s.sampler.Series(m1, m2, max(o.duration/10, o.sampleEvery))
 	r.Steady = k.take().figures(mode)
 	falseMu.Lock()
 	r.FalseExpiriesSSE = falseSSE

@@ -84,6 +84,7 @@ func writeScaleMarkdown(w io.Writer, rs []*scaleResult, level int) {
 		switch {
 		case r.Liveness != nil:
 			writeLiveness(w, r.Liveness)
+			writeSeries(w, r.Liveness.Series, append(slices.Clone(r.Members), "regd-bench"))
 		case r.Fanout != nil:
 			writeFanout(w, r.Fanout)
 		case r.Expiry != nil:
@@ -137,6 +138,24 @@ func writePhases(w io.Writer, ps []phase) {
 			cells = append(cells, cell(u))
 		}
 		fmt.Fprintf(w, "| %s | %.1f | %s | %s |\n", p.Name, p.Seconds, strings.Join(cells, " | "), cell(p.Tool))
+	}
+	fmt.Fprintln(w)
+}
+
+// writeSeries is CPU and RSS over a long phase.
+func writeSeries(w io.Writer, ps []loadgen.SeriesPoint, names []string) {
+	if len(ps) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "Over the steady phase (cores over each step, RSS at its end):\n\n| s | %s |\n|--:|%s\n", strings.Join(names, " | "), strings.Repeat("--:|", len(names)))
+	for _, p := range ps {
+		var cells []string
+		for i := range names {
+			if i < len(p.Cores) {
+				cells = append(cells, fmt.Sprintf("%.2f, %.0f MiB", p.Cores[i], p.RSS[i]))
+			}
+		}
+		fmt.Fprintf(w, "| %.0f | %s |\n", p.At, strings.Join(cells, " | "))
 	}
 	fmt.Fprintln(w)
 }

@@ -304,3 +304,49 @@ func (s *Sampler) Usage(from, to Mark) []ProcUsage {
 	}
 	return out
 }
+
+// SeriesPoint is every process's CPU (cores, over the step ending at At)
+// and RSS (MiB, at At), At seconds after the series began.
+type SeriesPoint struct {
+	At    float64   `json:"at_s"`
+	Cores []float64 `json:"cores"`
+	RSS   []float64 `json:"rss_mib"`
+}
+
+// Series resamples what was sampled between two marks into points about
+// step apart (each process's nearest sample at or before each point),
+// for a view of CPU and memory over a long phase.
+func (s *Sampler) Series(from, to Mark, step time.Duration) []SeriesPoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []SeriesPoint
+	prev := make([]ProcSample, len(s.pids))
+	for i := range s.pids {
+		if from.idx[i] >= 0 {
+			prev[i] = s.series[i][from.idx[i]]
+		}
+	}
+	for at := from.At.Add(step); !at.After(to.At.Add(step / 2)); at = at.Add(step) {
+		p := SeriesPoint{At: at.Sub(from.At).Seconds(), Cores: make([]float64, len(s.pids)), RSS: make([]float64, len(s.pids))}
+		for i := range s.pids {
+			if from.idx[i] < 0 || to.idx[i] < 0 {
+				continue
+			}
+			// The last sample at or before at, within the marks.
+			cur := prev[i]
+			for _, x := range s.series[i][from.idx[i] : to.idx[i]+1] {
+				if x.At.After(at) {
+					break
+				}
+				cur = x
+			}
+			if d := cur.At.Sub(prev[i].At).Seconds(); d > 0 {
+				p.Cores[i] = (cur.CPU - prev[i].CPU).Seconds() / d
+			}
+			p.RSS[i] = float64(cur.RSS) / mib
+			prev[i] = cur
+		}
+		out = append(out, p)
+	}
+	return out
+}

@@ -107,6 +107,17 @@ func TestSamplerAndFindListener(t *testing.T) {
 	if u.Missing || u.CPUSeconds < 2*ClockTick().Seconds() || u.Cores <= 0 || u.RSSEnd <= 0 || u.RSSMax < u.RSSEnd || u.Samples < 2 {
 		t.Fatalf("%+v", u)
 	}
+	series := s.Series(a, b, 5*time.Millisecond)
+	if len(series) == 0 || len(series[0].Cores) != 1 || series[len(series)-1].RSS[0] <= 0 {
+		t.Fatalf("series %+v", series)
+	}
+	var busy float64
+	for _, p := range series {
+		busy = max(busy, p.Cores[0])
+	}
+	if busy <= 0 {
+		t.Fatalf("no CPU in the series of a busy loop: %+v", series)
+	}
 	if _, err := ReadProc(1 << 30); err == nil {
 		t.Fatal("no error for a pid that cannot exist")
 	}
