@@ -18,6 +18,7 @@
 #              list p99 vs empty, snapshot size, restart-to-ready  (~15 min)
 #   cost       server CPU per operation: regd's REST API, etcd's JSON gateway
 #              and native etcd gRPC on the same members, 64 clients (~6 min)
+#   report     no run: only rebuild docs/scale.md from the results there are
 #
 # SCALE_SMOKE=1 runs every target at a small size (a few minutes in all):
 # it shows the tool and the method work, and its results say "smoke run".
@@ -72,7 +73,7 @@ all_targets=(liveness fanout expiry million cost)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do
-	case " ${all_targets[*]} " in *" $t "*) ;; *)
+	case " ${all_targets[*]} report " in *" $t "*) ;; *)
 		echo "scale: unknown target '$t'; one of: ${all_targets[*]}" >&2
 		exit 2
 		;;
@@ -148,23 +149,32 @@ pick_port() {
 }
 
 # start_cluster NAME: a fresh cluster in $work/NAME; sets TARGETS, ETCD,
-# PIDS (in member order) and dir.
+# PIDS (in member order) and dir. A port taken between the check and the
+# start (other programs pick free ports too) makes cluster3.sh fail and
+# clean up; then it tries other ports, three times at most.
 start_cluster() {
 	dir=$work/$1
-	local ports="" m c p h
-	TARGETS="" ETCD=""
-	for m in 1 2 3; do
-		c=$(pick_port) p=$(pick_port) h=$(pick_port)
-		ports+="$c,$p,$h "
-		TARGETS+="${TARGETS:+,}127.0.0.1:$h"
-		ETCD+="${ETCD:+,}http://127.0.0.1:$c"
-	done
+	local ports m c p h attempt
 	mkdir -p "$dir/bin"
 	# cluster3.sh builds into DIR/bin unless the binary is there and newer
 	# than the sources: hand it the one just built.
 	cp bin/regd "$dir/bin/regd"
-	REGD_CLUSTER_PORTS="${ports% }" "$cluster" start --dir "$dir" >&2
-	PIDS=$(cat "$dir"/m1.pid),$(cat "$dir"/m2.pid),$(cat "$dir"/m3.pid)
+	for attempt in 1 2 3; do
+		ports="" TARGETS="" ETCD=""
+		for m in 1 2 3; do
+			c=$(pick_port) p=$(pick_port) h=$(pick_port)
+			ports+="$c,$p,$h "
+			TARGETS+="${TARGETS:+,}127.0.0.1:$h"
+			ETCD+="${ETCD:+,}http://127.0.0.1:$c"
+		done
+		if REGD_CLUSTER_PORTS="${ports% }" "$cluster" start --dir "$dir" >&2; then
+			PIDS=$(cat "$dir"/m1.pid),$(cat "$dir"/m2.pid),$(cat "$dir"/m3.pid)
+			return 0
+		fi
+		say "$1: the cluster did not start (attempt $attempt); trying other ports"
+	done
+	dir=""
+	return 1
 }
 
 # run_bench NAME BOUND_SECONDS ARGS...: regd-bench ARGS against the
@@ -229,6 +239,7 @@ for target in "${targets[@]}"; do
 			--stop-cmd "'$cluster' stop --dir '$dir'" --start-cmd "'$cluster' start --dir '$dir'"
 		stop_cluster
 		;;
+	report) ;;
 	cost)
 		start_cluster cost
 		run_bench cost 900 \
@@ -238,9 +249,15 @@ for target in "${targets[@]}"; do
 	esac
 done
 
-# docs/scale.md from every result there is.
+# docs/scale.md from every result there is, in the issue's order.
 shopt -s nullglob
-files=("$results"/*.json)
+files=()
+for f in liveness fanout-sse-1 fanout-sse-3 fanout-blocking-1 fanout-blocking-3 expiry million cost; do
+	[ -f "$results/$f.json" ] && files+=("$results/$f.json")
+done
+for f in "$results"/*.json; do
+	case " ${files[*]} " in *" $f "*) ;; *) files+=("$f") ;; esac
+done
 if [ ${#files[@]} -eq 0 ]; then
 	say "no results in $results"
 	exit 1

@@ -165,7 +165,7 @@ func writeHeartbeats(w io.Writer, rows map[string]heartbeatFigures, order []stri
 	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|---|---|--:|--:|")
 	for _, name := range order {
 		f, ok := rows[name]
-		if !ok {
+		if !ok || f.Requests == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "| %s | %s | %.0f | %.1f | %.0f | %s | %s | %s | %s | %s | %d | %s |\n", name, f.Mode, f.Seconds, f.RequestsPerS, f.RenewedPerS,
