@@ -120,6 +120,9 @@ func (s *scaleRun) fanout(ctx context.Context) error {
 	for i := range o.subscribers {
 		r.PerMember[s.res.Members[i%nt]]++
 	}
+	if lim := s.res.Env.NoFile; lim > 0 && uint64(o.subscribers)+256 > lim {
+		return fmt.Errorf("%d subscribers need as many open files, and this process may open %d (ulimit -n; Go raises the soft limit to the hard one): raise the hard limit", o.subscribers, lim)
+	}
 	f := newFanoutState(o.changes, o.subscribers)
 
 	// The service starts with one instance, so that a list has a body

@@ -195,6 +195,11 @@ with the servers' CPU and RSS per phase from /proc; see docs/scale.md):
   cost       server CPU per operation from /proc, for regd's REST API, etcd's
              JSON gateway and native etcd gRPC (clientv3) on the same members
   snapshot   an etcd snapshot through clientv3 (Maintenance.Snapshot): size, time
+Unless given, a scale workload takes the issue's figures, not the defaults
+below: liveness --ttl 10 --duration 10m; expiry --ttl 10 --concurrency 8;
+fanout --subscribers 10000; million --instances 1000000 --services 10000
+--warmup 2s; cost --concurrency 64 --warmup 2s; and --max-duration from an
+estimate of the run's length.
 
 Flags:
 `)
