@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/regd/regd/internal/loadgen"
@@ -18,6 +19,9 @@ import (
 type inst struct {
 	service, id, addr string
 	lease             int64 // etcd twin: the lease it was put with
+	// lastOK is when the client last had a successful renewal's answer
+	// (UnixNano; the scale workloads' keeper sets it).
+	lastOK atomic.Int64
 }
 
 // backend is one system under test. Every call goes through target t, an

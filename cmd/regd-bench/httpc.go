@@ -3,9 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,12 +17,18 @@ import (
 // when it has no quorum, so this only catches a hung server.
 const requestTimeout = 15 * time.Second
 
-// httpc is the one HTTP client both systems are measured with: a shared
-// keep-alive transport whose idle pool holds a connection per worker and
-// per stream, so no measured request pays for a new connection once warm.
+// httpc is the one HTTP client every system is measured with: per address
+// a pool of keep-alive HTTP/1.1 connections (loadgen.Conn) whose idle set
+// holds a connection per worker and per stream, so no measured request pays
+// for a new connection once warm, and a request allocates little: the load
+// tool shares the machine's cores with the servers it measures. Watch
+// streams of the side-by-side notify workload go through net/http (stream).
 type httpc struct {
-	c      *http.Client // request/response
-	stream *http.Client // watch streams: no overall timeout
+	conns   int
+	mu      sync.Mutex
+	pools   map[string]*loadgen.Pool
+	stream  *http.Client // watch streams: no overall timeout
+	streamT *http.Transport
 }
 
 func newHTTPC(conns int) *httpc {
@@ -34,53 +41,69 @@ func newHTTPC(conns int) *httpc {
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
-	return &httpc{
-		c:      &http.Client{Transport: tr, Timeout: requestTimeout},
-		stream: &http.Client{Transport: tr},
-	}
+	return &httpc{conns: conns, pools: map[string]*loadgen.Pool{}, stream: &http.Client{Transport: tr}, streamT: tr}
 }
 
-func (h *httpc) close() { h.c.Transport.(*http.Transport).CloseIdleConnections() }
+func (h *httpc) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.pools {
+		p.Close()
+	}
+	h.streamT.CloseIdleConnections()
+}
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// pool is the connection pool of host:port.
+func (h *httpc) pool(addr string) *loadgen.Pool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.pools[addr]
+	if p == nil {
+		p = loadgen.NewPool(addr, "", h.conns, requestTimeout)
+		h.pools[addr] = p
+	}
+	return p
+}
+
+// splitURL splits http://host:port/path into host:port and /path.
+func splitURL(url string) (addr, path string, err error) {
+	rest, ok := strings.CutPrefix(url, "http://")
+	if !ok {
+		return "", "", fmt.Errorf("%q: only http:// URLs are supported", url)
+	}
+	i := strings.IndexByte(rest, '/')
+	if i < 0 {
+		return rest, "/", nil
+	}
+	return rest[:i], rest[i:], nil
+}
+
+var jsonHeader = []string{"Content-Type: application/json"}
 
 // do sends one request and hands the status and the whole body to check,
-// whose error is the operation's. The body is always read to the end so the
-// connection goes back to the pool.
+// whose error is the operation's.
 func (h *httpc) do(ctx context.Context, method, url string, body []byte, check func(status int, body []byte) error) error {
-	var r io.Reader
+	var hdr []string
 	if body != nil {
-		r = bytes.NewReader(body)
+		hdr = jsonHeader
 	}
-	req, err := http.NewRequestWithContext(ctx, method, url, r)
+	return h.doConn(ctx, method, url, hdr, body, func(c *loadgen.Conn) error { return check(c.Status, c.Body) })
+}
+
+// doConn is do with request header lines, handing check the connection
+// holding the response (Status, Header, Body).
+func (h *httpc) doConn(ctx context.Context, method, url string, header []string, body []byte, check func(*loadgen.Conn) error) error {
+	addr, path, err := splitURL(url)
 	if err != nil {
 		return err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := h.c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 4<<20 {
-			bufPool.Put(buf)
-		}
-	}()
-	if _, err := buf.ReadFrom(resp.Body); err != nil {
-		return err
-	}
-	return check(resp.StatusCode, buf.Bytes())
+	return h.pool(addr).Do(ctx, method, path, header, body, check)
 }
 
 // statusErr is the error for an unexpected status, with the start of the
 // body for the error samples.
 func statusErr(status int, body []byte) error {
-	msg := string(body)
+	msg := strings.TrimSpace(string(body))
 	if len(msg) > 160 {
 		msg = msg[:160] + "..."
 	}

@@ -18,42 +18,55 @@ import (
 // runReport renders --json results (files holding one or more objects) as
 // the Markdown tables of docs/benchmarks.md, one section per label.
 func runReport(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("regd-bench report", flag.ContinueOnError)
+	level, reps, code := readResults[report]("report", args, stderr, nil)
+	if code >= 0 {
+		return code
+	}
+	writeMarkdown(stdout, reps, level)
+	return exitOK
+}
+
+// readResults parses a report command's arguments ([--heading N] FILE...)
+// and decodes every JSON object of the files, each checked by valid (nil:
+// any). code is the exit code to return at once, or -1 to go on.
+func readResults[T any](cmd string, args []string, stderr io.Writer, valid func(*T) bool) (level int, out []*T, code int) {
+	fs := flag.NewFlagSet("regd-bench "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	level := fs.Int("heading", 2, "Markdown heading `level` of each label's section")
+	lvl := fs.Int("heading", 2, "Markdown heading `level` of each section")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+			return 0, nil, exitOK
 		}
-		return exitUsage
+		return 0, nil, exitUsage
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "regd-bench report: give one or more files of --json results")
-		return exitUsage
+		fmt.Fprintf(stderr, "regd-bench %s: give one or more files of --json results\n", cmd)
+		return 0, nil, exitUsage
 	}
-	var reps []*report
 	for _, name := range fs.Args() {
 		b, err := os.ReadFile(name)
 		if err != nil {
-			fmt.Fprintf(stderr, "regd-bench report: %v\n", err)
-			return exitFailed
+			fmt.Fprintf(stderr, "regd-bench %s: %v\n", cmd, err)
+			return 0, nil, exitFailed
 		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		for {
-			var r report
-			err := dec.Decode(&r)
+			r := new(T)
+			err := dec.Decode(r)
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			if err != nil {
-				fmt.Fprintf(stderr, "regd-bench report: %s: %v\n", name, err)
-				return exitFailed
+			if err == nil && valid != nil && !valid(r) {
+				err = errors.New("not a result of this kind")
 			}
-			reps = append(reps, &r)
+			if err != nil {
+				fmt.Fprintf(stderr, "regd-bench %s: %s: %v\n", cmd, name, err)
+				return 0, nil, exitFailed
+			}
+			out = append(out, r)
 		}
 	}
-	writeMarkdown(stdout, reps, *level)
-	return exitOK
+	return *lvl, out, -1
 }
 
 func writeMarkdown(w io.Writer, reps []*report, level int) {

@@ -108,3 +108,43 @@ func near(got, want time.Duration) bool {
 	d := got - want
 	return d.Abs() <= want.Abs()/100
 }
+
+func TestExactAndNearestRank(t *testing.T) {
+	ms := time.Millisecond
+	// 1..100 ms, shuffled: p50 is 50, p90 90, p99 99, max 100.
+	var s []time.Duration
+	for _, i := range rand.New(rand.NewPCG(3, 4)).Perm(100) {
+		s = append(s, time.Duration(i+1)*ms)
+	}
+	l := Exact(s)
+	if l.P50 != 50 || l.P90 != 90 || l.P99 != 99 || l.Max != 100 || l.Mean != 50.5 {
+		t.Fatalf("%+v", l)
+	}
+	if s[0] == ms && s[1] == 2*ms {
+		t.Fatal("Exact sorted its argument in place")
+	}
+	for _, tc := range []struct {
+		n    int
+		q    float64
+		want time.Duration
+	}{
+		{1, 0.99, 1 * ms}, // one sample is every quantile
+		{10, 0.99, 10 * ms},
+		{10, 0.5, 5 * ms},
+		{10, 0.51, 6 * ms},
+		{10, 0, 1 * ms},
+		{10, 1, 10 * ms},
+		{0, 0.5, 0},
+	} {
+		sorted := make([]time.Duration, tc.n)
+		for i := range sorted {
+			sorted[i] = time.Duration(i+1) * ms
+		}
+		if got := NearestRank(sorted, tc.q); got != tc.want {
+			t.Errorf("n=%d q=%v: %v, want %v", tc.n, tc.q, got, tc.want)
+		}
+	}
+	if (Exact(nil) != Latency{}) {
+		t.Error("Exact(nil) not zero")
+	}
+}

@@ -123,3 +123,37 @@ func FormatMs(v float64) string {
 		return fmt.Sprintf("%.3fms", v)
 	}
 }
+
+// Exact is the latency summary of a small set of samples (one per change,
+// per instance), computed from the samples themselves rather than a
+// histogram: every figure is a recorded value.
+func Exact(samples []time.Duration) Latency {
+	if len(samples) == 0 {
+		return Latency{}
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	var sum float64
+	for _, d := range s {
+		sum += float64(d)
+	}
+	return Latency{
+		P50:  ms(NearestRank(s, 0.50)),
+		P90:  ms(NearestRank(s, 0.90)),
+		P99:  ms(NearestRank(s, 0.99)),
+		Max:  ms(s[len(s)-1]),
+		Mean: sum / float64(len(s)) / 1e6,
+	}
+}
+
+// NearestRank is the q-quantile of sorted samples by the nearest-rank
+// method: the smallest sample with at least q of all samples at or below
+// it (q <= 0: the minimum). 0 when there are none.
+func NearestRank(sorted []time.Duration, q float64) time.Duration {
+	n := len(sorted)
+	if n == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(q * float64(n)))
+	return sorted[min(max(rank, 1), n)-1]
+}
