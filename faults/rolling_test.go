@@ -315,6 +315,29 @@ type rollingLoad struct {
 	// retries is the sum of regd_store_retries_total of the processes
 	// stopped so far.
 	retries int
+	// handOvers: how long each stopped leader took to hand over.
+	handOvers []time.Duration
+}
+
+// handOver finds the stopped leader's "leadership handed over" line and
+// records how long the hand-over took.
+func (l *rollingLoad) handOver(i int, stderr string) {
+	logs, _ := e2e.ParseLogs(stderr)
+	for _, line := range logs {
+		if line.Msg != "leadership handed over" {
+			continue
+		}
+		var f struct {
+			To   string  `json:"to"`
+			Took float64 `json:"took"` // seconds
+		}
+		if err := json.Unmarshal([]byte(line.Raw), &f); err != nil || f.To == "" || f.To == l.c.Members[i].Name {
+			l.t.Errorf("hand-over line of %s: %s (%v)", l.c.Members[i].Name, line.Raw, err)
+		}
+		l.handOvers = append(l.handOvers, time.Duration(f.Took*float64(time.Second)))
+		return
+	}
+	l.t.Errorf("leader %s did not log its hand-over:\n%s", l.c.Members[i].Name, stderr)
 }
 
 // countRetries adds member i's regd_store_retries_total to l.retries.
@@ -406,8 +429,8 @@ func (l *rollingLoad) sigterm(i int) (stopped, ready time.Duration) {
 		l.t.Fatalf("%s exited with %s after SIGTERM:\n%s", l.c.Members[i].Name, e2e.ExitCodeString(code), p.Stderr())
 	}
 	stopped = time.Since(began)
-	if wasLeader && !strings.Contains(p.Stderr(), `"msg":"leadership handed over"`) {
-		l.t.Errorf("leader %s did not log its hand-over:\n%s", l.c.Members[i].Name, p.Stderr())
+	if wasLeader {
+		l.handOver(i, p.Stderr())
 	}
 	began = time.Now()
 	l.c.Restart(i, readyTimeout)
@@ -508,7 +531,7 @@ func (l *rollingLoad) finish() {
 		rollClients, elapsed.Round(100*time.Millisecond), n+len(st.failures), float64(n+len(st.failures))/elapsed.Seconds(),
 		len(st.failures), len(st.slow), rollSlow, ms(st.worst), st.worstOp)
 	figure(t, "by kind: %s", strings.Join(parts, ", "))
-	figure(t, "answers: %s; etcd calls retried inside regd: %d", st.attempts.String(), l.retries)
+	figure(t, "answers: %s; etcd calls retried inside regd: %d; leadership hand-overs took %s", st.attempts.String(), l.retries, spread(l.handOvers))
 	const show = 20
 	for i, f := range st.failures {
 		if i == show {
