@@ -387,3 +387,64 @@ func TestRetryAcrossLeaderMoves(t *testing.T) {
 		t.Errorf("%d leader moves, and no request was caught by one: the test exercised nothing", moves)
 	}
 }
+
+// countingLeadership is a member's real leadership, counting how often the
+// store asked for the leader.
+type countingLeadership struct {
+	registry.Leadership
+	asked atomic.Int64
+}
+
+func (c *countingLeadership) Leader() uint64 {
+	c.asked.Add(1)
+	return c.Leadership.Leader()
+}
+
+// TestShutdownAnswersAtOnce: a request waiting for a leader on a member
+// that has none (the other two are down) answers 503 unavailable "this
+// node is shutting down" as soon as the store is told to shut down,
+// instead of waiting for its deadline.
+func TestShutdownAnswersAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three etcd members")
+	}
+	c := regdtest.StartCluster(t, 3)
+	c.Kill(1)
+	c.Kill(2)
+	n := c.Members[0].Server().Node()
+	regdtest.Eventually(t, 10*time.Second, func() error {
+		if l := n.Leader(); l != 0 {
+			return fmt.Errorf("member 0 still follows %x", l)
+		}
+		return nil
+	})
+	lead := &countingLeadership{Leadership: n}
+	st := registry.NewStore(n.Client(), registry.Options{Prefix: "/service/", Leadership: lead, Timeout: time.Minute})
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := st.Register(context.Background(), "shut", "a", registry.Registration{Address: "10.0.0.1:80"})
+		errc <- err
+	}()
+	// Waiting: it has looked for a leader more than once.
+	regdtest.Eventually(t, 10*time.Second, func() error {
+		if n := lead.asked.Load(); n < 2 {
+			return fmt.Errorf("asked %d times", n)
+		}
+		return nil
+	})
+	select {
+	case err := <-errc:
+		t.Fatalf("answered before the shutdown: %v", err)
+	default:
+	}
+	st.Shutdown()
+	select {
+	case err := <-errc:
+		e := registry.AsError(err)
+		if e.Kind != registry.KindUnavailable || e.Code != registry.CodeUnavailable || !strings.Contains(e.Message, "shutting down") {
+			t.Fatalf("after Shutdown: %v, want 503 unavailable, shutting down", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer 30 s after Shutdown (the request's deadline is a minute)")
+	}
+}
