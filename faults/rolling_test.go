@@ -490,25 +490,11 @@ func (l *rollingLoad) finish() {
 		}
 		return err
 	})
-	for i := range c.Members {
-		es, err := expirations(c.URL(i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]int{}
-		for _, e := range es {
-			if e.Service != "abandoned" || e.LeaseID != l.abandoned[e.ID] {
-				t.Errorf("%s: false expiry: %+v", c.Members[i].Name, e)
-				continue
-			}
-			seen[e.ID]++
-		}
-		for id := range l.abandoned {
-			if seen[id] != 1 {
-				t.Errorf("%s: abandoned/%s reported %d times, want once", c.Members[i].Name, id, seen[id])
-			}
-		}
+	want := map[string]string{}
+	for id, lease := range l.abandoned {
+		want["abandoned/"+id] = lease
 	}
+	exactlyOnce(t, c, want, nil)
 
 	st := l.st
 	st.mu.Lock()
