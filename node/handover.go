@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"expvar"
 	"fmt"
 	"time"
@@ -21,6 +22,12 @@ import (
 // member that needs no catching up, so that the next leader starts
 // working at once; etcd's stop then finds nothing to transfer.
 
+// ErrNoTransferee is HandOver's answer when this member leads others but
+// cannot tell which of them is caught up: raft's progress is not
+// available here (see HandOver), or no voter was recently active. etcd's
+// stop then makes its own choice.
+var ErrNoTransferee = errors.New("no caught-up voter known")
+
 // HandOver moves raft leadership away from this member, when it leads a
 // cluster of more than one voting member, to the voter whose log matches
 // the leader's furthest (raft's progress Match; among those recently
@@ -28,26 +35,35 @@ import (
 // proposals while a transfer is under way, so a short one is what clients
 // of the other members never notice. It waits until this member sees the
 // new leader, at most two election timeouts (raft abandons a transfer
-// after one) or until ctx ends. It returns the new leader's ID, or 0 when
-// nothing was moved: not the leader, a single voter, or no peer fit to
-// lead; then etcd's stop tries its own transfer.
+// after one) or until ctx ends. It returns the new leader's ID; 0 and nil
+// when there was nothing to move (not the leader, or the only voter); 0
+// and ErrNoTransferee (or the transfer's error) when etcd's stop has to
+// try its own transfer.
 //
 // The progress is read from etcd's "raft.status" expvar, the only place
 // etcd v3.7 publishes it. That variable describes the last member started
 // in this process; a process with several members (in-process test
-// clusters) may see another member's, which HandOver detects and then
-// leaves the choice to etcd.
+// clusters) may see another member's, which HandOver detects.
 func (n *Node) HandOver(ctx context.Context) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, nil
 	}
+	voters := 0
+	for _, m := range n.etcd.Server.Cluster().Members() {
+		if !m.IsLearner {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return 0, nil
+	}
 	st, ok := localRaftStatus(n.ID())
 	if !ok {
-		return 0, nil
+		return 0, fmt.Errorf("%w: raft.status describes another member of this process", ErrNoTransferee)
 	}
 	to := pickTransferee(st)
 	if to == 0 {
-		return 0, nil
+		return 0, fmt.Errorf("%w: no voter was recently active", ErrNoTransferee)
 	}
 	election := time.Duration(n.cfg.ElectionMs) * time.Millisecond
 	if election == 0 {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -77,6 +78,9 @@ func (s *Store) put(ctx context.Context, service, id, addr, metaJSON string, lea
 	}
 	// An earlier attempt was applied.
 	kv := firstKV(resp.Responses[0].GetResponseRange().GetKvs())
+	if kv == nil { // the compare on the key's lease held: the key is there
+		return registered{}, errors.New("registration transaction: the key's lease matched but the key is missing")
+	}
 	r := registered{rev: kv.ModRevision}
 	var before *clientv3.TxnResponse
 	_, err = s.do(ctx, func(ctx context.Context) error {

@@ -325,11 +325,11 @@ func (s *Server) handOver(ctx context.Context) {
 	began := time.Now()
 	to, err := s.node.HandOver(ctx)
 	switch {
+	case errors.Is(err, node.ErrNoTransferee):
+		s.lg.Info("leadership hand-over left to etcd's stop", zap.String("reason", err.Error()))
 	case err != nil:
 		s.lg.Warn("leadership hand-over failed; etcd's stop tries its own", zap.Duration("took", time.Since(began)), zap.Error(err))
-	case to == 0:
-		s.lg.Info("leadership hand-over left to etcd's stop (no caught-up voter known)")
-	default:
+	case to != 0:
 		s.lg.Info("leadership handed over", zap.String("to", s.node.MemberName(to)), zap.Duration("took", time.Since(began)))
 	}
 }
