@@ -89,9 +89,10 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// Start starts the member, waits until it is ready, then starts the
-// leader-only work and serves the REST API on cfg.Listener. On error the
-// listener is closed and nothing keeps running.
+// Start starts the member, waits until it is ready and this node's view
+// has loaded the registry, then starts the leader-only work and serves the
+// REST API on cfg.Listener. On error the listener is closed and nothing
+// keeps running.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -131,6 +132,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		defer close(viewDone)
 		view.Run(viewCtx)
 	}()
+	// REST is served once the view has loaded the registry (a local,
+	// serializable read: it does not wait for a quorum). Before that,
+	// every list would wait for it, and a member restarted in a rolling
+	// restart would look ready to load balancers too early.
+	select {
+	case <-view.Ready():
+	case <-ctx.Done():
+		stopView()
+		<-viewDone
+		n.Close()
+		cfg.Listener.Close()
+		return nil, ctx.Err()
+	}
 	info := cluster.NewInfo(n)
 	leader := cluster.NewLeadership(n, lg.Named("cluster"))
 	reporter := cluster.NewReporter(cluster.ReporterConfig{
@@ -145,7 +159,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	a := api.New(api.Config{
 		Registry:            registry.NewLocal(store, view),
 		View:                view,
-		Cluster:             readiness{info, view},
+		Cluster:             info,
 		Expirations:         reporter,
 		Logger:              lg.Named("api"),
 		Metrics:             metrics,
@@ -332,23 +346,6 @@ func (s *Server) handOver(ctx context.Context) {
 	case to != 0:
 		s.lg.Info("leadership handed over", zap.String("to", s.node.MemberName(to)), zap.Duration("took", time.Since(began)))
 	}
-}
-
-// readiness is the member's readiness (cluster.Info) and the view's: a
-// member whose view has not loaded the registry yet would hold every list
-// until it has, so it is not ready for traffic.
-type readiness struct {
-	*cluster.Info
-	view *registry.View
-}
-
-func (r readiness) Ready() error {
-	select {
-	case <-r.view.Ready():
-	default:
-		return errors.New("this node is still loading the registry")
-	}
-	return r.Info.Ready()
 }
 
 // Kill stops the node the way a crash would: no draining, no leadership
