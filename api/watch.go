@@ -132,6 +132,10 @@ func (s *Server) stream(c echo.Context, service string) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.closing:
+			// The reason, for the client's log; it resumes on another
+			// member with Last-Event-ID.
+			_, _ = w.Write([]byte(": closing: this node is shutting down\n\n"))
+			w.Flush()
 			return nil
 		}
 	}

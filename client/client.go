@@ -123,6 +123,60 @@ func retryable(err error) bool {
 	return ae.StatusCode >= 500 || ae.StatusCode == http.StatusRequestTimeout || ae.StatusCode == http.StatusTooManyRequests
 }
 
+// Codes of regd's 503 answers that say this node, not the cluster, cannot
+// serve (regd's registry/errors.go has every code).
+const (
+	// codeUnavailable: the node is shutting down, not ready, or cut off
+	// from its quorum.
+	codeUnavailable = "unavailable"
+	// codeStorageUnwritable: the node cannot write its own data dir.
+	codeStorageUnwritable = "storage_unwritable"
+)
+
+// failover reports whether err says that the node in use, not the request
+// or the cluster, failed: the connection failed (refused, reset or closed:
+// the node is down or shutting down, and regd's graceful stop closes its
+// listener before anything else), or the node answered 503 unavailable
+// (shutting down, not ready, no quorum on its side) or 503
+// storage_unwritable (its own disk). Another node is tried at once. Other
+// retryable answers are retried after a pause: 503 storage_full (etcd's
+// NOSPACE alarm binds every member), 503 overloaded, 429, 408 and other
+// 5xx.
+func failover(err error) bool {
+	if !retryable(err) {
+		return false
+	}
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return true
+	}
+	return ae.StatusCode == http.StatusServiceUnavailable && (ae.Code == codeUnavailable || ae.Code == codeStorageUnwritable)
+}
+
+// pacer decides the pause before the next attempt after a failure: none
+// after a failover (the next attempt goes to another node) until every
+// node has been tried once since the last pause; otherwise the backoff's
+// next delay.
+type pacer struct {
+	bo    backoff
+	nodes int // how many nodes there are to fail over to
+	quick int // attempts without a pause since the last one
+}
+
+func (p *pacer) next(err error) time.Duration {
+	if failover(err) && p.quick < p.nodes-1 {
+		p.quick++
+		return 0
+	}
+	p.quick = 0
+	return p.bo.next()
+}
+
+func (p *pacer) reset() {
+	p.bo.reset()
+	p.quick = 0
+}
+
 // conn is what Registrar and Discovery share: the nodes, the HTTP client,
 // the logger and the token.
 type conn struct {
@@ -273,6 +327,9 @@ func (b *backoff) reset() { b.n = 0 }
 
 // sleep waits d or until ctx ends; it reports whether the wait was full.
 func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -127,7 +127,7 @@ func (d *Discovery) Start(ctx context.Context) error {
 	defer stop()
 	defer context.AfterFunc(d.life, stop)()
 
-	bo := backoff{base: 100 * time.Millisecond, max: 5 * time.Second}
+	p := pacer{bo: backoff{base: 100 * time.Millisecond, max: 5 * time.Second}, nodes: len(d.c.bases)}
 	node := 0
 	var list instanceList
 	for {
@@ -146,7 +146,7 @@ func (d *Discovery) Start(ctx context.Context) error {
 			return err
 		}
 		node = (node + 1) % len(d.c.bases)
-		if ctx.Err() != nil || !sleep(ctx, bo.next()) {
+		if ctx.Err() != nil || !sleep(ctx, p.next(err)) {
 			if d.life.Err() != nil {
 				return ErrClosed
 			}
@@ -368,7 +368,7 @@ func (d *Discovery) resumeFrom() int64 {
 // after every stream that ends.
 func (d *Discovery) run(ctx context.Context) {
 	defer d.active.Done()
-	bo := backoff{base: 100 * time.Millisecond, max: 3 * time.Second}
+	p := pacer{bo: backoff{base: 100 * time.Millisecond, max: 3 * time.Second}, nodes: len(d.c.bases)}
 	for {
 		d.mu.Lock()
 		base := d.c.node(d.node)
@@ -398,9 +398,9 @@ func (d *Discovery) run(ctx context.Context) {
 		next := d.c.node(d.node)
 		d.mu.Unlock()
 		if time.Since(began) > healthyStream {
-			bo.reset()
+			p.reset()
 		}
-		wait := bo.next()
+		wait := p.next(err)
 		d.c.log.Warn("regd: watch stream ended; resuming on the next node", "service", d.service,
 			"node", base, "next", next, "err", err, "revision", d.Revision(), "in", wait)
 		if !sleep(ctx, wait) {

@@ -35,6 +35,21 @@
 // Start's context bounds only the initial registration or list; the
 // background work (heartbeats, the watch) runs until Close.
 //
+// Failover: when a node cannot serve — the connection fails (it is down,
+// or shutting down: regd closes its listener first), or it answers 503
+// with code "unavailable" (shutting down, not ready, cut off from its
+// quorum) or "storage_unwritable" (its own disk) — the request goes to the
+// next node at once, until every node has been tried; then the client
+// backs off (100 ms doubling to a few seconds) before the next round.
+// Answers that no other node would change sooner wait for the backoff
+// first: 503 "storage_full" (etcd's NOSPACE alarm binds every member),
+// "overloaded", 429, 408 and other 5xx. regd retries what a leader change
+// interrupts itself, so during a rolling restart (docs/operations.md) only
+// requests to the member being stopped fail over; the watch resumes on
+// the next node with Last-Event-ID, missing nothing. regd's command-line
+// client and `regd run`, when they exist, must use this package for the
+// same behaviour.
+//
 // Against a regd with access tokens (--auth-token-file), set Config.Token:
 // a write token for a Registrar; a read token for a Discovery, needed only
 // with --auth-reads token. A missing, unknown or read-only token makes

@@ -99,7 +99,7 @@ func (r *Registrar) Start(ctx context.Context) error {
 	defer stop()
 	defer context.AfterFunc(r.life, stop)()
 
-	bo := backoff{base: 100 * time.Millisecond, max: 5 * time.Second}
+	p := pacer{bo: backoff{base: 100 * time.Millisecond, max: 5 * time.Second}, nodes: len(r.c.bases)}
 	for {
 		err := r.register(ctx)
 		if err == nil {
@@ -112,7 +112,7 @@ func (r *Registrar) Start(ctx context.Context) error {
 			return err
 		}
 		r.nextNode(err)
-		if ctx.Err() != nil || !sleep(ctx, bo.next()) {
+		if ctx.Err() != nil || !sleep(ctx, p.next(err)) {
 			if r.life.Err() != nil {
 				return ErrClosed
 			}
@@ -187,7 +187,7 @@ func (r *Registrar) Close(ctx context.Context) error {
 }
 
 func (r *Registrar) deregister(ctx context.Context) error {
-	bo := backoff{base: 100 * time.Millisecond, max: 2 * time.Second}
+	p := pacer{bo: backoff{base: 100 * time.Millisecond, max: 2 * time.Second}, nodes: len(r.c.bases)}
 	for {
 		base := r.base()
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -201,7 +201,7 @@ func (r *Registrar) deregister(ctx context.Context) error {
 			return err
 		}
 		r.nextNode(err)
-		if !sleep(ctx, bo.next()) {
+		if !sleep(ctx, p.next(err)) {
 			return errors.Join(ctx.Err(), err)
 		}
 	}
@@ -210,7 +210,7 @@ func (r *Registrar) deregister(ctx context.Context) error {
 // run heartbeats every TTL/3 until ctx ends.
 func (r *Registrar) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
-	bo := backoff{base: 100 * time.Millisecond, max: r.interval()}
+	p := pacer{bo: backoff{base: 100 * time.Millisecond, max: r.interval()}, nodes: len(r.c.bases)}
 	timer := time.NewTimer(r.interval())
 	defer timer.Stop()
 	for {
@@ -230,8 +230,8 @@ func (r *Registrar) run(ctx context.Context, done chan struct{}) {
 			return
 		}
 		if err == nil {
-			bo.reset()
-			bo.max = r.interval()
+			p.reset()
+			p.bo.max = r.interval()
 			timer.Reset(r.interval())
 			continue
 		}
@@ -245,7 +245,7 @@ func (r *Registrar) run(ctx context.Context, done chan struct{}) {
 			continue
 		}
 		r.nextNode(err)
-		timer.Reset(bo.next())
+		timer.Reset(p.next(err))
 	}
 }
 

@@ -372,31 +372,14 @@ func TestE2EFaultLoadWhileFailing(t *testing.T) {
 		}
 		return err
 	})
+	wantExpired := map[string]string{}
+	for k, in := range abandoned {
+		wantExpired[k] = in.lease
+	}
 	var worstDelay time.Duration
-	for i := range c.Members {
-		es, err := expirations(c.URL(i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]int{}
-		for _, e := range es {
-			k := e.Service + "/" + e.ID
-			seen[k]++
-			in, ok := abandoned[k]
-			switch {
-			case !ok:
-				t.Errorf("%s: an instance that kept its heartbeats was reported expired: %+v", c.Members[i].Name, e)
-			case e.LeaseID != in.lease:
-				t.Errorf("%s: %s reported with lease %s, its last registration had %s", c.Members[i].Name, k, e.LeaseID, in.lease)
-			default:
-				worstDelay = max(worstDelay, e.ExpiredAt.Sub(in.acked.Add(loadTTL*time.Second)))
-			}
-		}
-		for k := range abandoned {
-			if seen[k] != 1 {
-				t.Errorf("%s: %s reported %d times, want exactly once", c.Members[i].Name, k, seen[k])
-			}
-		}
+	for _, e := range exactlyOnce(t, c, wantExpired, nil) {
+		in := abandoned[e.Service+"/"+e.ID]
+		worstDelay = max(worstDelay, e.ExpiredAt.Sub(in.acked.Add(loadTTL*time.Second)))
 	}
 	// The bound of cluster/DESIGN.md: a failover delays an expiry by at
 	// most one TTL, the election and one election timeout (1 s).

@@ -220,3 +220,41 @@ func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
 // isRoot reports whether the tests run as root (mount, loop devices).
 func isRoot() bool { return os.Geteuid() == 0 }
+
+// exactlyOnce checks every member's ledger: it reports exactly the expiries
+// of want ("service/id" → the lease of its last registration), each once,
+// and nothing else; check, when not nil, is asked about every entry too
+// (an error fails the test). It returns the entries that match want, from
+// every member.
+func exactlyOnce(t *testing.T, c *e2e.Cluster, want map[string]string, check func(member string, e expiration) error) []expiration {
+	t.Helper()
+	var matched []expiration
+	for i, m := range c.Members {
+		es, err := expirations(c.URL(i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, e := range es {
+			k := e.Service + "/" + e.ID
+			lease, ok := want[k]
+			if !ok || e.LeaseID != lease {
+				t.Errorf("%s: unexpected expiry report (want leases %v): %+v", m.Name, want, e)
+				continue
+			}
+			if check != nil {
+				if err := check(m.Name, e); err != nil {
+					t.Errorf("%s: %v: %+v", m.Name, err, e)
+				}
+			}
+			seen[k]++
+			matched = append(matched, e)
+		}
+		for k := range want {
+			if seen[k] != 1 {
+				t.Errorf("%s: %s reported %d times, want exactly once", m.Name, k, seen[k])
+			}
+		}
+	}
+	return matched
+}

@@ -228,24 +228,16 @@ func TestE2EFaultPartition(t *testing.T) {
 	}
 
 	// Exactly once, on every member, reported by the majority.
-	for i := range c.Members {
-		es, err := expirations(c.URL(i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]int{}
-		for _, e := range es {
-			seen[e.ID]++
-			if e.Service != "pre" || e.LeaseID != preLease[e.ID] || e.ReportedBy == iso.Name {
-				t.Errorf("%s: unexpected expiry report %+v", c.Members[i].Name, e)
-			}
-		}
-		for id := range preLease {
-			if seen[id] != 1 {
-				t.Errorf("%s: %s reported %d times, want exactly once", c.Members[i].Name, id, seen[id])
-			}
-		}
+	want := map[string]string{}
+	for id, lease := range preLease {
+		want["pre/"+id] = lease
 	}
+	exactlyOnce(t, c, want, func(_ string, e expiration) error {
+		if e.ReportedBy == iso.Name {
+			return fmt.Errorf("reported by the isolated %s", iso.Name)
+		}
+		return nil
+	})
 
 	// No write on the minority succeeded, each answered 503 in time.
 	slices.SortFunc(minWrites, func(x, y minorityWrite) int { return int(x.sent - y.sent) })

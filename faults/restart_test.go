@@ -116,26 +116,14 @@ func TestE2EFaultKillAll(t *testing.T) {
 		}
 		return err
 	})
+	wantExpired := map[string]string{}
+	for id, lease := range shortLease {
+		wantExpired["brief/"+id] = lease
+	}
 	var lastReport time.Time
-	for i := range c.Members {
-		es, err := expirations(c.URL(i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]int{}
-		for _, e := range es {
-			seen[e.ID]++
-			if e.Service != "brief" || e.LeaseID != shortLease[e.ID] {
-				t.Errorf("%s: unexpected expiry report %+v", c.Members[i].Name, e)
-			}
-			if e.ExpiredAt.After(lastReport) {
-				lastReport = e.ExpiredAt
-			}
-		}
-		for id := range shortLease {
-			if seen[id] != 1 {
-				t.Errorf("%s: %s reported %d times, want once", c.Members[i].Name, id, seen[id])
-			}
+	for _, e := range exactlyOnce(t, c, wantExpired, nil) {
+		if e.ExpiredAt.After(lastReport) {
+			lastReport = e.ExpiredAt
 		}
 	}
 	figure(t, "SIGKILL of all 3 members: %d of %d long-TTL instances intact on every node, %d deregistered ones still gone; all ready %s after the restart, first write accepted after %s",

@@ -26,7 +26,7 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	if hint != 0 {
-		ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(hint))
+		ka, err := s.keepAlive(ctx, hint)
 		if err == nil {
 			return ka.TTL, nil
 		}
@@ -34,7 +34,9 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 			return 0, AsError(err)
 		}
 	}
-	resp, err := s.cli.Get(ctx, s.keys.Instance(service, id))
+	resp, err := read(ctx, s, func(ctx context.Context) (*clientv3.GetResponse, error) {
+		return s.cli.Get(ctx, s.keys.Instance(service, id))
+	})
 	if err != nil {
 		return 0, AsError(err)
 	}
@@ -45,7 +47,7 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 	if kv.Lease == 0 {
 		return 0, Errorf(KindConflict, CodeNoLease, "instance %s of service %s was written without a lease by a plain etcd client; there is nothing to renew", quote(id), quote(service))
 	}
-	ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(kv.Lease))
+	ka, err := s.keepAlive(ctx, kv.Lease)
 	if err != nil {
 		if isLeaseNotFound(err) {
 			return 0, notFound(service, id)
@@ -53,6 +55,13 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 		return 0, AsError(err)
 	}
 	return ka.TTL, nil
+}
+
+// keepAlive renews lease once; renewals are safe to repeat.
+func (s *Store) keepAlive(ctx context.Context, lease int64) (*clientv3.LeaseKeepAliveResponse, error) {
+	return read(ctx, s, func(ctx context.Context) (*clientv3.LeaseKeepAliveResponse, error) {
+		return s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+	})
 }
 
 // Local is the registry as one node serves it: the Store for writes and

@@ -37,6 +37,12 @@ type Options struct {
 	// a non-nil answer (an *Error) refuses the write before it reaches
 	// etcd. regd's node uses it to refuse writes while its disk is short.
 	WriteGate func() error
+	// Leadership, when set, is the member's view of raft leadership: an
+	// etcd call caught by a leader change is cancelled when this member
+	// learns of the new leader and made again within the deadline
+	// (retry.go). nil: calls are still retried, but only after their
+	// answer or a third of the deadline.
+	Leadership Leadership
 }
 
 // Store reads and writes instances in etcd.
@@ -55,6 +61,7 @@ type Store struct {
 	ttlCache map[int64]int64
 
 	writeGate func() error
+	retry     retryState
 }
 
 const maxTTLCache = 65536
@@ -82,6 +89,7 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 		now:       time.Now,
 		ttlCache:  make(map[int64]int64),
 		writeGate: opts.WriteGate,
+		retry:     retryState{lead: opts.Leadership, stopping: make(chan struct{})},
 	}
 }
 
@@ -130,7 +138,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 
-	grant, err := s.cli.Grant(ctx, ttl)
+	grant, err := s.grant(ctx, ttl)
 	if err != nil {
 		return Instance{}, false, AsError(err)
 	}
@@ -141,25 +149,19 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	}
 	// No revoke of the new lease on failure: a timed-out transaction may
 	// still have been applied, and revoking would turn it into a deletion.
-	// An unused lease simply runs out.
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpPut(s.keys.Instance(service, id), r.Address, clientv3.WithLease(grant.ID), clientv3.WithPrevKV()),
-		clientv3.OpPut(s.keys.Meta(service, id), string(buf), clientv3.WithPrevKV()),
-		clientv3.OpPut(s.keys.LeaseMarker(int64(grant.ID)), "", clientv3.WithLease(grant.ID)),
-	).Commit()
+	// An unused lease simply runs out. The transaction is safe to repeat
+	// (idempotent.go).
+	reg, err := s.put(ctx, service, id, r.Address, string(buf), grant.ID)
 	if err != nil {
 		return Instance{}, false, AsError(err)
 	}
-	prev := resp.Responses[0].GetResponsePut().PrevKv
-	prevMeta := resp.Responses[1].GetResponsePut().PrevKv
-	if prev != nil && prev.Lease != 0 && ownsLease(prevMeta, prev.Lease) {
-		if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(prev.Lease)); err != nil && !isLeaseNotFound(err) {
+	if prev := reg.prev; prev != nil && prev.Lease != 0 && ownsLease(reg.prevMeta, prev.Lease) {
+		if err := s.revoke(ctx, prev.Lease); err != nil {
 			// Harmless: the old lease holds only its marker now and runs out.
 			s.lg.Warn("revoke replaced lease", zap.String("service", service), zap.String("id", id), zap.Int64("lease", prev.Lease), zap.Error(err))
 		}
 	}
-	replaced := prev != nil && keyState(prev).Valid
-	return m.instance(service, id, resp.Header.Revision), !replaced, nil
+	return m.instance(service, id, reg.rev), reg.created, nil
 }
 
 // Deregister deletes the instance now: the key and its meta record in one
@@ -181,12 +183,19 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 	// The compare on the key's revision makes the revoke hit exactly the
 	// lease of the key we delete; a concurrent re-registration makes us
 	// look again.
+	var pending *deletion // a delete that failed, and may have been applied
 	for attempt := 0; attempt < 5; attempt++ {
-		get, err := s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(metaKey)).Commit()
+		get, err := read(ctx, s, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+			return s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(metaKey)).Commit()
+		})
 		if err != nil {
 			return 0, AsError(err)
 		}
 		kv := firstKV(get.Responses[0].GetResponseRange().GetKvs())
+		if pending.applied(kv) {
+			s.revokeDeregistered(ctx, service, id, pending)
+			return get.Header.Revision, nil
+		}
 		if kv == nil || !keyState(kv).Valid {
 			return 0, notFound(service, id)
 		}
@@ -205,19 +214,22 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 		if owned {
 			ops = append(ops, clientv3.OpDelete(metaKey))
 		}
-		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(ops...).Commit()
+		var resp *clientv3.TxnResponse
+		retried, err := s.do(ctx, func(ctx context.Context) error {
+			var err error
+			resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(ops...).Commit()
+			return err
+		})
 		if err != nil {
 			return 0, AsError(err)
 		}
 		if !resp.Succeeded {
+			if retried {
+				pending = &deletion{kv: kv, owned: owned}
+			}
 			continue
 		}
-		if owned {
-			if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !isLeaseNotFound(err) {
-				// Harmless: the lease holds only its marker and runs out.
-				s.lg.Warn("revoke deregistered lease", zap.String("service", service), zap.String("id", id), zap.Int64("lease", kv.Lease), zap.Error(err))
-			}
-		}
+		s.revokeDeregistered(ctx, service, id, &deletion{kv: kv, owned: owned})
 		return resp.Header.Revision, nil
 	}
 	return 0, Errorf(KindConflict, CodeConflict, "instance %s of service %s kept changing during deregistration; try again", quote(id), quote(service))
@@ -231,10 +243,12 @@ func (s *Store) Get(ctx context.Context, service, id string) (Instance, error) {
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(s.keys.Instance(service, id)),
-		clientv3.OpGet(s.keys.Meta(service, id)),
-	).Commit()
+	resp, err := read(ctx, s, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return s.cli.Txn(ctx).Then(
+			clientv3.OpGet(s.keys.Instance(service, id)),
+			clientv3.OpGet(s.keys.Meta(service, id)),
+		).Commit()
+	})
 	if err != nil {
 		return Instance{}, AsError(err)
 	}
@@ -283,7 +297,9 @@ func (s *Store) leaseTTL(ctx context.Context, lease int64) int64 {
 	if ok {
 		return ttl
 	}
-	resp, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(lease))
+	resp, err := read(ctx, s, func(ctx context.Context) (*clientv3.LeaseTimeToLiveResponse, error) {
+		return s.cli.TimeToLive(ctx, clientv3.LeaseID(lease))
+	})
 	if err != nil || resp.TTL < 0 {
 		return 0 // expired or unreachable: the key is about to go anyway
 	}
@@ -318,7 +334,9 @@ func isCompacted(err error) bool {
 func (s *Store) Revision(ctx context.Context) (int64, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, s.keys.ExpiryCursor(), clientv3.WithCountOnly())
+	resp, err := read(ctx, s, func(ctx context.Context) (*clientv3.GetResponse, error) {
+		return s.cli.Get(ctx, s.keys.ExpiryCursor(), clientv3.WithCountOnly())
+	})
 	if err != nil {
 		return 0, AsError(err)
 	}

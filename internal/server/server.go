@@ -89,9 +89,10 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// Start starts the member, waits until it is ready, then starts the
-// leader-only work and serves the REST API on cfg.Listener. On error the
-// listener is closed and nothing keeps running.
+// Start starts the member, waits until it is ready and this node's view
+// has loaded the registry, then starts the leader-only work and serves the
+// REST API on cfg.Listener. On error the listener is closed and nothing
+// keeps running.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -111,12 +112,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:    lg.Named("registry"),
 		Timeout:   cfg.RequestTimeout,
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
+		// Requests caught by a leader change are retried as soon as this
+		// member knows the new leader (registry/retry.go).
+		Leadership: n,
 	})
 	view := registry.NewView(store, registry.ViewOptions{})
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "regd_invalid_instance_values",
 		Help: "Keys under the registry prefix whose value is neither host:port nor a gRPC naming endpoint: not instances.",
 	}, func() float64 { return float64(view.InvalidValues()) }))
+	metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "regd_store_retries_total",
+		Help: "etcd calls the registry made again because a leader change (or a lost attempt) overtook them; the clients saw one answer.",
+	}, func() float64 { return float64(store.Retries()) }))
 	ledger := registry.NewLedger(store)
 	viewCtx, stopView := context.WithCancel(context.Background())
 	viewDone := make(chan struct{})
@@ -124,6 +132,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		defer close(viewDone)
 		view.Run(viewCtx)
 	}()
+	// REST is served once the view has loaded the registry (a local,
+	// serializable read: it does not wait for a quorum). Before that,
+	// every list would wait for it, and a member restarted in a rolling
+	// restart would look ready to load balancers too early.
+	select {
+	case <-view.Ready():
+	case <-ctx.Done():
+		stopView()
+		<-viewDone
+		n.Close()
+		cfg.Listener.Close()
+		return nil, ctx.Err()
+	}
 	info := cluster.NewInfo(n)
 	leader := cluster.NewLeadership(n, lg.Named("cluster"))
 	reporter := cluster.NewReporter(cluster.ReporterConfig{
@@ -270,28 +291,61 @@ func (s *Server) Node() *node.Node { return s.node }
 // Store is the registry store.
 func (s *Server) Store() *registry.Store { return s.store }
 
-// Close shuts down in reverse order of start: readiness goes 503 first, the
-// REST server stops taking requests and lets in-flight ones finish (until
-// ctx ends), leader-only work stops and is waited for, and last the member
-// closes, handing leadership over if it has it. The data dir stays, so the
-// member rejoins when started again.
+// Close shuts down in reverse order of start, so that clients of the other
+// members never notice (docs/operations.md, "Upgrades and rolling
+// restarts", has the steps with their bounds):
+//
+//  1. /readyz answers 503, watch streams and blocking queries end, and
+//     requests that would wait for a leader or retry answer 503
+//     unavailable at once (their clients go to another member);
+//  2. the REST listener closes and requests in flight finish (each is
+//     bounded by the store's timeout; ctx bounds the whole wait);
+//  3. leader-only work stops and is waited for;
+//  4. a leader hands leadership to the most caught-up voter
+//     (node.HandOver, at most two election timeouts), so the next leader
+//     starts its work at once and the others' requests are retried there;
+//  5. the view stops and the member closes (etcd's own stop: its client
+//     listeners, raft, its peers).
+//
+// The data dir stays, so the member rejoins when started again.
 func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		began := time.Now()
 		s.api.Drain()
 		s.api.Close()
+		s.store.Shutdown()
 		if e := s.http.Shutdown(ctx); e != nil {
 			err = fmt.Errorf("REST server did not drain in time: %w", e)
 			s.http.Close()
 		}
 		<-s.httpDone
 		s.leader.Stop()
+		s.handOver(ctx)
 		s.stopView()
 		<-s.viewDone
 		s.node.Close()
-		s.lg.Info("regd node stopped", zap.String("name", s.node.Name()))
+		s.lg.Info("regd node stopped", zap.String("name", s.node.Name()), zap.Duration("took", time.Since(began)))
 	})
 	return err
+}
+
+// handOver moves leadership away from this member if it leads, and logs
+// what happened.
+func (s *Server) handOver(ctx context.Context) {
+	if !s.node.IsLeader() {
+		return
+	}
+	began := time.Now()
+	to, err := s.node.HandOver(ctx)
+	switch {
+	case errors.Is(err, node.ErrNoTransferee):
+		s.lg.Info("leadership hand-over left to etcd's stop", zap.String("reason", err.Error()))
+	case err != nil:
+		s.lg.Warn("leadership hand-over failed; etcd's stop tries its own", zap.Duration("took", time.Since(began)), zap.Error(err))
+	case to != 0:
+		s.lg.Info("leadership handed over", zap.String("to", s.node.MemberName(to)), zap.Duration("took", time.Since(began)))
+	}
 }
 
 // Kill stops the node the way a crash would: no draining, no leadership

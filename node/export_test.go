@@ -1,0 +1,4 @@
+package node
+
+// PickTransferee is pickTransferee, for tests.
+var PickTransferee = pickTransferee
