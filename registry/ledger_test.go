@@ -142,8 +142,24 @@ func (e *ledgerEnv) reported() []registry.Report {
 }
 
 // ledgerIs checks the ledger and the consumer's reports: exactly want
-// (service/id@lease → address), each once.
+// (service/id@lease → address), each once. The consumer calls Reported
+// after the commit that wrote the entries and moved the cursor, so a
+// barrier can pass before the last reports are in: it polls, for up to
+// 10 s. Entries and reports are never taken back, so a ledger or report
+// too many fails at the deadline as surely as a missing one.
 func (e *ledgerEnv) ledgerIs(want map[regdtest.Expiry]string) error {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := e.checkLedger(want)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *ledgerEnv) checkLedger(want map[regdtest.Expiry]string) error {
 	es, err := e.l.Expirations(e.ctx(), "", 10000)
 	if err != nil {
 		return err
