@@ -48,20 +48,7 @@ func (e *ledgerEnv) ctx() context.Context {
 // returns) until the returned stop is called.
 func (e *ledgerEnv) consume() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := e.l.NewConsumer(registry.ConsumerOptions{
-		ReportedBy: "solo",
-		CursorIdle: 50 * time.Millisecond,
-		Reported: func(r registry.Report) {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			e.reports = append(e.reports, r)
-		},
-		Unmarked: func(lease int64) {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			e.unmarked = append(e.unmarked, lease)
-		},
-	})
+	c := e.consumer()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -79,6 +66,24 @@ func (e *ledgerEnv) consume() (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	e.t.Cleanup(stop)
 	return stop
+}
+
+// consumer is a consumer that records what it reports in e.
+func (e *ledgerEnv) consumer() *registry.Consumer {
+	return e.l.NewConsumer(registry.ConsumerOptions{
+		ReportedBy: "solo",
+		CursorIdle: 50 * time.Millisecond,
+		Reported: func(r registry.Report) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.reports = append(e.reports, r)
+		},
+		Unmarked: func(lease int64) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.unmarked = append(e.unmarked, lease)
+		},
+	})
 }
 
 func (e *ledgerEnv) register(service, id, addr string, ttl int64) registry.Instance {
@@ -315,8 +320,8 @@ func TestLedgerReconcileAfterExternalCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range e.reported() {
-		if !r.Reconciled || r.Revision <= head {
-			t.Fatalf("report %+v: want Reconciled at the reconcile revision (after %d)", r, head)
+		if !r.Reconciled || r.Revision != head {
+			t.Fatalf("report %+v: want Reconciled at the compaction revision %d", r, head)
 		}
 	}
 	metas, err := e.cli.Get(ctx, keys.MetaAll(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -458,5 +463,118 @@ func TestLedgerReconcilesMoreThanOneCommit(t *testing.T) {
 	e.barrier("rcbig")
 	if err := e.ledgerIs(want); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLedgerReconcileConsumesHistoryAfterTheCompaction: a compaction past
+// the cursor removes history up to its revision C, not after it. What
+// happened after C is still in history and is classified from it, as if
+// no compaction had been: a plain client's revoke after C is an expiry
+// (its key and marker go in one revision), a REST key deleted explicitly
+// after C whose lease then ended is not. Only the gap up to C is
+// reconciled from state (the state at C), reported at C.
+func TestLedgerReconcileConsumesHistoryAfterTheCompaction(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	keys := e.st.Keys()
+	stop := e.consume()
+	revoked := e.grant(30)
+	e.put(keys.Instance("rh", "revoked"), "10.8.0.1:80", revoked)
+	plainDeleted := e.grant(30)
+	e.put(keys.Instance("rh", "plain-deleted"), "10.8.0.2:80", plainDeleted)
+	restDeleted := e.register("rh", "rest-deleted", "10.8.0.3:80", 30)
+	inGap := e.register("rh", "expired-in-gap", "10.8.0.4:80", 30)
+	for _, l := range []clientv3.LeaseID{revoked, plainDeleted} {
+		regdtest.WaitLeaseMarker(t, e.cli, int64(l))
+	}
+	e.barrier("rh-1")
+	stop() // the leader is gone; the cursor stays here
+
+	e.revoke(leaseOf(t, inGap)) // in the gap: before the compaction
+	head := e.put("/other/compact", "x", 0)
+	if _, err := e.cli.Compact(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	// After the compaction, still in history when the next consumer starts.
+	revokedAt := e.revoke(int64(revoked))
+	if _, err := e.cli.Delete(ctx, keys.Instance("rh", "plain-deleted")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Delete(ctx, keys.Instance("rh", "rest-deleted")); err != nil {
+		t.Fatal(err)
+	}
+	e.revoke(leaseOf(t, restDeleted)) // ends after the explicit delete: no expiry
+
+	e.consume()
+	e.barrier("rh-2")
+	if err := e.ledgerIs(map[regdtest.Expiry]string{
+		exp("rh", "revoked", int64(revoked)):           "10.8.0.1:80",
+		exp("rh", "expired-in-gap", leaseOf(t, inGap)): "10.8.0.4:80",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range e.reported() {
+		switch r.ID {
+		case "revoked":
+			if r.Reconciled || r.Revision != revokedAt {
+				t.Errorf("report %+v: want it from history, at the revoke's revision %d", r, revokedAt)
+			}
+		case "expired-in-gap":
+			if !r.Reconciled || r.Revision != head {
+				t.Errorf("report %+v: want it reconciled, at the compaction revision %d", r, head)
+			}
+		}
+	}
+	metas, err := e.cli.Get(ctx, keys.Meta("rh", ""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(metas.Kvs) != 0 {
+		t.Fatalf("meta records left: %v", metas.Kvs)
+	}
+}
+
+// TestLedgerReconcileAfterTheCompactionMovedOn: when etcd has compacted
+// past the revision a reconcile was asked for (a second compaction right
+// after the first, or a deletion whose previous value went with a later
+// compaction), the state there is gone too. The reconcile writes nothing
+// and the next watch from the cursor reconciles at the newer compaction.
+func TestLedgerReconcileAfterTheCompactionMovedOn(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	gone := e.register("mo", "gone", "10.10.0.1:80", 30)
+	stop := e.consume()
+	e.barrier("mo-1")
+	stop()
+	cursor, err := e.l.Cursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.revoke(leaseOf(t, gone))
+	first := e.put("/other/compact", "1", 0)
+	if _, err := e.cli.Compact(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second := e.put("/other/compact", "2", 0)
+	if _, err := e.cli.Compact(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := e.consumer().ReconcileAt(ctx, first); err != nil {
+		t.Fatalf("reconcile at a compacted revision: %v, want nil (start over)", err)
+	}
+	if now, err := e.l.Cursor(ctx); err != nil || now != cursor {
+		t.Fatalf("cursor %d after a reconcile that could not read its state (%v), want it left at %d", now, err, cursor)
+	}
+	if got := e.reported(); len(got) != 0 {
+		t.Fatalf("reported %+v from a reconcile that could not read its state", got)
+	}
+	e.consume()
+	e.barrier("mo-2")
+	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("mo", "gone", leaseOf(t, gone)): "10.10.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.reported()[0]; !r.Reconciled || r.Revision != second {
+		t.Fatalf("report %+v: want it reconciled at the newer compaction revision %d", r, second)
 	}
 }
