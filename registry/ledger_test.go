@@ -534,6 +534,59 @@ func TestLedgerReconcileConsumesHistoryAfterTheCompaction(t *testing.T) {
 	}
 }
 
+// TestLedgerWatchFromTheCompactionRevision: a consumer whose cursor is
+// just below an external compaction at C watches from C itself, which etcd
+// serves (a watch is "compacted" only below C), but without the values
+// C's events replaced. A deletion or overwrite at C is therefore
+// reconciled from the state at C: an instance whose lease ended at C is
+// reported (reconciled, at C), a REST key overwritten at C loses its
+// record and its lease.
+func TestLedgerWatchFromTheCompactionRevision(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	keys := e.st.Keys()
+	expired := e.register("wc", "expired", "10.9.0.1:80", 30)
+	overwritten := e.register("wc", "overwritten", "10.9.0.2:80", 30)
+	stop := e.consume()
+	e.barrier("wc-1")
+	stop()
+	// compactAt puts the cursor just below rev and compacts there, as a
+	// plain client could while no consumer runs.
+	compactAt := func(rev int64) {
+		t.Helper()
+		if _, err := e.cli.Put(ctx, keys.ExpiryCursor(), fmt.Sprint(rev-1)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.cli.Compact(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	expiredAt := e.revoke(leaseOf(t, expired))
+	compactAt(expiredAt)
+	stop = e.consume()
+	e.barrier("wc-2")
+	stop()
+	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("wc", "expired", leaseOf(t, expired)): "10.9.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.reported()[0]; !r.Reconciled || r.Revision != expiredAt {
+		t.Fatalf("report %+v: want it reconciled at the compaction revision %d", r, expiredAt)
+	}
+
+	overwrittenAt := e.put(keys.Instance("wc", "overwritten"), "10.9.0.22:80", 0)
+	compactAt(overwrittenAt)
+	e.consume()
+	e.barrier("wc-3")
+	regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, overwritten)) // revoked
+	if r, err := e.cli.Get(ctx, keys.Meta("wc", "overwritten")); err != nil || len(r.Kvs) != 0 {
+		t.Fatalf("meta record of the overwritten instance left: %v %v", r.Kvs, err)
+	}
+	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("wc", "expired", leaseOf(t, expired)): "10.9.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestLedgerReconcileAfterTheCompactionMovedOn: when etcd has compacted
 // past the revision a reconcile was asked for (a second compaction right
 // after the first, or a deletion whose previous value went with a later
