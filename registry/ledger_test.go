@@ -113,6 +113,18 @@ func (e *ledgerEnv) put(key, value string, lease clientv3.LeaseID) int64 {
 	return resp.Header.Revision
 }
 
+// compactToHead writes a key outside the registry and compacts history up
+// to it, as a plain client could: past the cursor of a consumer that has
+// not seen it. It returns the compaction revision.
+func (e *ledgerEnv) compactToHead() int64 {
+	e.t.Helper()
+	head := e.put("/other/compact", "x", 0)
+	if _, err := e.cli.Compact(e.ctx(), head); err != nil {
+		e.t.Fatal(err)
+	}
+	return head
+}
+
 func (e *ledgerEnv) revoke(lease int64) int64 {
 	e.t.Helper()
 	resp, err := e.cli.Revoke(e.ctx(), clientv3.LeaseID(lease))
@@ -306,10 +318,7 @@ func TestLedgerReconcileAfterExternalCompaction(t *testing.T) {
 	for _, in := range []registry.Instance{expired, ambiguous} {
 		regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, in))
 	}
-	head := e.put("/other/compact", "x", 0)
-	if _, err := e.cli.Compact(ctx, head); err != nil {
-		t.Fatal(err)
-	}
+	head := e.compactToHead()
 
 	e.consume()
 	e.barrier("rc")
@@ -455,10 +464,7 @@ func TestLedgerReconcilesMoreThanOneCommit(t *testing.T) {
 	if n, err := e.cli.Get(ctx, "/service/rcbig/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || n.Count != 0 {
 		t.Fatalf("%d instances left after their leases ended: %v", n.Count, err)
 	}
-	head := e.put("/other/compact", "x", 0)
-	if _, err := e.cli.Compact(ctx, head); err != nil {
-		t.Fatal(err)
-	}
+	e.compactToHead()
 	e.consume()
 	e.barrier("rcbig")
 	if err := e.ledgerIs(want); err != nil {
@@ -491,10 +497,7 @@ func TestLedgerReconcileConsumesHistoryAfterTheCompaction(t *testing.T) {
 	stop() // the leader is gone; the cursor stays here
 
 	e.revoke(leaseOf(t, inGap)) // in the gap: before the compaction
-	head := e.put("/other/compact", "x", 0)
-	if _, err := e.cli.Compact(ctx, head); err != nil {
-		t.Fatal(err)
-	}
+	head := e.compactToHead()
 	// After the compaction, still in history when the next consumer starts.
 	revokedAt := e.revoke(int64(revoked))
 	if _, err := e.cli.Delete(ctx, keys.Instance("rh", "plain-deleted")); err != nil {
@@ -604,14 +607,8 @@ func TestLedgerReconcileAfterTheCompactionMovedOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.revoke(leaseOf(t, gone))
-	first := e.put("/other/compact", "1", 0)
-	if _, err := e.cli.Compact(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	second := e.put("/other/compact", "2", 0)
-	if _, err := e.cli.Compact(ctx, second); err != nil {
-		t.Fatal(err)
-	}
+	first := e.compactToHead()
+	second := e.compactToHead()
 
 	if err := e.consumer().ReconcileAt(ctx, first); err != nil {
 		t.Fatalf("reconcile at a compacted revision: %v, want nil (start over)", err)
