@@ -75,7 +75,8 @@ func (l *Ledger) NewConsumer(opts ConsumerOptions) *Consumer {
 // Run consumes history until ctx ends (nil) or something fails: an etcd
 // error, the member losing its leader (the watch requires one), or
 // ErrCursorMoved. It returns nil, too, after reconciling a compaction
-// past the cursor; the caller calls Run again.
+// past the cursor, or finding that etcd compacted further while it tried;
+// the caller calls Run again.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.prepared {
 		if err := c.prepare(ctx); err != nil {

@@ -83,8 +83,8 @@ func (c *Consumer) prepare(ctx context.Context) error {
 // deletions in the gap are lost. See cluster/DESIGN.md.
 //
 // If etcd compacted past compactRev meanwhile (or compactRev is a revision
-// whose deletion came without its previous value, below the compaction),
-// the state there is gone too: reconcile returns nil without a write, and
+// whose deletion or overwrite came without its previous value, below the
+// compaction), the state there is gone too: reconcile returns nil without a write, and
 // the caller's next watch from the cursor names the compaction revision.
 func (c *Consumer) reconcile(ctx context.Context, cur cursor, compactRev int64) error {
 	rev := compactRev
