@@ -388,6 +388,22 @@ func TestJoinExistingCluster(t *testing.T) {
 		}
 		return err
 	})
+	// The new member asks the others for the membership when it starts;
+	// one that has not applied the addition yet answers without it, and
+	// the start fails ("member count is unequal"). Wait until each has.
+	for i, m := range c.Members {
+		mcli := c.EtcdClient(t, i)
+		regdtest.Eventually(t, 10*time.Second, func() error {
+			list, err := mcli.MemberList(ctx, clientv3.WithSerializable())
+			if err != nil {
+				return err
+			}
+			if len(list.Members) != len(added.Members) {
+				return fmt.Errorf("%s lists %d members, want %d", m.Name, len(list.Members), len(added.Members))
+			}
+			return nil
+		})
+	}
 	var initial []string
 	for _, m := range added.Members {
 		name := m.Name

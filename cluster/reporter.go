@@ -72,7 +72,7 @@ func NewReporter(cfg ReporterConfig) *Reporter {
 		}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regd_expiry_reconciled_total",
-			Help: "Expiries found by reconciling from current state because their history had been compacted.",
+			Help: "Expiries found by reconciling from the state at the compaction revision because their history had been compacted.",
 		}),
 		unmarked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regd_expiry_unmarked_leases_total",

@@ -75,7 +75,8 @@ func (l *Ledger) NewConsumer(opts ConsumerOptions) *Consumer {
 // Run consumes history until ctx ends (nil) or something fails: an etcd
 // error, the member losing its leader (the watch requires one), or
 // ErrCursorMoved. It returns nil, too, after reconciling a compaction
-// past the cursor; the caller calls Run again.
+// past the cursor, or finding that etcd compacted further while it tried;
+// the caller calls Run again.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.prepared {
 		if err := c.prepare(ctx); err != nil {
@@ -153,9 +154,9 @@ type step struct {
 // last revision that touched the registry (0: none did: the ledger's own
 // writes, other programs' keys; the cursor need not move over those, and
 // moving it would wake the consumer with its own write); and lost, the
-// first revision whose deletion came without its previous value (a
-// compaction passed it after the watch read it): everything before lost is
-// committed, and the caller reconciles.
+// first revision where an instance key's deletion or overwrite came without
+// its previous value (prevLost): everything before lost is committed, and
+// the caller reconciles at lost.
 func (c *Consumer) consume(ctx context.Context, cur cursor, evs []*clientv3.Event, received time.Time) (next cursor, last, lost int64, err error) {
 	var (
 		reports  []Report
@@ -169,11 +170,9 @@ func (c *Consumer) consume(ctx context.Context, cur cursor, evs []*clientv3.Even
 		if !ch.relevant() {
 			return
 		}
-		for _, ic := range ch.Instances {
-			if ic.Deleted && ic.Prev == nil {
-				lost = rev
-				return
-			}
+		if c.prevLost(revEvs) {
+			lost = rev
+			return
 		}
 		if err = c.attachMarkers(ctx, ch); err != nil {
 			return
@@ -200,6 +199,25 @@ func (c *Consumer) consume(ctx context.Context, cur cursor, evs []*clientv3.Even
 	}
 	cur, err = c.flush(ctx, cur, last, steps, revokes, true)
 	return cur, last, lost, err
+}
+
+// prevLost reports whether an instance key's deletion or overwrite among
+// one revision's events came without its previous value. etcd reads that
+// value at the revision before the event's, so it is missing exactly when
+// history was compacted at or past the event's revision: after the watch
+// read the event, or before, when the watch started at the compaction
+// revision itself (a watch from there is not "compacted"; etcd keeps the
+// events at that revision, not what they replaced).
+func (c *Consumer) prevLost(evs []*clientv3.Event) bool {
+	for _, ev := range evs {
+		if ev.PrevKv != nil || ev.IsCreate() {
+			continue
+		}
+		if _, _, ok := c.l.keys.ParseInstance(string(ev.Kv.Key)); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // report is the ledger entry of one expiry.

@@ -66,26 +66,41 @@ func (c *Consumer) prepare(ctx context.Context) error {
 
 // reconcile recovers after the history between the cursor and compactRev
 // was compacted (by a plain client: regd's own compaction never passes the
-// cursor), the one place where state must be read instead of history.
+// cursor), the one place where state must be read instead of history. Only
+// the gap is: the state is read at compactRev, the oldest revision etcd
+// still serves, the cursor moves there, and the next watch classifies
+// everything after it from history as usual: the current state would
+// stand for history that is still there, and plain clients' expiries in
+// it, which leave no record, would be skipped.
 // Every REST instance's meta record outlives its key until a consumer
 // removes it, so the REST instances that vanished in the gap are exactly
-// the records without their key. Each is classified by whether its lease
-// still exists (its marker, or for leases of an older regd without one,
-// the lease itself): alive, the key was deleted explicitly; gone, it is
-// reported as expired at the reconcile revision. The residual ambiguity:
-// a key deleted explicitly whose lease then also ended in the gap is
-// reported too. Keys of plain clients leave no record: their deletions in
-// the gap are lost. See cluster/DESIGN.md.
+// the records without their key at compactRev. Each is classified by
+// whether its lease was still alive there (its marker, or for leases of an
+// older regd without one, the lease itself, now): alive, the key was
+// deleted explicitly; gone, it is reported as expired at compactRev. The
+// residual ambiguity: a key deleted explicitly whose lease then also ended
+// in the gap is reported too. Keys of plain clients leave no record: their
+// deletions in the gap are lost. See cluster/DESIGN.md.
+//
+// If etcd compacted past compactRev meanwhile (or compactRev is a revision
+// whose deletion or overwrite came without its previous value, below the
+// compaction), the state there is gone too: reconcile returns nil without a write, and
+// the caller's next watch from the cursor names the compaction revision.
 func (c *Consumer) reconcile(ctx context.Context, cur cursor, compactRev int64) error {
+	rev := compactRev
 	snap, err := c.l.cli.Txn(ctx).Then(
-		clientv3.OpGet(metaRoot, clientv3.WithPrefix()),
-		clientv3.OpGet(c.l.keys.Prefix, clientv3.WithPrefix()),
-		clientv3.OpGet(leaseRoot, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(metaRoot, clientv3.WithPrefix(), clientv3.WithRev(rev)),
+		clientv3.OpGet(c.l.keys.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)),
+		clientv3.OpGet(leaseRoot, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev)),
 	).Commit()
+	if isCompacted(err) {
+		c.lg.Info("history compacted past the revision to reconcile at; starting over from the cursor",
+			zap.Int64("cursor", cur.rev), zap.Int64("revision", rev))
+		return nil
+	}
 	if err != nil {
 		return AsError(err)
 	}
-	rev := snap.Header.Revision
 	live := make(map[string]KeyState)
 	for _, kv := range snap.Responses[1].GetResponseRange().Kvs {
 		live[string(kv.Key)] = keyState(kv)
@@ -138,8 +153,8 @@ func (c *Consumer) reconcile(ctx context.Context, cur cursor, compactRev int64) 
 		}
 		steps = append(steps, step{rev: rev, op: op, report: &reports[i]})
 	}
-	c.lg.Warn("history was compacted past the expiry cursor; reconciled from current state",
-		zap.Int64("cursor", cur.rev), zap.Int64("compact-revision", compactRev), zap.Int64("revision", rev),
+	c.lg.Warn("history was compacted past the expiry cursor; reconciled from the state at the compaction revision",
+		zap.Int64("cursor", cur.rev), zap.Int64("compact-revision", rev),
 		zap.Int("expired", len(reports)), zap.Int("records-removed", len(steps)-len(reports)))
 	if _, err := c.flush(ctx, cur, rev, steps, revokes, false); err != nil {
 		return err

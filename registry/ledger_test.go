@@ -48,20 +48,7 @@ func (e *ledgerEnv) ctx() context.Context {
 // returns) until the returned stop is called.
 func (e *ledgerEnv) consume() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := e.l.NewConsumer(registry.ConsumerOptions{
-		ReportedBy: "solo",
-		CursorIdle: 50 * time.Millisecond,
-		Reported: func(r registry.Report) {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			e.reports = append(e.reports, r)
-		},
-		Unmarked: func(lease int64) {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			e.unmarked = append(e.unmarked, lease)
-		},
-	})
+	c := e.consumer()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -79,6 +66,24 @@ func (e *ledgerEnv) consume() (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	e.t.Cleanup(stop)
 	return stop
+}
+
+// consumer is a consumer that records what it reports in e.
+func (e *ledgerEnv) consumer() *registry.Consumer {
+	return e.l.NewConsumer(registry.ConsumerOptions{
+		ReportedBy: "solo",
+		CursorIdle: 50 * time.Millisecond,
+		Reported: func(r registry.Report) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.reports = append(e.reports, r)
+		},
+		Unmarked: func(lease int64) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.unmarked = append(e.unmarked, lease)
+		},
+	})
 }
 
 func (e *ledgerEnv) register(service, id, addr string, ttl int64) registry.Instance {
@@ -106,6 +111,18 @@ func (e *ledgerEnv) put(key, value string, lease clientv3.LeaseID) int64 {
 		e.t.Fatal(err)
 	}
 	return resp.Header.Revision
+}
+
+// compactToHead writes a key outside the registry and compacts history up
+// to it, as a plain client could: past the cursor of a consumer that has
+// not seen it. It returns the compaction revision.
+func (e *ledgerEnv) compactToHead() int64 {
+	e.t.Helper()
+	head := e.put("/other/compact", "x", 0)
+	if _, err := e.cli.Compact(e.ctx(), head); err != nil {
+		e.t.Fatal(err)
+	}
+	return head
 }
 
 func (e *ledgerEnv) revoke(lease int64) int64 {
@@ -142,8 +159,24 @@ func (e *ledgerEnv) reported() []registry.Report {
 }
 
 // ledgerIs checks the ledger and the consumer's reports: exactly want
-// (service/id@lease → address), each once.
+// (service/id@lease → address), each once. The consumer calls Reported
+// after the commit that wrote the entries and moved the cursor, so a
+// barrier can pass before the last reports are in: it polls, for up to
+// 10 s. Entries and reports are never taken back, so a ledger or report
+// too many fails at the deadline as surely as a missing one.
 func (e *ledgerEnv) ledgerIs(want map[regdtest.Expiry]string) error {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := e.checkLedger(want)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *ledgerEnv) checkLedger(want map[regdtest.Expiry]string) error {
 	es, err := e.l.Expirations(e.ctx(), "", 10000)
 	if err != nil {
 		return err
@@ -285,10 +318,7 @@ func TestLedgerReconcileAfterExternalCompaction(t *testing.T) {
 	for _, in := range []registry.Instance{expired, ambiguous} {
 		regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, in))
 	}
-	head := e.put("/other/compact", "x", 0)
-	if _, err := e.cli.Compact(ctx, head); err != nil {
-		t.Fatal(err)
-	}
+	head := e.compactToHead()
 
 	e.consume()
 	e.barrier("rc")
@@ -299,8 +329,8 @@ func TestLedgerReconcileAfterExternalCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range e.reported() {
-		if !r.Reconciled || r.Revision <= head {
-			t.Fatalf("report %+v: want Reconciled at the reconcile revision (after %d)", r, head)
+		if !r.Reconciled || r.Revision != head {
+			t.Fatalf("report %+v: want Reconciled at the compaction revision %d", r, head)
 		}
 	}
 	metas, err := e.cli.Get(ctx, keys.MetaAll(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -434,13 +464,167 @@ func TestLedgerReconcilesMoreThanOneCommit(t *testing.T) {
 	if n, err := e.cli.Get(ctx, "/service/rcbig/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || n.Count != 0 {
 		t.Fatalf("%d instances left after their leases ended: %v", n.Count, err)
 	}
-	head := e.put("/other/compact", "x", 0)
-	if _, err := e.cli.Compact(ctx, head); err != nil {
-		t.Fatal(err)
-	}
+	e.compactToHead()
 	e.consume()
 	e.barrier("rcbig")
 	if err := e.ledgerIs(want); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLedgerReconcileConsumesHistoryAfterTheCompaction: a compaction past
+// the cursor removes history up to its revision C, not after it. What
+// happened after C is still in history and is classified from it, as if
+// no compaction had been: a plain client's revoke after C is an expiry
+// (its key and marker go in one revision), a REST key deleted explicitly
+// after C whose lease then ended is not. Only the gap up to C is
+// reconciled from state (the state at C), reported at C.
+func TestLedgerReconcileConsumesHistoryAfterTheCompaction(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	keys := e.st.Keys()
+	stop := e.consume()
+	revoked := e.grant(30)
+	e.put(keys.Instance("rh", "revoked"), "10.8.0.1:80", revoked)
+	plainDeleted := e.grant(30)
+	e.put(keys.Instance("rh", "plain-deleted"), "10.8.0.2:80", plainDeleted)
+	restDeleted := e.register("rh", "rest-deleted", "10.8.0.3:80", 30)
+	inGap := e.register("rh", "expired-in-gap", "10.8.0.4:80", 30)
+	for _, l := range []clientv3.LeaseID{revoked, plainDeleted} {
+		regdtest.WaitLeaseMarker(t, e.cli, int64(l))
+	}
+	e.barrier("rh-1")
+	stop() // the leader is gone; the cursor stays here
+
+	e.revoke(leaseOf(t, inGap)) // in the gap: before the compaction
+	head := e.compactToHead()
+	// After the compaction, still in history when the next consumer starts.
+	revokedAt := e.revoke(int64(revoked))
+	if _, err := e.cli.Delete(ctx, keys.Instance("rh", "plain-deleted")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Delete(ctx, keys.Instance("rh", "rest-deleted")); err != nil {
+		t.Fatal(err)
+	}
+	e.revoke(leaseOf(t, restDeleted)) // ends after the explicit delete: no expiry
+
+	e.consume()
+	e.barrier("rh-2")
+	if err := e.ledgerIs(map[regdtest.Expiry]string{
+		exp("rh", "revoked", int64(revoked)):           "10.8.0.1:80",
+		exp("rh", "expired-in-gap", leaseOf(t, inGap)): "10.8.0.4:80",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range e.reported() {
+		switch r.ID {
+		case "revoked":
+			if r.Reconciled || r.Revision != revokedAt {
+				t.Errorf("report %+v: want it from history, at the revoke's revision %d", r, revokedAt)
+			}
+		case "expired-in-gap":
+			if !r.Reconciled || r.Revision != head {
+				t.Errorf("report %+v: want it reconciled, at the compaction revision %d", r, head)
+			}
+		}
+	}
+	metas, err := e.cli.Get(ctx, keys.Meta("rh", ""), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(metas.Kvs) != 0 {
+		t.Fatalf("meta records left: %v", metas.Kvs)
+	}
+}
+
+// TestLedgerWatchFromTheCompactionRevision: a consumer whose cursor is
+// just below an external compaction at C watches from C itself, which etcd
+// serves (a watch is "compacted" only below C), but without the values
+// C's events replaced. A deletion or overwrite at C is therefore
+// reconciled from the state at C: an instance whose lease ended at C is
+// reported (reconciled, at C), a REST key overwritten at C loses its
+// record and its lease.
+func TestLedgerWatchFromTheCompactionRevision(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	keys := e.st.Keys()
+	expired := e.register("wc", "expired", "10.9.0.1:80", 30)
+	overwritten := e.register("wc", "overwritten", "10.9.0.2:80", 30)
+	stop := e.consume()
+	e.barrier("wc-1")
+	stop()
+	// compactAt puts the cursor just below rev and compacts there, as a
+	// plain client could while no consumer runs.
+	compactAt := func(rev int64) {
+		t.Helper()
+		if _, err := e.cli.Put(ctx, keys.ExpiryCursor(), fmt.Sprint(rev-1)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.cli.Compact(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	expiredAt := e.revoke(leaseOf(t, expired))
+	compactAt(expiredAt)
+	stop = e.consume()
+	e.barrier("wc-2")
+	stop()
+	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("wc", "expired", leaseOf(t, expired)): "10.9.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.reported()[0]; !r.Reconciled || r.Revision != expiredAt {
+		t.Fatalf("report %+v: want it reconciled at the compaction revision %d", r, expiredAt)
+	}
+
+	overwrittenAt := e.put(keys.Instance("wc", "overwritten"), "10.9.0.22:80", 0)
+	compactAt(overwrittenAt)
+	e.consume()
+	e.barrier("wc-3")
+	regdtest.WaitLeaseGone(t, e.cli, leaseOf(t, overwritten)) // revoked
+	if r, err := e.cli.Get(ctx, keys.Meta("wc", "overwritten")); err != nil || len(r.Kvs) != 0 {
+		t.Fatalf("meta record of the overwritten instance left: %v %v", r.Kvs, err)
+	}
+	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("wc", "expired", leaseOf(t, expired)): "10.9.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLedgerReconcileAfterTheCompactionMovedOn: when etcd has compacted
+// past the revision a reconcile was asked for (a second compaction right
+// after the first, or a deletion whose previous value went with a later
+// compaction), the state there is gone too. The reconcile writes nothing
+// and the next watch from the cursor reconciles at the newer compaction.
+func TestLedgerReconcileAfterTheCompactionMovedOn(t *testing.T) {
+	e := newLedgerEnv(t)
+	ctx := e.ctx()
+	gone := e.register("mo", "gone", "10.10.0.1:80", 30)
+	stop := e.consume()
+	e.barrier("mo-1")
+	stop()
+	cursor, err := e.l.Cursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.revoke(leaseOf(t, gone))
+	first := e.compactToHead()
+	second := e.compactToHead()
+
+	if err := e.consumer().ReconcileAt(ctx, first); err != nil {
+		t.Fatalf("reconcile at a compacted revision: %v, want nil (start over)", err)
+	}
+	if now, err := e.l.Cursor(ctx); err != nil || now != cursor {
+		t.Fatalf("cursor %d after a reconcile that could not read its state (%v), want it left at %d", now, err, cursor)
+	}
+	if got := e.reported(); len(got) != 0 {
+		t.Fatalf("reported %+v from a reconcile that could not read its state", got)
+	}
+	e.consume()
+	e.barrier("mo-2")
+	if err := e.ledgerIs(map[regdtest.Expiry]string{exp("mo", "gone", leaseOf(t, gone)): "10.10.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.reported()[0]; !r.Reconciled || r.Revision != second {
+		t.Fatalf("report %+v: want it reconciled at the newer compaction revision %d", r, second)
 	}
 }
