@@ -53,7 +53,7 @@ func (fakeView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: 2}
 }
 func (fakeView) Changed(string) (int64, <-chan struct{}) { return 2, nil }
-func (fakeView) Subscribe(context.Context, string, int64) (*registry.Subscription, error) {
+func (fakeView) Subscribe(context.Context, string, registry.EventID) (*registry.Subscription, error) {
 	return nil, errors.New("fakeView: no subscriptions")
 }
 func (fakeView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {

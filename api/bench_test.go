@@ -56,7 +56,7 @@ func (v *benchView) Services() registry.ServiceList {
 	return registry.ServiceList{Revision: v.list.Revision}
 }
 func (v *benchView) Changed(string) (int64, <-chan struct{}) { return v.list.Revision, nil }
-func (v *benchView) Subscribe(context.Context, string, int64) (*registry.Subscription, error) {
+func (v *benchView) Subscribe(context.Context, string, registry.EventID) (*registry.Subscription, error) {
 	return nil, errors.New("benchView: no subscriptions")
 }
 func (v *benchView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {
@@ -231,7 +231,7 @@ func BenchmarkEncodeInstance(b *testing.B) {
 		w := &discardWriter{h: http.Header{}}
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := writeEvent(w, inst.Revision, registry.EventRegister, inst); err != nil {
+			if err := writeEvent(w, registry.AfterRevision(inst.Revision), registry.EventRegister, inst); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -34,7 +34,7 @@ func (paramView) Changed(string) (int64, <-chan struct{}) { return paramRev, nil
 
 // Streams cannot be opened on this fake: a valid watch request gets as far
 // as subscribing and answers 503.
-func (paramView) Subscribe(context.Context, string, int64) (*registry.Subscription, error) {
+func (paramView) Subscribe(context.Context, string, registry.EventID) (*registry.Subscription, error) {
 	return nil, registry.ErrViewClosed
 }
 func (paramView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {
@@ -81,6 +81,14 @@ func FuzzQueryParams(f *testing.F) {
 		{2, "after=7", ""},
 		{2, "reset=1", "-3"},
 		{3, "after=%zz", "x"},
+		{2, "", "7.0"},
+		{2, "after=7.12", ""},
+		{3, "", "7."},
+		{3, "", ".3"},
+		{3, "", "7.-1"},
+		{3, "", "7.1.2"},
+		{2, "", "+7"},
+		{2, "", "7.1073741825"},
 		{4, "limit=0", ""},
 		{4, "limit=10000&service=user", ""},
 		{4, "service=..", ""},
@@ -162,7 +170,7 @@ func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wai
 		if v == "" {
 			v = q.Get("after")
 		}
-		return !revisionParamOK(v), 0
+		return !eventIDOK(v), 0
 	default: // expirations
 		if s := q.Get("service"); s != "" && registry.ValidateService(s) != nil {
 			return true, 0
@@ -187,6 +195,33 @@ func revisionParamOK(v string) bool {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	return err == nil && n >= 0
+}
+
+// eventIDOK: absent, or an event id: "<revision>" or "<revision>.<index>",
+// digits only (no sign), the revision fitting an int64 and the index at
+// most 2^30.
+func eventIDOK(v string) bool {
+	if v == "" {
+		return true
+	}
+	rev, idx, dotted := strings.Cut(v, ".")
+	digits := func(s string) bool {
+		return s != "" && strings.Trim(s, "0123456789") == ""
+	}
+	if !digits(rev) {
+		return false
+	}
+	if _, err := strconv.ParseInt(rev, 10, 64); err != nil {
+		return false
+	}
+	if !dotted {
+		return true
+	}
+	if !digits(idx) {
+		return false
+	}
+	n, err := strconv.ParseInt(idx, 10, 64)
+	return err == nil && n <= 1<<30
 }
 
 func mustInt(v string) int64 {

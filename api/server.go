@@ -45,7 +45,9 @@ type View interface {
 	InstancesJSON(service string) ([]byte, int64)
 	Services() registry.ServiceList
 	Changed(service string) (int64, <-chan struct{})
-	Subscribe(ctx context.Context, service string, after int64) (*registry.Subscription, error)
+	// Subscribe follows service's events after the position after (an
+	// event's id, or registry.AfterRevision of a revision).
+	Subscribe(ctx context.Context, service string, after registry.EventID) (*registry.Subscription, error)
 	SubscribeFromList(ctx context.Context, service string) (registry.InstanceList, *registry.Subscription, error)
 }
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -59,7 +58,7 @@ func (s *Server) stream(c echo.Context, service string) error {
 	)
 	if resume {
 		sub, err = s.cfg.View.Subscribe(ctx, service, after)
-		start = after
+		start = after.Rev
 	}
 	if !resume || errors.Is(err, registry.ErrCompacted) {
 		var list registry.InstanceList
@@ -86,7 +85,7 @@ func (s *Server) stream(c echo.Context, service string) error {
 		return nil
 	}
 	if reset != nil {
-		if err := writeEvent(w, reset.Revision, "reset", reset); err != nil {
+		if err := writeEvent(w, registry.AfterRevision(reset.Revision), "reset", reset); err != nil {
 			return nil
 		}
 		w.Flush()
@@ -102,7 +101,7 @@ func (s *Server) stream(c echo.Context, service string) error {
 			if e.Data == nil {
 				data = e.Instance
 			}
-			if werr := writeEvent(w, e.Revision, e.Type, data); werr != nil {
+			if werr := writeEvent(w, e.ID(), e.Type, data); werr != nil {
 				return nil // the client is gone
 			}
 		}
@@ -137,7 +136,9 @@ func (s *Server) stream(c echo.Context, service string) error {
 	}
 }
 
-func writeEvent(w http.ResponseWriter, rev int64, typ string, data any) error {
+// writeEvent writes one event: its id (registry.EventID: "<revision>" or
+// "<revision>.<index>"), type and one line of JSON data.
+func writeEvent(w http.ResponseWriter, id registry.EventID, typ string, data any) error {
 	// Pre-encoded data is written as it is: json.Marshal of a RawMessage
 	// would validate and compact it again for every subscriber.
 	buf, ok := data.(json.RawMessage)
@@ -149,7 +150,7 @@ func writeEvent(w http.ResponseWriter, rev int64, typ string, data any) error {
 	}
 	frame := make([]byte, 0, len(buf)+len(typ)+40)
 	frame = append(frame, "id: "...)
-	frame = strconv.AppendInt(frame, rev, 10)
+	frame, _ = id.AppendText(frame) // never fails
 	frame = append(frame, "\nevent: "...)
 	frame = append(frame, typ...)
 	frame = append(frame, "\ndata: "...)
@@ -159,15 +160,21 @@ func writeEvent(w http.ResponseWriter, rev int64, typ string, data any) error {
 	return err
 }
 
-func lastEventID(c echo.Context) (int64, bool, error) {
+// lastEventID is where a stream resumes: Last-Event-ID, or ?after= where
+// headers cannot be set; an event's id ("<revision>" or
+// "<revision>.<index>", registry.EventID), or a list's revision.
+func lastEventID(c echo.Context) (registry.EventID, bool, error) {
 	v := c.Request().Header.Get("Last-Event-ID")
 	name := "Last-Event-ID"
 	if v == "" {
 		v, name = c.QueryParam("after"), "after"
 	}
 	if v == "" {
-		return 0, false, nil
+		return registry.EventID{}, false, nil
 	}
-	n, err := revisionParam(v, name)
-	return n, err == nil, err
+	id, ok := registry.ParseEventID(v)
+	if !ok {
+		return registry.EventID{}, false, invalidParameter("%s %s must be an event id (\"<revision>\" or \"<revision>.<index>\", e.g. 42 or 42.1) or a revision", name, registry.QuoteInput(v))
+	}
+	return id, true, nil
 }

@@ -217,7 +217,7 @@ func FuzzViewForeignKeys(f *testing.F) {
 
 		// Events: only for instances; A's deletion, if A was one, is a
 		// deregister.
-		sub, err := v.Subscribe(ctx, "", rev)
+		sub, err := v.Subscribe(ctx, "", registry.AfterRevision(rev))
 		if err != nil {
 			t.Fatalf("Subscribe(after %d): %v", rev, err)
 		}

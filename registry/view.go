@@ -28,6 +28,12 @@ type Event struct {
 	Type     string   `json:"type"`
 	Instance Instance `json:"instance"`
 	Revision int64    `json:"revision"`
+	// Index is the event's place among the events of its revision (from
+	// 0), in the order etcd applied the changes: the same on every
+	// member. Batch is how many events the revision has. ID() names the
+	// event from both.
+	Index int `json:"-"`
+	Batch int `json:"-"`
 	// Data is Instance as JSON, encoded once when the event is published
 	// and shared by every subscriber's stream.
 	Data json.RawMessage `json:"-"`

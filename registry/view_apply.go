@@ -79,8 +79,11 @@ func (v *View) apply(ctx context.Context, ch Changes) {
 		v.trackValue(ic.Service, ic.ID, !ic.Deleted && !ic.Now.Valid, ch.Revision)
 	}
 	countsChanged := false
-	for _, c := range changes {
-		countsChanged = v.applyChange(c, ch.Revision) || countsChanged
+	for i := range changes {
+		// Ids: the index follows etcd's order of the revision's
+		// changes (ch.Instances), never a map's.
+		changes[i].event.Index, changes[i].event.Batch = i, len(changes)
+		countsChanged = v.applyChange(changes[i], ch.Revision) || countsChanged
 	}
 	if countsChanged {
 		v.touchAll(ch.Revision)
@@ -255,6 +258,9 @@ func (v *View) resyncEvents(rev int64, fresh map[string]map[string]Instance, inv
 	slices.SortFunc(events, func(a, b Event) int {
 		return cmp.Or(cmp.Compare(a.Instance.Service, b.Instance.Service), cmp.Compare(a.Instance.ID, b.Instance.ID))
 	})
+	for i := range events {
+		events[i].Index, events[i].Batch = i, len(events)
+	}
 	return events
 }
 

@@ -51,23 +51,24 @@ type Subscription struct {
 // revision it has not applied yet.
 const futureWait = 2 * time.Second
 
-// Subscribe streams the events of service ("" for all services) with
-// revision > after. It returns ErrCompacted when after is older than what
-// this node can replay, or older than etcd's compaction point, or a
-// revision the view does not reach within futureWait (not one of this
-// cluster's); the caller then starts over from a list.
-func (v *View) Subscribe(ctx context.Context, service string, after int64) (*Subscription, error) {
+// Subscribe streams the events of service ("" for all services) that
+// follow the position after (an event's id, or AfterRevision of a list's
+// revision). It returns ErrCompacted when after is older than what this
+// node can replay, or older than etcd's compaction point, or a revision
+// the view does not reach within futureWait (not one of this cluster's);
+// the caller then starts over from a list.
+func (v *View) Subscribe(ctx context.Context, service string, after EventID) (*Subscription, error) {
 	select {
 	case <-v.ready:
 	case <-ctx.Done():
 		return nil, viewNotReady(ctx.Err())
 	}
-	if after > v.Rev() {
+	if after.Rev > v.Rev() {
 		// The subscriber's last event came from a member that is ahead
 		// of this one. Without catching up first, the events up to after
 		// would reach it a second time.
 		wctx, cancel := context.WithTimeout(ctx, futureWait)
-		err := v.WaitRev(wctx, after)
+		err := v.WaitRev(wctx, after.Rev)
 		cancel()
 		if ctx.Err() != nil {
 			return nil, viewNotReady(ctx.Err())
@@ -76,7 +77,7 @@ func (v *View) Subscribe(ctx context.Context, service string, after int64) (*Sub
 			return nil, ErrCompacted
 		}
 	}
-	if v.storeCompacted(ctx, after) {
+	if v.storeCompacted(ctx, after.Rev) {
 		return nil, ErrCompacted
 	}
 	return v.subscribe(service, after)
@@ -97,17 +98,20 @@ func (v *View) storeCompacted(ctx context.Context, after int64) bool {
 	return err != nil && isCompacted(err)
 }
 
-func (v *View) subscribe(service string, after int64) (*Subscription, error) {
+func (v *View) subscribe(service string, after EventID) (*Subscription, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
 		return nil, ErrViewClosed
 	}
-	if after < v.floor {
+	// The history holds every event of the revisions above the floor,
+	// none of the floor's: a position inside the floor's revision
+	// cannot be resumed from.
+	if after.Rev < v.floor || after.Rev == v.floor && after.Index != WholeRevision {
 		return nil, ErrCompacted
 	}
 	s := &Subscription{v: v, service: service, notify: make(chan struct{}, 1)}
-	i := sort.Search(len(v.history), func(i int) bool { return v.history[i].Revision > after })
+	i := sort.Search(len(v.history), func(i int) bool { return v.history[i].follows(after) })
 	for _, e := range v.history[i:] {
 		if service == "" || e.Instance.Service == service {
 			s.queue = append(s.queue, e)
@@ -133,7 +137,7 @@ func (v *View) SubscribeFromList(ctx context.Context, service string) (InstanceL
 	v.mu.Unlock()
 	for {
 		list := v.List(service)
-		s, err := v.subscribe(service, list.Revision)
+		s, err := v.subscribe(service, AfterRevision(list.Revision))
 		if err != nil {
 			return InstanceList{}, nil, err
 		}

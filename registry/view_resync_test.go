@@ -68,7 +68,7 @@ func TestViewResyncAfterCompaction(t *testing.T) {
 	}
 	before := reg("rsync", "moved", "10.3.0.3:80")
 	f.waitRev(before)
-	sub, err := f.v.Subscribe(ctx, "rsync", before)
+	sub, err := f.v.Subscribe(ctx, "rsync", registry.AfterRevision(before))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -371,8 +371,11 @@ class Discoverer:
         self._state: dict[str, dict] = {}
         self._sorted: list[dict] | None = None
         self._rev = 0
-        self._rev_all = True      # every event of _rev is known (it came from a list)
-        self._rev_ids: set[str] = set()  # else: the ids applied at _rev
+        # Where the next stream resumes (Last-Event-ID): the last event's
+        # id as regd sent it ("42", or "42.1" for the second event of a
+        # revision with several; ids are opaque), or the last list's
+        # revision.
+        self._last_id = "0"
         self._rr = 0
         self._node = 0
         self._closed = threading.Event()
@@ -471,26 +474,23 @@ class Discoverer:
             if old is None or any(old.get(k) != new.get(k) for k in ("revision", "lease_id", "address")):
                 calls.append(("register", new, None))
         self._state, self._sorted = fresh, None
-        self._rev, self._rev_all = int(lst.get("revision") or 0), True
-        self._rev_ids.clear()
+        self._rev = int(lst.get("revision") or 0)
+        self._last_id = str(self._rev)
         return calls
 
     def _apply(self, event: str, id_field: str | None, data: str) -> list[tuple]:
+        if id_field:
+            # A resume with this id continues with the next event, on any
+            # node: nothing is missed or applied twice.
+            self._last_id = id_field
+            head = id_field.split(".", 1)[0]
+            if head.isdigit() and int(head) > self._rev:
+                self._rev = int(head)  # for .revision only
         if event == "reset":
             return self._reset(json.loads(data))
         if event not in ("register", "deregister", "expire"):
             return []
         inst = json.loads(data)
-        if id_field is not None:
-            rev = int(id_field)
-            # Drop what the state already reflects: a resume replays the
-            # last revision; a lagging node may send older events.
-            if rev < self._rev or (rev == self._rev and (self._rev_all or inst["id"] in self._rev_ids)):
-                return []
-            if rev > self._rev:
-                self._rev, self._rev_all = rev, False
-                self._rev_ids.clear()
-            self._rev_ids.add(inst["id"])
         inst.setdefault("metadata", {})
         if event == "register":
             self._state[inst["id"]] = inst
@@ -502,9 +502,9 @@ class Discoverer:
         self._sorted = None
         return [("deregister", inst if inst.get("address") else old, event)]
 
-    def _resume_from(self) -> int:
+    def _resume_from(self) -> str:
         with self._lock:
-            return self._rev if self._rev_all or self._rev == 0 else self._rev - 1
+            return self._last_id
 
     def _dispatch(self, calls: list[tuple]) -> None:
         for kind, inst, reason in calls:
@@ -564,7 +564,7 @@ class Discoverer:
             conn.request("GET", f"/v1/services/{_q(self.service)}/watch", headers=_headers(self._token, {
                 "Accept": "text/event-stream",
                 "Cache-Control": "no-cache",
-                "Last-Event-ID": str(after),
+                "Last-Event-ID": after,
             }))
             if self._closed.is_set():  # close() may have come before the socket existed
                 return
@@ -579,7 +579,7 @@ class Discoverer:
             ctype = (resp.getheader("Content-Type") or "").split(";")[0].strip()
             if ctype != "text/event-stream":
                 raise RegdError(resp.status, "", f"watch answered {ctype!r}, not an event stream")
-            log.info("regd: watching %s via %s after revision %d", self.service, base, after)
+            log.info("regd: watching %s via %s after event %s", self.service, base, after)
             self.last_error = None
             self._read_events(resp)
         finally:

@@ -362,5 +362,86 @@ class AuthRetryTest(unittest.TestCase):
         self.assertEqual({a for _, _, a in reqs}, {f"Bearer {FakeRegd.TOKEN}"}, "a request without the token")
 
 
+class FakeStream(http.server.ThreadingHTTPServer):
+    """A stand-in for regd's list and watch: the list is at revision 4;
+    the first stream sends two events of revision 5 ("5.0", "5.1") and
+    ends; the next one sends "6" and stays open. It records each watch's
+    Last-Event-ID."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        @staticmethod
+        def event(eid: str, typ: str, id: str) -> bytes:
+            inst = {"service": "svc", "id": id, "address": "10.7.0.1:80", "metadata": {},
+                    "ttl": 10, "lease_id": "1", "revision": int(eid.split(".")[0]),
+                    "status": "up", "weight": 100}
+            return f"id: {eid}\nevent: {typ}\ndata: {json.dumps(inst)}\n\n".encode()
+
+        def do_GET(self):
+            srv = self.server
+            if not self.path.endswith("/watch"):
+                raw = json.dumps({"service": "svc", "instances": [], "revision": 4}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+                return
+            with srv.mu:
+                srv.resumes.append(self.headers.get("Last-Event-ID"))
+                n = len(srv.resumes)
+            # Chunked, as regd's streams are: the client keeps the socket
+            # (its close() shuts it down to end a blocked read).
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def chunk(b: bytes):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+                self.wfile.flush()
+
+            if n == 1:
+                chunk(self.event("5.0", "register", "a") + self.event("5.1", "register", "b"))
+                chunk(b"")
+                self.close_connection = True
+                return  # the stream ends after 5.1: the next resumes there
+            chunk(self.event("6", "register", "c"))
+            srv.release.wait(10)
+            self.close_connection = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        self.mu = threading.Lock()
+        self.resumes: list[str | None] = []
+        self.release = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class ResumeTest(unittest.TestCase):
+    """Event ids are opaque strings: a stream that ends after "5.1" (the
+    second event of revision 5) resumes with exactly that id."""
+
+    def test_resume_mid_revision(self):
+        fake = FakeStream()
+        self.addCleanup(fake.server_close)
+        self.addCleanup(fake.shutdown)
+        self.addCleanup(fake.release.set)
+        disc = Discoverer([fake.url], "svc")
+        disc.start(timeout=5)
+        try:
+            wait_for(lambda: [i["id"] for i in disc.instances()] == ["a", "b", "c"], 10, "a, b and c")
+            with fake.mu:
+                self.assertEqual(fake.resumes[:2], ["4", "5.1"])
+            self.assertEqual(disc.revision, 6)
+        finally:
+            disc.close()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
