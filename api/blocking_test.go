@@ -217,7 +217,7 @@ func TestBlockingQueries(t *testing.T) {
 			t.Fatal(res.err)
 		}
 		got := decodeList[registry.ServiceList](t, res.code, res.hdr, res.body)
-		if got.Revision < n.Revision || fmt.Sprint(got.Services) != "[{newsvc 1} {other 1} {web 2}]" {
+		if got.Revision < n.Revision || fmt.Sprint(got.Services) != "[{newsvc 1 1} {other 1 1} {web 2 2}]" {
 			t.Fatalf("woken service list %+v; want newsvc, other, web at >= %d", got, n.Revision)
 		}
 	})

@@ -26,7 +26,10 @@ func (paramRegistry) Revision(context.Context) (int64, error) { return paramRev,
 type paramView struct{ api.View }
 
 func (paramView) WaitRev(context.Context, int64) error { return nil }
-func (paramView) InstancesJSON(string) ([]byte, int64) { return []byte("[]"), paramRev }
+func (paramView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) {
+	return []byte("[]"), paramRev, true
+}
+func (paramView) Block(string, registry.Filter, int64) *registry.Waiter { return nil }
 func (paramView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: paramRev}
 }
@@ -34,10 +37,10 @@ func (paramView) Changed(string) (int64, <-chan struct{}) { return paramRev, nil
 
 // Streams cannot be opened on this fake: a valid watch request gets as far
 // as subscribing and answers 503.
-func (paramView) Subscribe(context.Context, string, registry.EventID) (*registry.Subscription, error) {
+func (paramView) Subscribe(context.Context, string, registry.Filter, registry.EventID) (*registry.Subscription, error) {
 	return nil, registry.ErrViewClosed
 }
-func (paramView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {
+func (paramView) SubscribeFromList(context.Context, string, registry.Filter) (registry.InstanceList, *registry.Subscription, error) {
 	return registry.InstanceList{}, nil, registry.ErrViewClosed
 }
 

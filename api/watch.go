@@ -35,15 +35,23 @@ func (s *Server) watchService(c echo.Context) error {
 // watchAll is GET /v1/watch: every service's changes.
 func (s *Server) watchAll(c echo.Context) error { return s.stream(c, "") }
 
-// stream serves Server-Sent Events: one event per change, id the revision.
-// Last-Event-ID (or ?after=) resumes after that revision with nothing
-// missed; history this node can no longer replay yields a reset event with
+// stream serves Server-Sent Events: one event per change, with an id of
+// its own (registry.EventID). ?status= and ?meta.<key>= select the
+// instances, as for lists (default: up ones); a change concerns the stream
+// when the filter selects the instance before or after it, so an
+// instance leaves a filtered stream with an event whose instance the
+// filter no longer selects. Last-Event-ID (or ?after=) resumes after that
+// event with nothing missed; history this node can no longer replay yields a reset event with
 // the full current list first. ?reset=1 asks for that list up front.
 // The per-client cap of streams is applied by the limits (class stream).
 // A HEAD request gets the stream's status and headers, and no events: it
 // returns at once instead of holding the connection.
 func (s *Server) stream(c echo.Context, service string) error {
 	after, resume, err := lastEventID(c)
+	if err != nil {
+		return err
+	}
+	filter, err := parseFilter(c.QueryParams())
 	if err != nil {
 		return err
 	}
@@ -57,12 +65,12 @@ func (s *Server) stream(c echo.Context, service string) error {
 		start int64
 	)
 	if resume {
-		sub, err = s.cfg.View.Subscribe(ctx, service, after)
+		sub, err = s.cfg.View.Subscribe(ctx, service, filter, after)
 		start = after.Rev
 	}
 	if !resume || errors.Is(err, registry.ErrCompacted) {
 		var list registry.InstanceList
-		list, sub, err = s.cfg.View.SubscribeFromList(ctx, service)
+		list, sub, err = s.cfg.View.SubscribeFromList(ctx, service, filter)
 		start = list.Revision
 		if resume || c.QueryParam("reset") == "1" || c.QueryParam("reset") == "true" {
 			reset = &list
@@ -106,7 +114,10 @@ func (s *Server) stream(c echo.Context, service string) error {
 			}
 		}
 		if len(events) > 0 {
-			w.Flush()
+			if http.NewResponseController(w.Writer).Flush() == nil {
+				// Written and flushed: the drain handshake counts it.
+				sub.Delivered(events[len(events)-1].Revision)
+			}
 		}
 		if err != nil {
 			// Slow consumer or view closed: end the stream; the client

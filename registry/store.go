@@ -124,6 +124,14 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	if err := ValidateMetadata(r.Metadata); err != nil {
 		return Instance{}, false, err
 	}
+	status, err := ResolveStatus(r.Status)
+	if err != nil {
+		return Instance{}, false, err
+	}
+	weight, err := ResolveWeight(r.Weight)
+	if err != nil {
+		return Instance{}, false, err
+	}
 	if err := s.gate(); err != nil {
 		return Instance{}, false, err
 	}
@@ -135,6 +143,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 		return Instance{}, false, AsError(err)
 	}
 	m := meta{Address: r.Address, Metadata: r.Metadata, TTL: grant.TTL, Lease: int64(grant.ID), RegisteredAt: s.now().UTC()}
+	m.setLifecycle(status, weight)
 	buf, err := json.Marshal(m)
 	if err != nil {
 		return Instance{}, false, AsError(err)
@@ -169,6 +178,12 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 // deletes the marker later, in a revision without instance keys, which
 // reports nothing. It returns the deletion's revision.
 func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
+	return s.deregister(ctx, service, id)
+}
+
+// deregister is Deregister with extra operations written in the deleting
+// transaction (the drain handshake's observe request, observe.go).
+func (s *Store) deregister(ctx context.Context, service, id string, extra ...clientv3.Op) (int64, error) {
 	if err := validateNames(service, id); err != nil {
 		return 0, err
 	}
@@ -205,6 +220,7 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 		if owned {
 			ops = append(ops, clientv3.OpDelete(metaKey))
 		}
+		ops = append(ops, extra...)
 		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(ops...).Commit()
 		if err != nil {
 			return 0, AsError(err)
@@ -252,7 +268,8 @@ func (s *Store) Get(ctx context.Context, service, id string) (Instance, error) {
 
 // build joins an instance key with its meta record, if m describes the
 // key's lease. A key with no such record (written by a plain etcd client)
-// gets empty metadata and the TTL its lease was granted. It reports false
+// gets empty metadata, status up, the default weight and the TTL its lease
+// was granted. It reports false
 // when the key's value is no instance.
 func (s *Store) build(ctx context.Context, service, id string, k KeyState, m meta) (Instance, bool) {
 	if !k.Valid {
@@ -267,6 +284,8 @@ func (s *Store) build(ctx context.Context, service, id string, k KeyState, m met
 		ID:       id,
 		Address:  k.Address,
 		Metadata: map[string]string{},
+		Status:   StatusUp,
+		Weight:   DefaultWeight,
 		TTL:      s.leaseTTL(ctx, k.Lease),
 		LeaseID:  FormatLease(k.Lease),
 		Revision: k.ModRevision,

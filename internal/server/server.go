@@ -112,7 +112,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Timeout:   cfg.RequestTimeout,
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
 	})
-	view := registry.NewView(store, registry.ViewOptions{})
+	view := registry.NewView(store, registry.ViewOptions{MemberID: n.ID()})
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "regd_invalid_instance_values",
 		Help: "Keys under the registry prefix whose value is neither host:port nor a gRPC naming endpoint: not instances.",
