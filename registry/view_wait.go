@@ -113,3 +113,11 @@ func (v *View) wakeAllWaiters() {
 	}
 	clear(v.waiters)
 }
+
+// Waiting is how many blocking queries of service wait for a change now
+// (registered and not woken): for tests and diagnostics.
+func (v *View) Waiting(service string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return len(v.waiters[service])
+}

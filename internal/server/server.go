@@ -77,6 +77,7 @@ type Server struct {
 	lg       *zap.Logger
 	node     *node.Node
 	store    *registry.Store
+	view     *registry.View
 	api      *api.Server
 	http     *http.Server
 	leader   *cluster.Leadership
@@ -164,6 +165,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		lg:       lg,
 		node:     n,
 		store:    store,
+		view:     view,
 		api:      a,
 		leader:   leader,
 		stopView: stopView,
@@ -269,6 +271,9 @@ func (s *Server) Node() *node.Node { return s.node }
 
 // Store is the registry store.
 func (s *Server) Store() *registry.Store { return s.store }
+
+// View is this node's view of the registry.
+func (s *Server) View() *registry.View { return s.view }
 
 // Close shuts down in reverse order of start: readiness goes 503 first, the
 // REST server stops taking requests and lets in-flight ones finish (until
