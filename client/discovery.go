@@ -22,6 +22,10 @@ const (
 	ReasonDeregister = "deregister" // deregistered through the API
 	ReasonExpire     = "expire"     // its lease ran out
 	ReasonReset      = "reset"      // gone from the list a reset event replaced the state with
+	// ReasonStatus: still registered, but no longer up (drained or taken
+	// out of service); Instance.Status says which. It comes back with
+	// OnRegister when it is up again.
+	ReasonStatus = "status"
 )
 
 const (
@@ -82,7 +86,8 @@ func NewDiscovery(cfg Config, service string) *Discovery {
 
 // OnRegister adds a callback for an instance that appears or is
 // registered again (a register event is an upsert: a new lease, address or
-// metadata). Callbacks run one at a time in the order of the changes, on
+// metadata), or changes in place while up (an update: weight, metadata),
+// or comes back up after a drain. Callbacks run one at a time in the order of the changes, on
 // the Discovery's own goroutine (on Start's for the initial list), never
 // while it holds its lock; they must not call Close. Add callbacks before
 // Start to see the initial instances.
@@ -315,7 +320,7 @@ func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
 			return nil, fmt.Errorf("regd client: reset event: %w", err)
 		}
 		return d.resetLocked(list), nil
-	case "register", "deregister", "expire":
+	case "register", "update", "deregister", "expire":
 	default:
 		return nil, nil // a type this client does not know: skip it
 	}
@@ -326,10 +331,20 @@ func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
 	if in.Metadata == nil {
 		in.Metadata = map[string]string{}
 	}
-	if ev.Event == "register" {
-		d.state[in.ID] = in
+	if ev.Event == "register" || ev.Event == "update" {
+		// The stream shows up instances (regd's default): an instance
+		// whose status is another one has left this view.
+		if in.Status == "" || in.Status == StatusUp {
+			d.state[in.ID] = in
+			d.sorted = nil
+			return []call{{in, ""}}, nil
+		}
+		if _, ok := d.state[in.ID]; !ok {
+			return nil, nil
+		}
+		delete(d.state, in.ID)
 		d.sorted = nil
-		return []call{{in, ""}}, nil
+		return []call{{in, ReasonStatus}}, nil
 	}
 	old, ok := d.state[in.ID]
 	if !ok {
