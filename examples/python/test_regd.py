@@ -266,6 +266,62 @@ class AuthTest(unittest.TestCase):
         self.assertNotIn(WRONG_TOKEN, str(cm.exception))
 
 
+class LifecycleTest(unittest.TestCase):
+    """Drain with the handshake's wait, undrain, and batch heartbeats,
+    against the real regd."""
+
+    def test_drain_undrain_and_batch(self):
+        svc = unique("pylife")
+        cond = threading.Condition()
+        regs: list[str] = []
+        deregs: list[tuple[str, str]] = []
+
+        def on_reg(inst):
+            with cond:
+                regs.append(inst["id"])
+                cond.notify_all()
+
+        def on_dereg(inst, reason):
+            with cond:
+                deregs.append((inst["id"], reason))
+                cond.notify_all()
+
+        reg = Registrar(URLS, svc, "d1", "10.9.7.1:80", ttl=10, weight=5, token=TOKEN)
+        inst = reg.start(timeout=10)
+        self.assertEqual((inst["status"], inst["weight"]), ("up", 5))
+        disc = Discoverer(URLS, svc, on_register=on_reg, on_deregister=on_dereg, token=TOKEN)
+        disc.start(timeout=10)
+        try:
+            with cond:
+                self.assertTrue(cond.wait_for(lambda: "d1" in regs, 10))
+            obs = reg.drain(wait=10)
+            self.assertTrue(obs.complete, obs)
+            self.assertGreaterEqual(obs.subscribers, 1, obs)  # the discoverer's stream
+            with cond:
+                self.assertTrue(cond.wait_for(lambda: ("d1", "status") in deregs, 10), deregs)
+            self.assertNotIn("d1", listed(svc))  # lists show up instances
+            _, body = request(BASE, "GET", f"/v1/services/{svc}/instances?status=draining", token=TOKEN)
+            self.assertEqual([i["id"] for i in body["instances"]], ["d1"])
+            self.assertEqual(disc.instances(), [])
+
+            inst, obs = regd.set_status(BASE, svc, "d1", "up", wait=10, token=TOKEN)
+            self.assertEqual(inst["status"], "up")
+            with cond:
+                self.assertTrue(cond.wait_for(lambda: regs.count("d1") == 2, 10), regs)
+
+            results = regd.heartbeats(BASE, [(svc, "d1"), (svc, "nobody"), ("bad name", "x")], token=TOKEN)
+            self.assertEqual([r["id"] for r in results], ["d1", "nobody", "x"])
+            self.assertGreater(results[0]["ttl"], 0)
+            self.assertEqual(results[1]["error"]["code"], "not_found")
+            self.assertEqual(results[2]["error"]["code"], "invalid_service_name")
+        finally:
+            disc.close()
+            reg.close()
+        with self.assertRaises(RegdError) as cm:
+            regd.deregister(BASE, svc, "d1", wait=1, token=TOKEN)
+        self.assertEqual(cm.exception.status, 404)
+
+
 class FakeRegd(http.server.ThreadingHTTPServer):
     """A stand-in for regd that accepts the first registration and then
     refuses: heartbeats with 403, watch streams with 401. It records the
