@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/registry"
@@ -91,6 +93,13 @@ func FuzzQueryParams(f *testing.F) {
 		{3, "", "7.-1"},
 		{3, "", "7.1.2"},
 		{2, "", "+7"},
+		{0, "status=any&meta.zone=a&meta.zone=b", ""},
+		{0, "status=up&status=any", ""},
+		{0, "status=", ""},
+		{0, "meta.=x", ""},
+		{2, "meta.%ff=x", ""},
+		{3, "status=draining&meta.a%00b=1", ""},
+		{1, "status=bogus&meta.=x", ""},
 		{2, "", "7.1073741825"},
 		{4, "limit=0", ""},
 		{4, "limit=10000&service=user", ""},
@@ -159,6 +168,9 @@ func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wai
 		if !revisionParamOK(q.Get("index")) || !revisionParamOK(q.Get("min_revision")) {
 			return true, 0
 		}
+		if path == paramRoutes[0] && !filterOK(q) {
+			return true, 0
+		}
 		wait = 60 * time.Second
 		if w := q.Get("wait"); w != "" {
 			d, ok := waitOK(w)
@@ -173,7 +185,7 @@ func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wai
 		if v == "" {
 			v = q.Get("after")
 		}
-		return !eventIDOK(v), 0
+		return !eventIDOK(v) || !filterOK(q), 0
 	default: // expirations
 		if s := q.Get("service"); s != "" && registry.ValidateService(s) != nil {
 			return true, 0
@@ -198,6 +210,37 @@ func revisionParamOK(v string) bool {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	return err == nil && n >= 0
+}
+
+// filterOK: the instance filters of the contract: status given at most
+// once, one of up, draining, out_of_service, any; meta.<key> keys 1-128
+// bytes of printable UTF-8, at most 64 terms (repeats count).
+func filterOK(q url.Values) bool {
+	if vs, ok := q["status"]; ok {
+		if len(vs) != 1 || !slices.Contains([]string{"up", "draining", "out_of_service", "any"}, vs[0]) {
+			return false
+		}
+	}
+	terms := 0
+	for k, vs := range q {
+		key, ok := strings.CutPrefix(k, "meta.")
+		if !ok {
+			continue
+		}
+		terms += len(vs)
+		if len(vs) == 0 {
+			continue
+		}
+		if key == "" || len(key) > 128 || !utf8.ValidString(key) {
+			return false
+		}
+		for _, r := range key {
+			if r < 0x20 || r == 0x7f {
+				return false
+			}
+		}
+	}
+	return terms <= 64
 }
 
 // eventIDOK: absent, or an event id: "<revision>" or "<revision>.<index>",

@@ -210,6 +210,9 @@ func (s *Server) listInstances(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if o, err = withFilter(c, o); err != nil {
+		return err
+	}
 	if err := s.catchUp(c, o); err != nil {
 		return err
 	}

@@ -30,16 +30,13 @@ type readOptions struct {
 	minRev int64           // wait until this node has applied minRev
 	index  int64           // blocking query: hold until a change after index
 	wait   time.Duration   // ... or until wait ends
-	filter registry.Filter // ?status= and ?meta.<key>= (instance lists only)
+	filter registry.Filter // ?status= and ?meta.<key>= (instance lists only: withFilter)
 }
 
 func parseReadOptions(c echo.Context) (readOptions, error) {
 	var o readOptions
 	q := c.QueryParams()
 	var err error
-	if o.filter, err = parseFilter(q); err != nil {
-		return o, err
-	}
 	if v, ok := q["stale"]; ok {
 		o.stale = len(v) == 0 || (v[0] != "false" && v[0] != "0")
 	}
@@ -108,6 +105,14 @@ func (s *Server) catchUp(c echo.Context, o readOptions) error {
 		target = rev
 	}
 	return s.cfg.View.WaitRev(ctx, target)
+}
+
+// withFilter adds the instance filters (?status=, ?meta.<key>=) to o: the
+// instance list's parameters, not the service list's.
+func withFilter(c echo.Context, o readOptions) (readOptions, error) {
+	var err error
+	o.filter, err = parseFilter(c.QueryParams())
+	return o, err
 }
 
 // metaParamPrefix starts a metadata filter's query parameter:

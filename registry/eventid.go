@@ -71,7 +71,7 @@ func ParseEventID(s string) (EventID, bool) {
 }
 
 func parseDigits(s string, limit int64) (int64, bool) {
-	if s == "" || len(s) > 19 {
+	if s == "" {
 		return 0, false
 	}
 	for i := 0; i < len(s); i++ {
