@@ -3,7 +3,7 @@
 // etcd through the JSON gateway that the embedded member serves on its
 // client URL, and prints each figure beside its plain-etcd twin.
 //
-//	regd-bench [flags] register|heartbeat|list|notify|mixed
+//	regd-bench [flags] register|heartbeat|list|notify|mixed|drain|heartbeats
 //	regd-bench report [--heading N] result.json...
 //
 // See docs/benchmarks.md and scripts/bench.sh.
@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,7 @@ type options struct {
 	jsonOut     bool
 	skipRegd    bool
 	skipEtcd    bool
+	batch       int // heartbeats: items per batch heartbeat (lifecycle.go)
 }
 
 func main() {
@@ -84,6 +86,7 @@ func newFlagSet(o *options, stderr io.Writer) (*flag.FlagSet, *string, *string) 
 	fs.BoolVar(&o.jsonOut, "json", false, "print one JSON object instead of the table")
 	fs.BoolVar(&o.skipRegd, "skip-regd", false, "run only the etcd twin")
 	fs.BoolVar(&o.skipEtcd, "skip-etcd", false, "run only regd, even when --etcd is given")
+	fs.IntVar(&o.batch, "batch", 1000, "heartbeats: instances per batch heartbeat (at most 1000)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: regd-bench [flags] <workload>
        regd-bench report [--heading N] <result.json>...
@@ -102,6 +105,11 @@ operations against plain etcd through its JSON gateway):
              so the listed service keeps --k instances)
   populate   like register, spread over --services services; the instances
              are left in place (no cleanup), for scale runs
+  drain      --subscribers watch streams on one service; --count PATCHes of
+             one instance (default 50) without, then with ?wait_observed;
+             the figure is each PATCH's latency (regd only)
+  heartbeats --k instances; single heartbeats, then batch heartbeats
+             (--batch items each); instances renewed per second (regd only)
 
 Flags:
 `)
@@ -119,7 +127,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return nil, errors.New("no workload given; one of " + strings.Join(workloads, ", "))
+		return nil, errors.New("no workload given; one of " + strings.Join(append(workloads, lifecycleWorkloads...), ", "))
 	}
 	o.workload = rest[0]
 	if err := fs.Parse(rest[1:]); err != nil {
@@ -128,12 +136,12 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if len(fs.Args()) > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q after the workload", fs.Args())
 	}
-	known := false
+	known := slices.Contains(lifecycleWorkloads, o.workload)
 	for _, w := range workloads {
 		known = known || w == o.workload
 	}
 	if !known {
-		return nil, fmt.Errorf("unknown workload %q; one of %s", o.workload, strings.Join(workloads, ", "))
+		return nil, fmt.Errorf("unknown workload %q; one of %s", o.workload, strings.Join(append(workloads, lifecycleWorkloads...), ", "))
 	}
 	o.targets = splitList(*targets)
 	o.etcd = splitList(*etcd)
@@ -161,6 +169,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--k must be at least 1")
 	case o.services < 1:
 		return nil, errors.New("--services must be at least 1")
+	case o.batch < 1 || o.batch > 1000:
+		return nil, errors.New("--batch must be 1-1000 (the contract's limit)")
 	case o.subscribers < 1:
 		return nil, errors.New("--subscribers must be at least 1")
 	case o.ttl < 2 || o.ttl > 3600:
@@ -213,6 +223,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.maxDuration)
 	defer cancel()
+	if slices.Contains(lifecycleWorkloads, o.workload) {
+		return runLifecycle(ctx, o, stdout, stderr)
+	}
 	rep, err := newBench(o, stderr).run(ctx)
 	if rep != nil {
 		if o.jsonOut {
