@@ -24,6 +24,7 @@ type asyncResult struct {
 	body    []byte
 	err     error
 	elapsed time.Duration
+	at      time.Time // when the whole answer was read
 }
 
 // asyncGet sends GET url in a goroutine; the result arrives on the channel.
@@ -42,7 +43,8 @@ func asyncGet(ctx context.Context, url string) <-chan asyncResult {
 				resp.Body.Close()
 			}
 		}
-		r.err, r.elapsed = err, time.Since(begin)
+		r.at = time.Now()
+		r.err, r.elapsed = err, r.at.Sub(begin)
 		ch <- r
 	}()
 	return ch

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -19,34 +18,6 @@ import (
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
-
-// timedAnswer is a background request's answer and when it was read.
-type timedAnswer struct {
-	code int
-	hdr  http.Header
-	body []byte
-	err  error
-	at   time.Time // the whole body read
-}
-
-func timedGet(ctx context.Context, url string) <-chan timedAnswer {
-	ch := make(chan timedAnswer, 1)
-	go func() {
-		var r timedAnswer
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err == nil {
-			var resp *http.Response
-			if resp, err = sseClient.Do(req); err == nil {
-				r.code, r.hdr = resp.StatusCode, resp.Header
-				r.body, err = io.ReadAll(resp.Body)
-				resp.Body.Close()
-			}
-		}
-		r.err, r.at = err, time.Now()
-		ch <- r
-	}()
-	return ch
-}
 
 // observed sends method to url with ?wait_observed=wait and returns the
 // status, the two handshake headers and when the answer was read.
@@ -123,13 +94,13 @@ func TestDrainHandshake(t *testing.T) {
 	// Six blocking queries it concerns (two per member), one it does not.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var queries []<-chan timedAnswer
+	var queries []<-chan asyncResult
 	for _, m := range c.Members {
 		queries = append(queries,
-			timedGet(ctx, m.URL(fmt.Sprintf("/v1/services/drain/instances?index=%d&wait=30s", last.Revision))),
-			timedGet(ctx, m.URL(fmt.Sprintf("/v1/services/drain/instances?meta.zone=main&index=%d&wait=30s", last.Revision))))
+			asyncGet(ctx, m.URL(fmt.Sprintf("/v1/services/drain/instances?index=%d&wait=30s", last.Revision))),
+			asyncGet(ctx, m.URL(fmt.Sprintf("/v1/services/drain/instances?meta.zone=main&index=%d&wait=30s", last.Revision))))
 	}
-	unconcerned := timedGet(ctx, m0.URL(fmt.Sprintf("/v1/services/drain/instances?meta.zone=other&index=%d&wait=30s", last.Revision)))
+	unconcerned := asyncGet(ctx, m0.URL(fmt.Sprintf("/v1/services/drain/instances?meta.zone=other&index=%d&wait=30s", last.Revision)))
 	waitWaiting(t, c.Members[0], "drain", 3)
 	waitWaiting(t, c.Members[1], "drain", 2)
 	waitWaiting(t, c.Members[2], "drain", 2)

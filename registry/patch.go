@@ -127,15 +127,10 @@ func (s *Store) patch(ctx context.Context, service, id string, p Patch, extra ..
 	defer cancel()
 	key, metaKey := s.keys.Instance(service, id), s.keys.Meta(service, id)
 	for attempt := 0; attempt < 5; attempt++ {
-		get, err := s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(metaKey)).Commit()
+		kv, metaKV, err := s.readInstance(ctx, service, id)
 		if err != nil {
-			return Instance{}, AsError(err)
+			return Instance{}, err
 		}
-		kv := firstKV(get.Responses[0].GetResponseRange().GetKvs())
-		if kv == nil || !keyState(kv).Valid {
-			return Instance{}, notFound(service, id)
-		}
-		metaKV := firstKV(get.Responses[1].GetResponseRange().GetKvs())
 		m, ok := decodeMeta(metaKV)
 		if !ok || !m.describes(kv.Lease) {
 			return Instance{}, Errorf(KindConflict, CodePlainInstance,

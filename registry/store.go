@@ -197,15 +197,11 @@ func (s *Store) deregister(ctx context.Context, service, id string, extra ...cli
 	// lease of the key we delete; a concurrent re-registration makes us
 	// look again.
 	for attempt := 0; attempt < 5; attempt++ {
-		get, err := s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(metaKey)).Commit()
+		kv, metaKV, err := s.readInstance(ctx, service, id)
 		if err != nil {
-			return 0, AsError(err)
+			return 0, err
 		}
-		kv := firstKV(get.Responses[0].GetResponseRange().GetKvs())
-		if kv == nil || !keyState(kv).Valid {
-			return 0, notFound(service, id)
-		}
-		owned := ownsLease(firstKV(get.Responses[1].GetResponseRange().GetKvs()), kv.Lease)
+		owned := ownsLease(metaKV, kv.Lease)
 		ops := []clientv3.Op{clientv3.OpDelete(key)}
 		if kv.Lease != 0 {
 			// The lease's marker, written again (it stays on its lease):
@@ -313,6 +309,21 @@ func (s *Store) leaseTTL(ctx context.Context, lease int64) int64 {
 	s.ttlCache[lease] = resp.GrantedTTL
 	s.ttlMu.Unlock()
 	return resp.GrantedTTL
+}
+
+// readInstance reads an instance's key and its meta record (nil when there
+// is none) in one linearizable read: KindNotFound when the key is gone or
+// holds no instance.
+func (s *Store) readInstance(ctx context.Context, service, id string) (kv, metaKV *mvccpb.KeyValue, err error) {
+	get, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.keys.Instance(service, id)), clientv3.OpGet(s.keys.Meta(service, id))).Commit()
+	if err != nil {
+		return nil, nil, AsError(err)
+	}
+	kv = firstKV(get.Responses[0].GetResponseRange().GetKvs())
+	if kv == nil || !keyState(kv).Valid {
+		return nil, nil, notFound(service, id)
+	}
+	return kv, firstKV(get.Responses[1].GetResponseRange().GetKvs()), nil
 }
 
 func firstKV(kvs []*mvccpb.KeyValue) *mvccpb.KeyValue {
