@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/registry"
@@ -35,6 +36,23 @@ func (f *fakeRegistry) Register(ctx context.Context, service, id string, r regis
 }
 func (f *fakeRegistry) Heartbeat(context.Context, string, string) (int64, error)  { return 10, nil }
 func (f *fakeRegistry) Deregister(context.Context, string, string) (int64, error) { return 3, nil }
+func (f *fakeRegistry) Heartbeats(_ context.Context, items []registry.HeartbeatItem) []registry.HeartbeatResult {
+	out := make([]registry.HeartbeatResult, len(items))
+	for i := range out {
+		out[i].TTL = 10
+	}
+	return out
+}
+func (f *fakeRegistry) Patch(_ context.Context, service, id string, _ registry.Patch) (registry.Instance, error) {
+	return fakeInstance(service, id, "10.0.0.5:8080"), nil
+}
+func (f *fakeRegistry) PatchObserved(ctx context.Context, service, id string, p registry.Patch, _ time.Duration) (registry.Instance, registry.Observed, error) {
+	inst, err := f.Patch(ctx, service, id, p)
+	return inst, registry.Observed{}, err
+}
+func (f *fakeRegistry) DeregisterObserved(context.Context, string, string, time.Duration) (int64, registry.Observed, error) {
+	return 3, registry.Observed{}, nil
+}
 func (f *fakeRegistry) Get(_ context.Context, service, id string) (registry.Instance, error) {
 	return fakeInstance(service, id, "10.0.0.5:8080"), nil
 }
@@ -48,15 +66,18 @@ func fakeInstance(service, id, addr string) registry.Instance {
 type fakeView struct{}
 
 func (fakeView) WaitRev(context.Context, int64) error { return nil }
-func (fakeView) InstancesJSON(string) ([]byte, int64) { return []byte("[]"), 2 }
+func (fakeView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) {
+	return []byte("[]"), 2, true
+}
+func (fakeView) Block(string, registry.Filter, int64) *registry.Waiter { return nil }
 func (fakeView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: 2}
 }
 func (fakeView) Changed(string) (int64, <-chan struct{}) { return 2, nil }
-func (fakeView) Subscribe(context.Context, string, int64) (*registry.Subscription, error) {
+func (fakeView) Subscribe(context.Context, string, registry.Filter, registry.EventID) (*registry.Subscription, error) {
 	return nil, errors.New("fakeView: no subscriptions")
 }
-func (fakeView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {
+func (fakeView) SubscribeFromList(context.Context, string, registry.Filter) (registry.InstanceList, *registry.Subscription, error) {
 	return registry.InstanceList{}, nil, errors.New("fakeView: no subscriptions")
 }
 

@@ -26,6 +26,23 @@ import (
 // benchRegistry answers every call at once with the canned instance.
 type benchRegistry struct{ inst registry.Instance }
 
+func (f *benchRegistry) Heartbeats(_ context.Context, items []registry.HeartbeatItem) []registry.HeartbeatResult {
+	out := make([]registry.HeartbeatResult, len(items))
+	for i := range out {
+		out[i].TTL = 30
+	}
+	return out
+}
+func (f *benchRegistry) Patch(context.Context, string, string, registry.Patch) (registry.Instance, error) {
+	return f.inst, nil
+}
+func (f *benchRegistry) PatchObserved(context.Context, string, string, registry.Patch, time.Duration) (registry.Instance, registry.Observed, error) {
+	return f.inst, registry.Observed{}, nil
+}
+func (f *benchRegistry) DeregisterObserved(context.Context, string, string, time.Duration) (int64, registry.Observed, error) {
+	return f.inst.Revision, registry.Observed{}, nil
+}
+
 func (f *benchRegistry) Register(_ context.Context, service, id string, r registry.Registration) (registry.Instance, bool, error) {
 	return f.inst, true, nil
 }
@@ -46,20 +63,21 @@ type benchView struct {
 	encoded []byte
 }
 
-func (v *benchView) InstancesJSON(string) ([]byte, int64) {
+func (v *benchView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) {
 	v.once.Do(func() { v.encoded, _ = json.Marshal(v.list.Instances) })
-	return v.encoded, v.list.Revision
+	return v.encoded, v.list.Revision, true
 }
+func (v *benchView) Block(string, registry.Filter, int64) *registry.Waiter { return nil }
 
 func (v *benchView) WaitRev(context.Context, int64) error { return nil }
 func (v *benchView) Services() registry.ServiceList {
 	return registry.ServiceList{Revision: v.list.Revision}
 }
 func (v *benchView) Changed(string) (int64, <-chan struct{}) { return v.list.Revision, nil }
-func (v *benchView) Subscribe(context.Context, string, int64) (*registry.Subscription, error) {
+func (v *benchView) Subscribe(context.Context, string, registry.Filter, registry.EventID) (*registry.Subscription, error) {
 	return nil, errors.New("benchView: no subscriptions")
 }
-func (v *benchView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {
+func (v *benchView) SubscribeFromList(context.Context, string, registry.Filter) (registry.InstanceList, *registry.Subscription, error) {
 	return registry.InstanceList{}, nil, errors.New("benchView: no subscriptions")
 }
 
@@ -231,7 +249,7 @@ func BenchmarkEncodeInstance(b *testing.B) {
 		w := &discardWriter{h: http.Header{}}
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := writeEvent(w, inst.Revision, registry.EventRegister, inst); err != nil {
+			if err := writeEvent(w, registry.AfterRevision(inst.Revision), registry.EventRegister, inst); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -262,9 +280,9 @@ func BenchmarkListRender1000(b *testing.B) {
 // request, so the gzip cache of lists never hits.
 type copyingView struct{ *benchView }
 
-func (v copyingView) InstancesJSON(s string) ([]byte, int64) {
-	b, rev := v.benchView.InstancesJSON(s)
-	return bytes.Clone(b), rev
+func (v copyingView) InstancesJSON(s string, f registry.Filter) ([]byte, int64, bool) {
+	b, rev, shared := v.benchView.InstancesJSON(s, f)
+	return bytes.Clone(b), rev, shared
 }
 
 // BenchmarkListGzip1000 is GET .../instances of a 1000-instance service

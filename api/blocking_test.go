@@ -24,6 +24,7 @@ type asyncResult struct {
 	body    []byte
 	err     error
 	elapsed time.Duration
+	at      time.Time // when the whole answer was read
 }
 
 // asyncGet sends GET url in a goroutine; the result arrives on the channel.
@@ -42,7 +43,8 @@ func asyncGet(ctx context.Context, url string) <-chan asyncResult {
 				resp.Body.Close()
 			}
 		}
-		r.err, r.elapsed = err, time.Since(begin)
+		r.at = time.Now()
+		r.err, r.elapsed = err, r.at.Sub(begin)
 		ch <- r
 	}()
 	return ch
@@ -217,7 +219,7 @@ func TestBlockingQueries(t *testing.T) {
 			t.Fatal(res.err)
 		}
 		got := decodeList[registry.ServiceList](t, res.code, res.hdr, res.body)
-		if got.Revision < n.Revision || fmt.Sprint(got.Services) != "[{newsvc 1} {other 1} {web 2}]" {
+		if got.Revision < n.Revision || fmt.Sprint(got.Services) != "[{newsvc 1 1} {other 1 1} {web 2 2}]" {
 			t.Fatalf("woken service list %+v; want newsvc, other, web at >= %d", got, n.Revision)
 		}
 	})

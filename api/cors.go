@@ -26,9 +26,10 @@ var corsAllowHeaders = []string{echo.HeaderAuthorization, echo.HeaderContentType
 
 // corsExposeHeaders are the response headers a page may read beyond the
 // CORS-safelisted ones: the revision a list or write reflects, the drain
-// handshake's delivery count (X-Regd-Observed), when to retry a 429 or 503,
+// handshake's counts (X-Regd-Observed, X-Regd-Observed-Members), the
+// patch formats a 415 takes (Accept-Patch), when to retry a 429 or 503,
 // and why a 401 or 403 refused.
-var corsExposeHeaders = []string{HeaderRevision, "X-Regd-Observed", echo.HeaderRetryAfter, echo.HeaderWWWAuthenticate}
+var corsExposeHeaders = []string{HeaderRevision, HeaderObserved, HeaderObservedMembers, "Accept-Patch", echo.HeaderRetryAfter, echo.HeaderWWWAuthenticate}
 
 // cors is the CORS middleware, nil when no origin is allowed. It runs
 // before authentication: a preflight (OPTIONS with Origin and

@@ -26,6 +26,7 @@ var statusOf = map[registry.Kind]int{
 	registry.KindNotFound:         http.StatusNotFound,
 	registry.KindRequestTimeout:   http.StatusRequestTimeout,
 	registry.KindConflict:         http.StatusConflict,
+	registry.KindUnsupportedMedia: http.StatusUnsupportedMediaType,
 	registry.KindTooLarge:         http.StatusRequestEntityTooLarge,
 	registry.KindTooMany:          http.StatusTooManyRequests,
 	registry.KindInternal:         http.StatusInternalServerError,
@@ -69,6 +70,17 @@ func (s *Server) handleError(err error, c echo.Context) {
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	status, shown := classify(err)
 	writeErrorBody(w, r, status, shown)
+}
+
+// itemError is err as one item of a batch answer shows it (PUT
+// /v1/heartbeats): the contract's {"code","message"} and the status a
+// single request would have answered, logged like one when it is a bug.
+func (s *Server) itemError(err error) (int, errorDetail) {
+	status, shown := classify(err)
+	if status == http.StatusInternalServerError {
+		s.logError(err, status, shown)
+	}
+	return status, errorDetail{Code: shown.Code, Message: shown.Message}
 }
 
 // classify maps err to its status and to the error the client is shown.

@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/registry"
@@ -26,7 +28,10 @@ func (paramRegistry) Revision(context.Context) (int64, error) { return paramRev,
 type paramView struct{ api.View }
 
 func (paramView) WaitRev(context.Context, int64) error { return nil }
-func (paramView) InstancesJSON(string) ([]byte, int64) { return []byte("[]"), paramRev }
+func (paramView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) {
+	return []byte("[]"), paramRev, true
+}
+func (paramView) Block(string, registry.Filter, int64) *registry.Waiter { return nil }
 func (paramView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: paramRev}
 }
@@ -34,10 +39,10 @@ func (paramView) Changed(string) (int64, <-chan struct{}) { return paramRev, nil
 
 // Streams cannot be opened on this fake: a valid watch request gets as far
 // as subscribing and answers 503.
-func (paramView) Subscribe(context.Context, string, int64) (*registry.Subscription, error) {
+func (paramView) Subscribe(context.Context, string, registry.Filter, registry.EventID) (*registry.Subscription, error) {
 	return nil, registry.ErrViewClosed
 }
-func (paramView) SubscribeFromList(context.Context, string) (registry.InstanceList, *registry.Subscription, error) {
+func (paramView) SubscribeFromList(context.Context, string, registry.Filter) (registry.InstanceList, *registry.Subscription, error) {
 	return registry.InstanceList{}, nil, registry.ErrViewClosed
 }
 
@@ -81,6 +86,21 @@ func FuzzQueryParams(f *testing.F) {
 		{2, "after=7", ""},
 		{2, "reset=1", "-3"},
 		{3, "after=%zz", "x"},
+		{2, "", "7.0"},
+		{2, "after=7.12", ""},
+		{3, "", "7."},
+		{3, "", ".3"},
+		{3, "", "7.-1"},
+		{3, "", "7.1.2"},
+		{2, "", "+7"},
+		{0, "status=any&meta.zone=a&meta.zone=b", ""},
+		{0, "status=up&status=any", ""},
+		{0, "status=", ""},
+		{0, "meta.=x", ""},
+		{2, "meta.%ff=x", ""},
+		{3, "status=draining&meta.a%00b=1", ""},
+		{1, "status=bogus&meta.=x", ""},
+		{2, "", "7.1073741825"},
 		{4, "limit=0", ""},
 		{4, "limit=10000&service=user", ""},
 		{4, "service=..", ""},
@@ -148,6 +168,9 @@ func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wai
 		if !revisionParamOK(q.Get("index")) || !revisionParamOK(q.Get("min_revision")) {
 			return true, 0
 		}
+		if path == paramRoutes[0] && !filterOK(q) {
+			return true, 0
+		}
 		wait = 60 * time.Second
 		if w := q.Get("wait"); w != "" {
 			d, ok := waitOK(w)
@@ -162,7 +185,7 @@ func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wai
 		if v == "" {
 			v = q.Get("after")
 		}
-		return !revisionParamOK(v), 0
+		return !eventIDOK(v) || !filterOK(q), 0
 	default: // expirations
 		if s := q.Get("service"); s != "" && registry.ValidateService(s) != nil {
 			return true, 0
@@ -187,6 +210,64 @@ func revisionParamOK(v string) bool {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	return err == nil && n >= 0
+}
+
+// filterOK: the instance filters of the contract: status given at most
+// once, one of up, draining, out_of_service, any; meta.<key> keys 1-128
+// bytes of printable UTF-8, at most 64 terms (repeats count).
+func filterOK(q url.Values) bool {
+	if vs, ok := q["status"]; ok {
+		if len(vs) != 1 || !slices.Contains([]string{"up", "draining", "out_of_service", "any"}, vs[0]) {
+			return false
+		}
+	}
+	terms := 0
+	for k, vs := range q {
+		key, ok := strings.CutPrefix(k, "meta.")
+		if !ok {
+			continue
+		}
+		terms += len(vs)
+		if len(vs) == 0 {
+			continue
+		}
+		if key == "" || len(key) > 128 || !utf8.ValidString(key) {
+			return false
+		}
+		for _, r := range key {
+			if r < 0x20 || r == 0x7f {
+				return false
+			}
+		}
+	}
+	return terms <= 64
+}
+
+// eventIDOK: absent, or an event id: "<revision>" or "<revision>.<index>",
+// digits only (no sign), the revision fitting an int64 and the index at
+// most 2^30.
+func eventIDOK(v string) bool {
+	if v == "" {
+		return true
+	}
+	rev, idx, dotted := strings.Cut(v, ".")
+	digits := func(s string) bool {
+		return s != "" && strings.Trim(s, "0123456789") == ""
+	}
+	if !digits(rev) {
+		return false
+	}
+	if _, err := strconv.ParseInt(rev, 10, 64); err != nil {
+		return false
+	}
+	if !dotted {
+		return true
+	}
+	if !digits(idx) {
+		return false
+	}
+	n, err := strconv.ParseInt(idx, 10, 64)
+	return err == nil && n <= 1<<30
 }
 
 func mustInt(v string) int64 {

@@ -58,7 +58,9 @@ type swapView struct {
 	rev     atomic.Int64
 }
 
-func (v *swapView) InstancesJSON(string) ([]byte, int64) { return *v.encoded.Load(), v.rev.Load() }
+func (v *swapView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) {
+	return *v.encoded.Load(), v.rev.Load(), true
+}
 
 func (v *swapView) set(b []byte) { v.encoded.Store(&b) }
 

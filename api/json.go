@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
@@ -15,12 +16,17 @@ import (
 // readBody reads the request body, at most MaxBodyBytes (413 beyond).
 // The Content-Type is not checked: curl -d sends a form type by default.
 func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(c.Request().Body, s.cfg.MaxBodyBytes+1))
+	return readBodyUpTo(c, s.cfg.MaxBodyBytes)
+}
+
+// readBodyUpTo reads the request body, at most limit bytes (413 beyond).
+func readBodyUpTo(c echo.Context, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, limit+1))
 	if err != nil {
 		return nil, invalidJSON("could not read the request body")
 	}
-	if int64(len(body)) > s.cfg.MaxBodyBytes {
-		return nil, registry.Errorf(registry.KindTooLarge, registry.CodeBodyTooLarge, "request body is over %d bytes", s.cfg.MaxBodyBytes)
+	if int64(len(body)) > limit {
+		return nil, registry.Errorf(registry.KindTooLarge, registry.CodeBodyTooLarge, "request body is over %d bytes", limit)
 	}
 	return body, nil
 }
@@ -95,4 +101,70 @@ func rejectNullMetadata(body []byte) error {
 		}
 	}
 	return nil
+}
+
+// decodePatch reads the body of PATCH .../instances/{id}: a JSON merge
+// patch (RFC 7396) of the instance's status, weight and metadata. The body
+// is one JSON object (a merge patch that is no object would replace the
+// whole instance); its members are status (a string, or null for the
+// default, up), weight (a whole number, or null for the default, 100) and
+// metadata (an object of strings, where null removes that key; or null,
+// which removes every key). Anything else, and a member of the wrong type,
+// is 400 invalid_json; the values themselves are checked by the registry
+// (invalid_status, invalid_weight, invalid_metadata).
+func decodePatch(body []byte) (registry.Patch, error) {
+	var p registry.Patch
+	var members map[string]json.RawMessage
+	if err := decodeJSON(body, &members); err != nil {
+		return p, err
+	}
+	if members == nil {
+		return p, invalidJSON("request body is null; expected a JSON merge patch object such as {\"status\":\"draining\"}")
+	}
+	isNull := func(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+	// Members in a fixed order, so that a body with several problems
+	// always names the same one.
+	names := make([]string, 0, len(members))
+	for k := range members {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		raw := members[name]
+		switch name {
+		case "status":
+			if isNull(raw) {
+				p.ResetStatus = true
+				continue
+			}
+			var v string
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return p, invalidJSON("field \"status\" must be a string (up, draining, out_of_service) or null")
+			}
+			p.Status = &v
+		case "weight":
+			if isNull(raw) {
+				p.ResetWeight = true
+				continue
+			}
+			var v int64
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return p, invalidJSON("field \"weight\" must be a whole number (0-%d) or null", registry.MaxWeight)
+			}
+			p.Weight = &v
+		case "metadata":
+			if isNull(raw) {
+				p.ResetMetadata = true
+				continue
+			}
+			var md map[string]*string
+			if err := json.Unmarshal(raw, &md); err != nil {
+				return p, invalidJSON("field \"metadata\" must be an object of strings (null removes a key) or null")
+			}
+			p.Metadata = md
+		default:
+			return p, invalidJSON("unknown field %s; a patch may change status, weight and metadata", registry.QuoteInput(name))
+		}
+	}
+	return p, nil
 }

@@ -332,7 +332,7 @@ type bigView struct {
 	body []byte
 }
 
-func (v bigView) InstancesJSON(string) ([]byte, int64) { return v.body, 2 }
+func (v bigView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) { return v.body, 2, true }
 
 // TestBlockingQueriesPerClient: blocking queries share the per-client cap
 // of watch streams (429 beyond it); plain reads do not count.
@@ -383,4 +383,9 @@ type waitingView struct {
 func (v waitingView) Changed(string) (int64, <-chan struct{}) {
 	v.waiting <- struct{}{}
 	return 2, nil
+}
+
+func (v waitingView) Block(string, registry.Filter, int64) *registry.Waiter {
+	v.waiting <- struct{}{}
+	return nil
 }

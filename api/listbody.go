@@ -42,8 +42,11 @@ var gzipCacheWriters = sync.Pool{New: func() any {
 	return zw
 }}
 
-// writeList writes one service's instance list (see above).
-func (s *Server) writeList(c echo.Context, service string, instances []byte, rev int64) error {
+// writeList writes one service's instance list (see above). cacheKey names
+// the list's compressed form in the cache ("" for a list made for this
+// request alone, compressed without the cache). It returns the error of a
+// write to the client (gone, or too slow).
+func (s *Server) writeList(c echo.Context, service, cacheKey string, instances []byte, rev int64) error {
 	name, err := json.Marshal(service)
 	if err != nil {
 		return err
@@ -62,7 +65,12 @@ func (s *Server) writeList(c echo.Context, service string, instances []byte, rev
 	parts := [][]byte{head, instances, tail}
 	size := len(head) + len(instances) + len(tail)
 	if size >= minGzipSize && c.Request().Method != http.MethodHead && acceptsGzip(c.Request()) {
-		z := s.gzipped.get(service, head, instances)
+		var z gzipPrefix
+		if cacheKey != "" {
+			z = s.gzipped.get(cacheKey, head, instances)
+		} else {
+			z = compressPrefix(head, instances)
+		}
 		end := z.end(tail)
 		w.Header().Set(echo.HeaderContentEncoding, "gzip")
 		parts, size = [][]byte{z.prefix, end}, len(z.prefix)+len(end)
@@ -71,13 +79,13 @@ func (s *Server) writeList(c echo.Context, service string, instances []byte, rev
 	w.WriteHeader(http.StatusOK)
 	for _, part := range parts {
 		if _, err := w.Write(part); err != nil {
-			return nil // the client is gone
+			return err // the client is gone
 		}
 	}
 	return nil
 }
 
-// gzipCache holds the compressed lists, by service.
+// gzipCache holds the compressed lists, by service and status filter.
 type gzipCache struct {
 	mu    sync.Mutex
 	lists map[string]*gzipList
@@ -104,15 +112,15 @@ type gzipPrefix struct {
 
 // get returns the compressed head ‖ instances, compressing it if the cache
 // does not hold it for this encoding of the service's instances. Requests
-// for the same service wait for one compression; others go on.
-// instances must not be empty.
-func (g *gzipCache) get(service string, head, instances []byte) gzipPrefix {
+// for the same list wait for one compression; others go on. key names the
+// list (service and status filter); instances must not be empty.
+func (g *gzipCache) get(key string, head, instances []byte) gzipPrefix {
 	src := weak.Make(&instances[0])
 	g.mu.Lock()
-	l := g.lists[service]
+	l := g.lists[key]
 	if l == nil {
 		l = &gzipList{}
-		g.add(service, l)
+		g.add(key, l)
 	}
 	g.mu.Unlock()
 

@@ -3,10 +3,14 @@ package api
 import (
 	"context"
 	"math/rand/v2"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/regd/regd/registry"
 )
 
 // Limits of reads that wait.
@@ -22,19 +26,20 @@ const (
 
 // readOptions are the query parameters every list read accepts.
 type readOptions struct {
-	stale  bool          // serve this node's view as it is
-	minRev int64         // wait until this node has applied minRev
-	index  int64         // blocking query: hold until a change after index
-	wait   time.Duration // ... or until wait ends
+	stale  bool            // serve this node's view as it is
+	minRev int64           // wait until this node has applied minRev
+	index  int64           // blocking query: hold until a change after index
+	wait   time.Duration   // ... or until wait ends
+	filter registry.Filter // ?status= and ?meta.<key>= (instance lists only: withFilter)
 }
 
 func parseReadOptions(c echo.Context) (readOptions, error) {
 	var o readOptions
 	q := c.QueryParams()
+	var err error
 	if v, ok := q["stale"]; ok {
 		o.stale = len(v) == 0 || (v[0] != "false" && v[0] != "0")
 	}
-	var err error
 	if o.minRev, err = revisionParam(q.Get("min_revision"), "min_revision"); err != nil {
 		return o, err
 	}
@@ -102,18 +107,81 @@ func (s *Server) catchUp(c echo.Context, o readOptions) error {
 	return s.cfg.View.WaitRev(ctx, target)
 }
 
-// block holds a blocking query until service changes after index, the wait
-// ends (with up to 1/16 jitter so that many clients do not return in step),
-// the client leaves, or the server shuts down.
-func (s *Server) block(c echo.Context, service string, o readOptions) {
+// withFilter adds the instance filters (?status=, ?meta.<key>=) to o: the
+// instance list's parameters, not the service list's.
+func withFilter(c echo.Context, o readOptions) (readOptions, error) {
+	var err error
+	o.filter, err = parseFilter(c.QueryParams())
+	return o, err
+}
+
+// metaParamPrefix starts a metadata filter's query parameter:
+// ?meta.<key>=<value>.
+const metaParamPrefix = "meta."
+
+// parseFilter reads ?status= (one of up, draining, out_of_service, any;
+// default up) and ?meta.<key>=<value> (repeatable; every one must match).
+// A malformed one is 400 invalid_parameter.
+func parseFilter(q url.Values) (registry.Filter, error) {
+	var status string
+	if vs, ok := q["status"]; ok {
+		if len(vs) != 1 {
+			return registry.Filter{}, invalidParameter("status is given %d times; give one status (or any)", len(vs))
+		}
+		status = vs[0]
+		if status == "" {
+			return registry.Filter{}, invalidParameter("status is empty; give up, draining, out_of_service or any")
+		}
+	}
+	var meta []registry.MetaMatch
+	for k, vs := range q {
+		key, ok := strings.CutPrefix(k, metaParamPrefix)
+		if !ok {
+			continue
+		}
+		for _, v := range vs {
+			meta = append(meta, registry.MetaMatch{Key: key, Value: v})
+		}
+	}
+	return registry.NewFilter(status, meta)
+}
+
+// blockFilter holds a blocking query of service's instances until a change
+// after index touched an instance the filter selects (before or after it),
+// the wait ends (with up to 1/16 jitter so that many clients do not return
+// in step), the client leaves, or the server shuts down. The query stays
+// registered until its answer is written: the caller calls Done on the
+// waiter it returns (nil when the request is no blocking query), with the
+// revision of the answer it wrote, or 0, which the drain handshake reads.
+func (s *Server) blockFilter(c echo.Context, service string, o readOptions) *registry.Waiter {
+	if o.index == 0 {
+		return nil
+	}
+	w := s.cfg.View.Block(service, o.filter, o.index)
+	var wake <-chan struct{}
+	if w != nil { // nil from a View without blocking queries (tests): wait it out
+		wake = w.C()
+	}
+	s.hold(c, wake, o.wait)
+	return w
+}
+
+// block holds a blocking query of the service list until a service
+// appears or goes or a count changes after index; see blockFilter.
+func (s *Server) block(c echo.Context, o readOptions) {
 	if o.index == 0 {
 		return
 	}
-	changed, wake := s.cfg.View.Changed(service)
+	changed, wake := s.cfg.View.Changed("")
 	if changed > o.index {
 		return
 	}
-	wait := o.wait
+	s.hold(c, wake, o.wait)
+}
+
+// hold waits for wake, the wait (plus up to 1/16 jitter), the client
+// leaving or the server shutting down.
+func (s *Server) hold(c echo.Context, wake <-chan struct{}, wait time.Duration) {
 	if wait > 0 {
 		wait += time.Duration(rand.Int64N(int64(wait)/16 + 1))
 	}

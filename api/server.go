@@ -24,11 +24,21 @@ import (
 	"github.com/regd/regd/registry"
 )
 
-// Registry is the domain as the API uses it (registry.Store implements it).
+// Registry is the domain as the API uses it (registry.Local implements it).
 type Registry interface {
 	Register(ctx context.Context, service, id string, r registry.Registration) (registry.Instance, bool, error)
 	Heartbeat(ctx context.Context, service, id string) (int64, error)
+	// Heartbeats renews many instances, results in the order of items.
+	Heartbeats(ctx context.Context, items []registry.HeartbeatItem) []registry.HeartbeatResult
 	Deregister(ctx context.Context, service, id string) (int64, error)
+	// Patch changes status, weight or metadata in place (a JSON merge
+	// patch, registry.Patch).
+	Patch(ctx context.Context, service, id string, p registry.Patch) (registry.Instance, error)
+	// PatchObserved and DeregisterObserved run the drain handshake
+	// (?wait_observed): they answer once every subscriber of the service
+	// on every member was written the change, or when wait ends.
+	PatchObserved(ctx context.Context, service, id string, p registry.Patch, wait time.Duration) (registry.Instance, registry.Observed, error)
+	DeregisterObserved(ctx context.Context, service, id string, wait time.Duration) (int64, registry.Observed, error)
 	Get(ctx context.Context, service, id string) (registry.Instance, error)
 	// Revision is the cluster's current revision, read linearizably.
 	Revision(ctx context.Context) (int64, error)
@@ -37,16 +47,24 @@ type Registry interface {
 // View is the watch-fed, in-memory registry (registry.View implements it).
 type View interface {
 	WaitRev(ctx context.Context, rev int64) error
-	// InstancesJSON is the service's instances as a JSON array, shared
-	// and encoded once per change of the service (a new slice of Go
-	// memory each time it changes, the same one until then: the gzip
-	// cache of lists, listbody.go, relies on it), and the revision the
-	// view reflects.
-	InstancesJSON(service string) ([]byte, int64)
+	// InstancesJSON is the service's instances that f selects as a JSON
+	// array, and the revision the view reflects. shared: the array is
+	// encoded once per change of the service (a new slice of Go memory
+	// each time it changes, the same one until then: the gzip cache of
+	// lists, listbody.go, relies on it); else it is made per call.
+	InstancesJSON(service string, f registry.Filter) (encoded []byte, rev int64, shared bool)
 	Services() registry.ServiceList
+	// Changed is the revision of the service list's last change and a
+	// channel closed at its next one (service "": the list).
 	Changed(service string) (int64, <-chan struct{})
-	Subscribe(ctx context.Context, service string, after int64) (*registry.Subscription, error)
-	SubscribeFromList(ctx context.Context, service string) (registry.InstanceList, *registry.Subscription, error)
+	// Block registers a blocking query of service's instances that f
+	// selects after index (registry.Waiter).
+	Block(service string, f registry.Filter, index int64) *registry.Waiter
+	// Subscribe follows service's events that concern instances f
+	// selects, after the position after (an event's id, or
+	// registry.AfterRevision of a revision).
+	Subscribe(ctx context.Context, service string, f registry.Filter, after registry.EventID) (*registry.Subscription, error)
+	SubscribeFromList(ctx context.Context, service string, f registry.Filter) (registry.InstanceList, *registry.Subscription, error)
 }
 
 // Cluster answers readiness and cluster status.

@@ -35,14 +35,15 @@ func (e sseEvent) String() string {
 	return fmt.Sprintf("id=%s event=%s data=%.120s", e.ID, e.Event, e.Data)
 }
 
-// rev is the event's id as a revision.
+// rev is the revision of the event's id ("<revision>" or
+// "<revision>.<index>").
 func (e sseEvent) rev(t testing.TB) int64 {
 	t.Helper()
-	n, err := strconv.ParseInt(e.ID, 10, 64)
-	if err != nil {
-		t.Fatalf("event id %q is not a revision (%s)", e.ID, e)
+	id, ok := registry.ParseEventID(e.ID)
+	if !ok {
+		t.Fatalf("event id %q is not an event id (%s)", e.ID, e)
 	}
-	return n
+	return id.Rev
 }
 
 func (e sseEvent) instance(t testing.TB) registry.Instance {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -36,15 +35,23 @@ func (s *Server) watchService(c echo.Context) error {
 // watchAll is GET /v1/watch: every service's changes.
 func (s *Server) watchAll(c echo.Context) error { return s.stream(c, "") }
 
-// stream serves Server-Sent Events: one event per change, id the revision.
-// Last-Event-ID (or ?after=) resumes after that revision with nothing
-// missed; history this node can no longer replay yields a reset event with
+// stream serves Server-Sent Events: one event per change, with an id of
+// its own (registry.EventID). ?status= and ?meta.<key>= select the
+// instances, as for lists (default: up ones); a change concerns the stream
+// when the filter selects the instance before or after it, so an
+// instance leaves a filtered stream with an event whose instance the
+// filter no longer selects. Last-Event-ID (or ?after=) resumes after that
+// event with nothing missed; history this node can no longer replay yields a reset event with
 // the full current list first. ?reset=1 asks for that list up front.
 // The per-client cap of streams is applied by the limits (class stream).
 // A HEAD request gets the stream's status and headers, and no events: it
 // returns at once instead of holding the connection.
 func (s *Server) stream(c echo.Context, service string) error {
 	after, resume, err := lastEventID(c)
+	if err != nil {
+		return err
+	}
+	filter, err := parseFilter(c.QueryParams())
 	if err != nil {
 		return err
 	}
@@ -58,12 +65,12 @@ func (s *Server) stream(c echo.Context, service string) error {
 		start int64
 	)
 	if resume {
-		sub, err = s.cfg.View.Subscribe(ctx, service, after)
-		start = after
+		sub, err = s.cfg.View.Subscribe(ctx, service, filter, after)
+		start = after.Rev
 	}
 	if !resume || errors.Is(err, registry.ErrCompacted) {
 		var list registry.InstanceList
-		list, sub, err = s.cfg.View.SubscribeFromList(ctx, service)
+		list, sub, err = s.cfg.View.SubscribeFromList(ctx, service, filter)
 		start = list.Revision
 		if resume || c.QueryParam("reset") == "1" || c.QueryParam("reset") == "true" {
 			reset = &list
@@ -86,7 +93,7 @@ func (s *Server) stream(c echo.Context, service string) error {
 		return nil
 	}
 	if reset != nil {
-		if err := writeEvent(w, reset.Revision, "reset", reset); err != nil {
+		if err := writeEvent(w, registry.AfterRevision(reset.Revision), "reset", reset); err != nil {
 			return nil
 		}
 		w.Flush()
@@ -102,12 +109,15 @@ func (s *Server) stream(c echo.Context, service string) error {
 			if e.Data == nil {
 				data = e.Instance
 			}
-			if werr := writeEvent(w, e.Revision, e.Type, data); werr != nil {
+			if werr := writeEvent(w, e.ID(), e.Type, data); werr != nil {
 				return nil // the client is gone
 			}
 		}
 		if len(events) > 0 {
-			w.Flush()
+			if http.NewResponseController(w.Writer).Flush() == nil {
+				// Written and flushed: the drain handshake counts it.
+				sub.Delivered(events[len(events)-1].Revision)
+			}
 		}
 		if err != nil {
 			// Slow consumer or view closed: end the stream; the client
@@ -141,7 +151,9 @@ func (s *Server) stream(c echo.Context, service string) error {
 	}
 }
 
-func writeEvent(w http.ResponseWriter, rev int64, typ string, data any) error {
+// writeEvent writes one event: its id (registry.EventID: "<revision>" or
+// "<revision>.<index>"), type and one line of JSON data.
+func writeEvent(w http.ResponseWriter, id registry.EventID, typ string, data any) error {
 	// Pre-encoded data is written as it is: json.Marshal of a RawMessage
 	// would validate and compact it again for every subscriber.
 	buf, ok := data.(json.RawMessage)
@@ -153,7 +165,7 @@ func writeEvent(w http.ResponseWriter, rev int64, typ string, data any) error {
 	}
 	frame := make([]byte, 0, len(buf)+len(typ)+40)
 	frame = append(frame, "id: "...)
-	frame = strconv.AppendInt(frame, rev, 10)
+	frame, _ = id.AppendText(frame) // never fails
 	frame = append(frame, "\nevent: "...)
 	frame = append(frame, typ...)
 	frame = append(frame, "\ndata: "...)
@@ -163,15 +175,21 @@ func writeEvent(w http.ResponseWriter, rev int64, typ string, data any) error {
 	return err
 }
 
-func lastEventID(c echo.Context) (int64, bool, error) {
+// lastEventID is where a stream resumes: Last-Event-ID, or ?after= where
+// headers cannot be set; an event's id ("<revision>" or
+// "<revision>.<index>", registry.EventID), or a list's revision.
+func lastEventID(c echo.Context) (registry.EventID, bool, error) {
 	v := c.Request().Header.Get("Last-Event-ID")
 	name := "Last-Event-ID"
 	if v == "" {
 		v, name = c.QueryParam("after"), "after"
 	}
 	if v == "" {
-		return 0, false, nil
+		return registry.EventID{}, false, nil
 	}
-	n, err := revisionParam(v, name)
-	return n, err == nil, err
+	id, ok := registry.ParseEventID(v)
+	if !ok {
+		return registry.EventID{}, false, invalidParameter("%s %s must be an event id (\"<revision>\" or \"<revision>.<index>\", e.g. 42 or 42.1) or a revision", name, registry.QuoteInput(v))
+	}
+	return id, true, nil
 }

@@ -201,7 +201,7 @@ func TestWatch(t *testing.T) {
 		go func() { defer close(viewDone); view.Run(ctx) }()
 		defer func() { stop(); <-viewDone }()
 		a := api.New(api.Config{
-			Registry:            srv.Store(),
+			Registry:            registry.NewLocal(srv.Store(), view),
 			View:                view,
 			Cluster:             cluster.NewInfo(srv.Node()),
 			MaxWatchesPerClient: 2,

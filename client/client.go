@@ -51,12 +51,18 @@ type Instance struct {
 	ID       string            `json:"id"`
 	Address  string            `json:"address"`
 	Metadata map[string]string `json:"metadata"`
+	// Status is StatusUp, StatusDraining or StatusOutOfService.
+	Status string `json:"status"`
+	// Weight is the instance's relative share of traffic, 0–10000
+	// (default 100).
+	Weight int `json:"weight"`
 	// TTL is the lease's TTL in seconds as granted; 0 for a key written by
 	// a plain etcd client without a lease.
 	TTL int64 `json:"ttl"`
 	// LeaseID is the etcd lease, in decimal.
 	LeaseID string `json:"lease_id"`
-	// Revision is the etcd revision of the instance's last registration.
+	// Revision is the etcd revision of the instance's last registration
+	// or update.
 	Revision int64 `json:"revision"`
 	// RegisteredAt is zero for keys written by plain etcd clients.
 	RegisteredAt time.Time `json:"registered_at,omitzero"`

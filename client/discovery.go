@@ -22,6 +22,10 @@ const (
 	ReasonDeregister = "deregister" // deregistered through the API
 	ReasonExpire     = "expire"     // its lease ran out
 	ReasonReset      = "reset"      // gone from the list a reset event replaced the state with
+	// ReasonStatus: still registered, but no longer up (drained or taken
+	// out of service); Instance.Status says which. It comes back with
+	// OnRegister when it is up again.
+	ReasonStatus = "status"
 )
 
 const (
@@ -56,11 +60,11 @@ type Discovery struct {
 	state      map[string]Instance
 	sorted     []Instance // state sorted by id; nil when it must be rebuilt
 	rev        int64      // the newest revision applied
-	// revAll: every event of rev is known (rev came from a list). Else
-	// revIDs holds the instances whose event at rev was applied, and a
-	// resume asks from rev-1 in case the stream ended within a revision.
-	revAll    bool
-	revIDs    map[string]bool
+	// lastID is where the next stream resumes (Last-Event-ID): the id of
+	// the last event applied, kept as the string regd sent (ids are
+	// opaque; several events of one revision have ids of their own), or
+	// the revision of the last list.
+	lastID    string
 	node      int // index of the node the watch uses
 	started   bool
 	closed    bool
@@ -77,13 +81,13 @@ func NewDiscovery(cfg Config, service string) *Discovery {
 		life:    life,
 		kill:    kill,
 		state:   make(map[string]Instance),
-		revIDs:  make(map[string]bool),
 	}
 }
 
 // OnRegister adds a callback for an instance that appears or is
 // registered again (a register event is an upsert: a new lease, address or
-// metadata). Callbacks run one at a time in the order of the changes, on
+// metadata), or changes in place while up (an update: weight, metadata),
+// or comes back up after a drain. Callbacks run one at a time in the order of the changes, on
 // the Discovery's own goroutine (on Start's for the initial list), never
 // while it holds its lock; they must not call Close. Add callbacks before
 // Start to see the initial instances.
@@ -288,8 +292,7 @@ func (d *Discovery) resetLocked(list instanceList) []call {
 	d.state = fresh
 	d.sorted = nil
 	d.rev = list.Revision
-	d.revAll = true
-	clear(d.revIDs)
+	d.lastID = strconv.FormatInt(list.Revision, 10)
 	return calls
 }
 
@@ -297,17 +300,18 @@ func sameInstance(a, b Instance) bool {
 	return a.Revision == b.Revision && a.LeaseID == b.LeaseID && a.Address == b.Address
 }
 
-// applyLocked applies one stream event and returns its callbacks. Events
-// already applied (a resume replays the last revision; a node that lags
-// may send what the state already reflects) are dropped.
+// applyLocked applies one stream event and returns its callbacks. A
+// resume with the last event's id continues with the next event, on any
+// node, so nothing is applied twice.
 func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
-	var rev int64
-	if ev.HasID {
-		n, err := strconv.ParseInt(ev.ID, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("regd client: event id %q is not a revision", ev.ID)
+	if ev.HasID && ev.ID != "" {
+		d.lastID = ev.ID
+		// The revision is the id's leading number ("42" or "42.1"),
+		// for Revision() only; the id itself is kept as it came.
+		num, _, _ := strings.Cut(ev.ID, ".")
+		if n, err := strconv.ParseInt(num, 10, 64); err == nil && n > d.rev {
+			d.rev = n
 		}
-		rev = n
 	}
 	switch ev.Event {
 	case "reset":
@@ -316,7 +320,7 @@ func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
 			return nil, fmt.Errorf("regd client: reset event: %w", err)
 		}
 		return d.resetLocked(list), nil
-	case "register", "deregister", "expire":
+	case "register", "update", "deregister", "expire":
 	default:
 		return nil, nil // a type this client does not know: skip it
 	}
@@ -324,23 +328,23 @@ func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
 	if err := json.Unmarshal([]byte(ev.Data), &in); err != nil {
 		return nil, fmt.Errorf("regd client: %s event: %w", ev.Event, err)
 	}
-	if ev.HasID {
-		if rev < d.rev || rev == d.rev && (d.revAll || d.revIDs[in.ID]) {
-			return nil, nil // seen
-		}
-		if rev > d.rev {
-			d.rev, d.revAll = rev, false
-			clear(d.revIDs)
-		}
-		d.revIDs[in.ID] = true
-	}
 	if in.Metadata == nil {
 		in.Metadata = map[string]string{}
 	}
-	if ev.Event == "register" {
-		d.state[in.ID] = in
+	if ev.Event == "register" || ev.Event == "update" {
+		// The stream shows up instances (regd's default): an instance
+		// whose status is another one has left this view.
+		if in.Status == "" || in.Status == StatusUp {
+			d.state[in.ID] = in
+			d.sorted = nil
+			return []call{{in, ""}}, nil
+		}
+		if _, ok := d.state[in.ID]; !ok {
+			return nil, nil
+		}
+		delete(d.state, in.ID)
 		d.sorted = nil
-		return []call{{in, ""}}, nil
+		return []call{{in, ReasonStatus}}, nil
 	}
 	old, ok := d.state[in.ID]
 	if !ok {
@@ -355,13 +359,10 @@ func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
 }
 
 // resumeFrom is the Last-Event-ID of the next stream.
-func (d *Discovery) resumeFrom() int64 {
+func (d *Discovery) resumeFrom() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.revAll || d.rev == 0 {
-		return d.rev
-	}
-	return d.rev - 1
+	return d.lastID
 }
 
 // run follows the watch stream until ctx ends, moving to the next node
@@ -420,7 +421,7 @@ func (d *Discovery) stream(ctx context.Context, base string) error {
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Cache-Control", "no-cache")
-	req.Header.Set("Last-Event-ID", strconv.FormatInt(after, 10))
+	req.Header.Set("Last-Event-ID", after)
 
 	idle := time.AfterFunc(streamIdleTimeout, func() {
 		cancel(fmt.Errorf("no data for %s", streamIdleTimeout))

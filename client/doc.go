@@ -32,6 +32,26 @@
 //		dial(in.Address)
 //	}
 //
+// A Discovery follows the up instances: one drained or taken out of
+// service leaves it (OnDeregister with ReasonStatus) and comes back when it
+// is up again.
+//
+// A graceful shutdown drains first and knows when every client has seen
+// it (regd's drain handshake: no guessed sleeps), then finishes the work
+// in flight and deregisters:
+//
+//	obs, err := reg.Drain(ctx, 30*time.Second) // at most 60 s
+//	if err == nil && !obs.Complete() {
+//		log.Printf("only %s saw the drain in time", obs)
+//	}
+//	// ... finish in-flight work ...
+//	reg.Close(ctx)
+//
+// A [Client] sends single requests: drain or undrain any instance
+// (SetStatus, Patch), deregister with the same wait, and renew up to 1000
+// instances in one request (Heartbeats), for agents and sidecars that keep
+// many instances registered.
+//
 // Start's context bounds only the initial registration or list; the
 // background work (heartbeats, the watch) runs until Close.
 //

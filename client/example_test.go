@@ -66,3 +66,35 @@ func ExampleDiscovery() {
 	}
 	fmt.Println(len(d.Instances()), "instances at revision", d.Revision())
 }
+
+// A deploy script drains an instance, waits until every client has seen
+// it, and then stops the process: no guessed sleep.
+func ExampleClient_SetStatus() {
+	cl := client.New(client.Config{Addrs: []string{"127.0.0.1:8080"}, Token: os.Getenv("REGD_TOKEN")})
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	_, obs, err := cl.SetStatus(ctx, "user", "user-1", client.StatusDraining, 30*time.Second)
+	if err != nil {
+		log.Fatalf("drain: %v", err)
+	}
+	if !obs.Complete() {
+		log.Printf("drained, but only %s had seen it within 30s", obs)
+	}
+	// ... stop user-1 ...
+}
+
+// An agent renews the instances it keeps in one request.
+func ExampleClient_Heartbeats() {
+	cl := client.New(client.Config{Addrs: []string{"127.0.0.1:8080"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := cl.Heartbeats(ctx, []client.InstanceRef{{Service: "user", ID: "user-1"}, {Service: "user", ID: "user-2"}})
+	if err != nil {
+		log.Fatalf("heartbeats: %v", err)
+	}
+	for _, r := range res {
+		if client.IsNotFound(r.Err) {
+			fmt.Println(r.ID, "expired: register it again")
+		}
+	}
+}

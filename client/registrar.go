@@ -19,6 +19,9 @@ type RegistrarOptions struct {
 	TTL int
 	// Metadata is registered with the instance.
 	Metadata map[string]string
+	// Weight is registered with the instance (0–10000); nil: regd's
+	// default, 100.
+	Weight *int
 }
 
 // Registrar keeps one instance registered: see the package documentation.
@@ -28,6 +31,7 @@ type Registrar struct {
 	service, id, address string
 	ttl                  int
 	metadata             map[string]string
+	weight               *int
 
 	life context.Context // ends at Close: stops Start's retries and the heartbeats
 	kill context.CancelFunc
@@ -35,6 +39,7 @@ type Registrar struct {
 	mu        sync.Mutex
 	node      int      // index of the node in use
 	inst      Instance // the last registration's answer
+	status    string   // registered with each registration; "" or StatusUp: up
 	err       error    // the last failure, nil after a success
 	started   bool
 	closed    bool
@@ -66,7 +71,37 @@ func NewRegistrar(cfg Config, service, id, address string, opts RegistrarOptions
 		address:  address,
 		ttl:      ttl,
 		metadata: maps.Clone(opts.Metadata),
+		weight:   opts.Weight,
 	}
+}
+
+// Drain sets the instance's status to draining, in place: it stays
+// registered and heartbeating but leaves discovery answers, so clients stop
+// sending it new work. With wait > 0 (at most 60 s) it returns once every
+// subscriber of the service on every member has been written the change,
+// or when wait ends: Observed says how far it got. A graceful shutdown:
+// Drain, finish the work in flight, then Close. A registration the
+// Registrar makes afterwards (its lease expired) keeps the status.
+func (r *Registrar) Drain(ctx context.Context, wait time.Duration) (Observed, error) {
+	return r.SetStatus(ctx, StatusDraining, wait)
+}
+
+// SetStatus changes the instance's status in place (StatusUp undrains);
+// see Drain.
+func (r *Registrar) SetStatus(ctx context.Context, status string, wait time.Duration) (Observed, error) {
+	cl := &Client{c: r.c}
+	r.mu.Lock()
+	cl.node.Store(uint64(r.node))
+	r.mu.Unlock()
+	inst, obs, err := cl.SetStatus(ctx, r.service, r.id, status, wait)
+	if err != nil {
+		return obs, err
+	}
+	r.mu.Lock()
+	r.status, r.inst = status, inst
+	r.mu.Unlock()
+	r.c.log.Info("regd: status set", "service", r.service, "id", r.id, "status", status, "observed", obs.String())
+	return obs, nil
 }
 
 // Start registers the instance, trying the nodes in turn with backoff until
@@ -272,6 +307,14 @@ func (r *Registrar) register(ctx context.Context) error {
 	if len(r.metadata) > 0 {
 		body["metadata"] = r.metadata
 	}
+	if r.weight != nil {
+		body["weight"] = *r.weight
+	}
+	r.mu.Lock()
+	if r.status != "" && r.status != StatusUp {
+		body["status"] = r.status
+	}
+	r.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var inst Instance

@@ -73,12 +73,15 @@ func TestSSELineLimit(t *testing.T) {
 	}
 }
 
-// TestApplyDedup: events a resume or a lagging node replays are dropped;
-// a reset calls back only for the differences.
-func TestApplyDedup(t *testing.T) {
+// TestApplyResume: the resume point is the last event's id exactly as
+// regd sent it (ids are opaque: "11.1" names the second event of revision
+// 11), or the last list's revision; a reset calls back only for the
+// differences.
+func TestApplyResume(t *testing.T) {
 	d := NewDiscovery(Config{}, "s")
-	ev := func(rev, typ, id string) sseEvent {
-		return sseEvent{ID: rev, HasID: true, Event: typ,
+	ev := func(eid, typ, id string) sseEvent {
+		rev, _, _ := strings.Cut(eid, ".")
+		return sseEvent{ID: eid, HasID: true, Event: typ,
 			Data: `{"service":"s","id":"` + id + `","address":"h:1","lease_id":"1","revision":` + rev + `}`}
 	}
 	apply := func(e sseEvent) []call {
@@ -94,26 +97,20 @@ func TestApplyDedup(t *testing.T) {
 	d.mu.Lock()
 	d.resetLocked(instanceList{Service: "s", Revision: 10, Instances: []Instance{{ID: "a", Address: "h:1", LeaseID: "1", Revision: 3}}})
 	d.mu.Unlock()
-	if got := d.resumeFrom(); got != 10 {
-		t.Fatalf("resume after list = %d, want 10", got)
+	if got := d.resumeFrom(); got != "10" {
+		t.Fatalf("resume after list = %q, want 10", got)
 	}
-	if c := apply(ev("9", "register", "x")); len(c) != 0 {
-		t.Fatal("an event older than the list was applied")
-	}
-	if c := apply(ev("10", "register", "x")); len(c) != 0 {
-		t.Fatal("an event of the list's revision was applied")
-	}
-	if c := apply(ev("11", "register", "b")); len(c) != 1 || c[0].in.ID != "b" || c[0].reason != "" {
+	if c := apply(ev("11.0", "register", "b")); len(c) != 1 || c[0].in.ID != "b" || c[0].reason != "" {
 		t.Fatalf("calls = %+v", c)
 	}
-	if got := d.resumeFrom(); got != 10 {
-		t.Fatalf("resume within revision 11 = %d, want 10", got)
+	if got := d.resumeFrom(); got != "11.0" {
+		t.Fatalf("resume within revision 11 = %q, want 11.0", got)
 	}
-	if c := apply(ev("11", "register", "c")); len(c) != 1 {
+	if c := apply(ev("11.1", "register", "c")); len(c) != 1 {
 		t.Fatal("a second event of the same revision was dropped")
 	}
-	if c := apply(ev("11", "register", "b")); len(c) != 0 {
-		t.Fatal("a replayed event was applied again")
+	if got := d.resumeFrom(); got != "11.1" {
+		t.Fatalf("resume = %q, want 11.1", got)
 	}
 	if c := apply(ev("12", "expire", "a")); len(c) != 1 || c[0].reason != "expire" || c[0].in.ID != "a" {
 		t.Fatalf("calls = %+v", c)
@@ -136,7 +133,7 @@ func TestApplyDedup(t *testing.T) {
 	for _, in := range d.Instances() {
 		ids = append(ids, in.ID)
 	}
-	if strings.Join(ids, ",") != "b,d" || d.Revision() != 20 || d.resumeFrom() != 20 {
-		t.Fatalf("after reset: %v rev %d", ids, d.Revision())
+	if strings.Join(ids, ",") != "b,d" || d.Revision() != 20 || d.resumeFrom() != "20" {
+		t.Fatalf("after reset: %v rev %d resume %q", ids, d.Revision(), d.resumeFrom())
 	}
 }

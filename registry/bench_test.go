@@ -120,7 +120,7 @@ func BenchmarkViewApplyFanout(b *testing.B) {
 			subs := make([]*Subscription, n)
 			done := make(chan int, n)
 			for i := range subs {
-				_, s, err := v.SubscribeFromList(ctx, "user")
+				_, s, err := v.SubscribeFromList(ctx, "user", Filter{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -211,7 +211,7 @@ func BenchmarkViewList1000(b *testing.B) {
 	b.Run("cached", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			benchSink = v.List("user")
+			benchSink = v.List("user", Filter{})
 		}
 	})
 	b.Run("after-change", func(b *testing.B) {
@@ -221,7 +221,7 @@ func BenchmarkViewList1000(b *testing.B) {
 			e[0].Kv.ModRevision, e[1].Kv.ModRevision = rev, rev
 			v.apply(ctx, v.st.keys.decodeChanges(rev, e))
 			rev++
-			benchSink = v.List("user")
+			benchSink = v.List("user", Filter{})
 		}
 	})
 }

@@ -24,6 +24,8 @@ type InstanceChange struct {
 	// Prev is the key before the change: nil when it did not exist, or
 	// when etcd's history no longer holds it (a compaction passed it).
 	Prev *KeyState
+
+	pos int // the change's place among the revision's events, as etcd applied them
 }
 
 // Changes is what one etcd revision did to the keys the registry watches
@@ -38,9 +40,28 @@ type Changes struct {
 	EndedLeases map[int64]bool
 	// MarkedLeases are the leases whose marker was written at Revision.
 	MarkedLeases map[int64]bool
+	// EndCauses says why an ended lease ended, when the marker said so
+	// before it was deleted (Store.EndLease: a failed health check);
+	// absent: its TTL ran out (ExpiryCauseTTL).
+	EndCauses map[int64]LeaseEnd
 
 	metaPut map[string]meta // "service/id" → record written at Revision
 	metaDel map[string]bool // "service/id" → record deleted at Revision
+	// metaOrder are the keys of metaPut in the order etcd applied them,
+	// with their places among the revision's events: the order of
+	// update events (never a map's).
+	metaOrder []metaWrite
+
+	// The drain handshake's requests and acks written at Revision
+	// (observe.go); no change to the registry.
+	observeReqs []observeRequest
+	observeAcks []observeAck
+}
+
+// metaWrite is one meta record written at a revision.
+type metaWrite struct {
+	key string // "service/id"
+	pos int
 }
 
 // relevant reports whether the revision touched anything of the registry's:
@@ -81,6 +102,8 @@ type Removal struct {
 	Address     string // its address before it left
 	Lease       int64  // its lease before it left; 0: none
 	Cause       Cause
+	// End is why the lease ended, for CauseExpired.
+	End LeaseEnd
 }
 
 // Classify is the deletion rule, the one place that decides why instances
@@ -108,11 +131,15 @@ func Classify(c Changes) []Removal {
 		if !ic.Deleted && ic.Now.Valid {
 			continue
 		}
-		cause := CauseDeleted
+		r := Removal{Service: ic.Service, ID: ic.ID, Address: ic.Prev.Address, Lease: ic.Prev.Lease, Cause: CauseDeleted}
 		if ic.Deleted && ic.Prev.Lease != 0 && c.EndedLeases[ic.Prev.Lease] {
-			cause = CauseExpired
+			r.Cause = CauseExpired
+			r.End = c.EndCauses[ic.Prev.Lease]
+			if r.End.Cause == "" {
+				r.End.Cause = ExpiryCauseTTL
+			}
 		}
-		out = append(out, Removal{Service: ic.Service, ID: ic.ID, Address: ic.Prev.Address, Lease: ic.Prev.Lease, Cause: cause})
+		out = append(out, r)
 	}
 	return out
 }
@@ -128,14 +155,26 @@ func keyState(kv *mvccpb.KeyValue) KeyState {
 // the watched range, badly named keys under the prefix) are dropped.
 func (k Keys) decodeChanges(rev int64, evs []*clientv3.Event) Changes {
 	c := Changes{Revision: rev}
-	for _, ev := range evs {
+	for pos, ev := range evs {
 		key := string(ev.Kv.Key)
 		del := ev.Type == clientv3.EventTypeDelete
 		if lease, ok := parseLeaseMarker(key); ok {
 			if del {
 				c.EndedLeases = setAdd(c.EndedLeases, lease)
+				if end, ok := decodeLeaseEnd(ev.PrevKv); ok {
+					if c.EndCauses == nil {
+						c.EndCauses = make(map[int64]LeaseEnd)
+					}
+					c.EndCauses[lease] = end
+				}
 			} else {
 				c.MarkedLeases = setAdd(c.MarkedLeases, lease)
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(key, observeRoot); ok {
+			if !del {
+				c.decodeObserve(rest, ev.Kv)
 			}
 			continue
 		}
@@ -147,6 +186,7 @@ func (k Keys) decodeChanges(rev int64, evs []*clientv3.Event) Changes {
 					c.metaPut = make(map[string]meta)
 				}
 				c.metaPut[rest] = m
+				c.metaOrder = append(c.metaOrder, metaWrite{key: rest, pos: pos})
 			}
 			continue
 		}
@@ -154,7 +194,7 @@ func (k Keys) decodeChanges(rev int64, evs []*clientv3.Event) Changes {
 		if !ok {
 			continue
 		}
-		ic := InstanceChange{Service: svc, ID: id, Deleted: del}
+		ic := InstanceChange{Service: svc, ID: id, Deleted: del, pos: pos}
 		if !del {
 			ic.Now = keyState(ev.Kv)
 		}

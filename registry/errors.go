@@ -26,6 +26,7 @@ const (
 	KindUnauthenticated              // no valid credentials where they are needed (401)
 	KindPermissionDenied             // valid credentials without the scope needed (403)
 	KindRequestTimeout               // the client did not send its request in time (408)
+	KindUnsupportedMedia             // a body in a format the route does not take (415)
 )
 
 // Error is regd's one error type. Code is stable and machine-readable
@@ -65,6 +66,8 @@ const (
 	CodeInvalidAddress   = "invalid_address"      // not host:port (contract: Addresses)
 	CodeInvalidTTL       = "invalid_ttl"          // ttl outside MinTTL..MaxTTL
 	CodeInvalidMetadata  = "invalid_metadata"     // too many pairs or bytes, a bad key, a null value
+	CodeInvalidStatus    = "invalid_status"       // status not up, draining or out_of_service
+	CodeInvalidWeight    = "invalid_weight"       // weight outside 0..MaxWeight
 	CodeInvalidJSON      = "invalid_json"         // a body that is not the JSON the route takes
 	CodeInvalidParameter = "invalid_parameter"    // a malformed query parameter or header
 	CodeBadRequest       = "bad_request"          // any other request HTTP itself refuses
@@ -78,14 +81,21 @@ const (
 	CodeRouteNotFound    = "route_not_found"    // no such route
 	CodeMethodNotAllowed = "method_not_allowed" // the route exists with other methods (Allow lists them)
 
-	// Client too slow, too big, too many (408, 413, 429).
+	// Client too slow, too big, too many, in the wrong format (408, 413,
+	// 429, 415).
 	CodeRequestTimeout = "request_timeout"  // the request body did not arrive in time
 	CodeBodyTooLarge   = "body_too_large"   // a request body over the limit
 	CodeTooManyStreams = "too_many_streams" // the per-client cap of streams and blocking queries
+	// CodeUnsupportedMediaType: a PATCH body in a patch format other than
+	// JSON merge patch (RFC 7396), e.g. JSON Patch (RFC 6902).
+	CodeUnsupportedMediaType = "unsupported_media_type"
 
 	// Not possible in the current state (409).
 	CodeNoLease  = "no_lease" // heartbeat of a key a plain etcd client wrote without a lease
-	CodeConflict = "conflict" // a deregistration kept racing with re-registrations
+	CodeConflict = "conflict" // a deregistration or update kept racing with re-registrations
+	// CodePlainInstance: a PATCH of a key a plain etcd client wrote; regd
+	// keeps no record for it to hold a status, weight or metadata.
+	CodePlainInstance = "plain_instance"
 
 	// The node or the cluster cannot serve it now (503).
 	CodeUnavailable = "unavailable" // no quorum, no leader, a timeout, shutting down

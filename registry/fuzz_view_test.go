@@ -48,6 +48,12 @@ func (f *fakeEtcd) Get(_ context.Context, key string, opts ...clientv3.OpOption)
 	return resp, nil
 }
 
+// Put accepts the drain handshake's acks a foreign observe request makes
+// the view write.
+func (f *fakeEtcd) Put(context.Context, string, string, ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	return &clientv3.PutResponse{Header: &pb.ResponseHeader{Revision: f.rev}}, nil
+}
+
 func (f *fakeEtcd) Watch(ctx context.Context, _ string, _ ...clientv3.OpOption) clientv3.WatchChan {
 	ch := make(chan clientv3.WatchResponse, 1)
 	ch <- clientv3.WatchResponse{Header: &pb.ResponseHeader{Revision: f.rev + 1}, Events: f.events}
@@ -73,7 +79,7 @@ func (f *fakeEtcd) TimeToLive(_ context.Context, id clientv3.LeaseID, _ ...clien
 
 // Where a fuzzed key goes: under the registry prefix, among regd's meta
 // records or lease markers, or anywhere.
-var fuzzRoots = []string{"/service/", "/_regd/meta/", "/_regd/lease/", ""}
+var fuzzRoots = []string{"/service/", "/_regd/meta/", "/_regd/lease/", "", "/_regd/observe/"}
 
 // FuzzViewForeignKeys feeds a View keys and values as any etcd client can
 // write them: arbitrary names under the prefix, arbitrary bytes as address
@@ -104,6 +110,9 @@ func FuzzViewForeignKeys(f *testing.F) {
 		{"0000000000000003/user/u1", nil, 0, 2, "user/u1", []byte("1.2.3.4:5"), 3, 0, 2},
 		{"user/u1", []byte(`{"lease":6,"registered_at":"0000-01-01T00:00:00+23:59","metadata":{"\u0000":"\ud800"}}`), 0, 1, "user/u1", []byte("h:1"), 6, 0, 0},
 		{"/service/x/y", []byte("z:1"), 8, 3, "/servicf", nil, 0, 3, 1},
+		{"user/u1", []byte("10.0.0.1:80"), 2, 0, "user/u1", []byte(`{"address":"x","ttl":10,"lease":2,"registered_at":"2026-01-01T00:00:00Z","status":"draining","weight":0}`), 0, 1, 0},
+		{"user/u1", []byte("10.0.0.1:80"), 2, 0, "n1", []byte(`{"service":"user","id":"u1","wait_ms":50,"deadline_ms":1}`), 2, 4, 0},
+		{"user/u1", []byte("10.0.0.1:80"), 2, 0, "n1/zz", []byte(`{"delivered":1}`), 2, 4, 0},
 	} {
 		f.Add(seed.keyA, seed.valA, seed.leaseA, seed.rootA, seed.keyB, seed.valB, seed.leaseB, seed.rootB, seed.op)
 	}
@@ -175,7 +184,7 @@ func FuzzViewForeignKeys(f *testing.F) {
 				want[k] = kv
 			}
 		}
-		all := v.List("")
+		all := v.List("", registry.AllInstances)
 		got := map[string]registry.Instance{}
 		for _, in := range all.Instances {
 			if registry.ValidateService(in.Service) != nil || registry.ValidateID(in.ID) != nil {
@@ -189,7 +198,13 @@ func FuzzViewForeignKeys(f *testing.F) {
 		for k, in := range got {
 			kv := want[k]
 			addr, _ := registry.ParseValue(kv.Value)
-			if in.Address != addr || in.LeaseID != registry.FormatLease(kv.Lease) || in.Revision != kv.ModRevision {
+			// The revision is the key's, or its meta record's when that
+			// describes the key and was written later (an update).
+			wantRev := kv.ModRevision
+			if mkv := after[svcMeta(keys, k)]; mkv != nil && describes(mkv, kv.Lease) {
+				wantRev = max(wantRev, mkv.ModRevision)
+			}
+			if in.Address != addr || in.LeaseID != registry.FormatLease(kv.Lease) || in.Revision != wantRev {
 				t.Fatalf("%s listed as %+v, stored as value %q lease %d rev %d", k, in, kv.Value, kv.Lease, kv.ModRevision)
 			}
 			if in.Metadata == nil {
@@ -205,7 +220,7 @@ func FuzzViewForeignKeys(f *testing.F) {
 				t.Fatalf("service %q counted %d, listed %d", s.Name, s.Instances, services[s.Name])
 			}
 			delete(services, s.Name)
-			body, _ := v.InstancesJSON(s.Name)
+			body, _, _ := v.InstancesJSON(s.Name, registry.AllInstances)
 			var l []registry.Instance
 			if err := json.Unmarshal(body, &l); err != nil || len(l) != s.Instances {
 				t.Fatalf("InstancesJSON(%q) = %s: %v", s.Name, body, err)
@@ -217,7 +232,7 @@ func FuzzViewForeignKeys(f *testing.F) {
 
 		// Events: only for instances; A's deletion, if A was one, is a
 		// deregister.
-		sub, err := v.Subscribe(ctx, "", rev)
+		sub, err := v.Subscribe(ctx, "", registry.AllInstances, registry.AfterRevision(rev))
 		if err != nil {
 			t.Fatalf("Subscribe(after %d): %v", rev, err)
 		}
@@ -239,6 +254,9 @@ func FuzzViewForeignKeys(f *testing.F) {
 					t.Fatalf("deletion of %q published as %s", fullA, e.Type)
 				}
 			case k == fullB && e.Type == registry.EventRegister && isInstance(b):
+			case e.Type == registry.EventUpdate && k == fullA && isInstance(a) && op%3 == 0 &&
+				svcMeta(keys, fullA) == fullB && describes(b, a.Lease):
+				// B is A's meta record, written after A: an update.
 			default:
 				t.Fatalf("unexpected event %s %+v (A %q deleted %v, B %q)", e.Type, e.Instance, fullA, deletedA, fullB)
 			}
@@ -247,4 +265,28 @@ func FuzzViewForeignKeys(f *testing.F) {
 			t.Fatalf("deletion of instance %q published no event: %+v", fullA, evs)
 		}
 	})
+}
+
+// describes reports whether mkv decodes as a meta record of a key on lease
+// (what the view requires of a record before it joins it to its key).
+func describes(mkv *mvccpb.KeyValue, lease int64) bool {
+	var m struct {
+		Address      string            `json:"address"`
+		Metadata     map[string]string `json:"metadata"`
+		TTL          int64             `json:"ttl"`
+		Lease        int64             `json:"lease"`
+		RegisteredAt time.Time         `json:"registered_at"`
+		Status       string            `json:"status"`
+		Weight       *int64            `json:"weight"`
+	}
+	return json.Unmarshal(mkv.Value, &m) == nil && lease != 0 && m.Lease == lease
+}
+
+// svcMeta is the meta record key of an instance key, "" for other keys.
+func svcMeta(keys registry.Keys, key string) string {
+	svc, id, ok := keys.ParseInstance(key)
+	if !ok {
+		return ""
+	}
+	return keys.Meta(svc, id)
 }

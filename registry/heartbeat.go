@@ -71,10 +71,15 @@ func (s *Store) keepAlive(ctx context.Context, lease int64) (*clientv3.LeaseKeep
 type Local struct {
 	*Store
 	view *View
+	// renewals bounds the batch heartbeats' renewals in flight on this
+	// node, across all batches (heartbeat_batch.go).
+	renewals chan struct{}
 }
 
 // NewLocal joins st and the view v that follows st's registry.
-func NewLocal(st *Store, v *View) *Local { return &Local{Store: st, view: v} }
+func NewLocal(st *Store, v *View) *Local {
+	return &Local{Store: st, view: v, renewals: make(chan struct{}, heartbeatParallel)}
+}
 
 // Heartbeat renews the instance's lease. Fast path: the lease this node's
 // view knows is renewed without reading the key first. On a follower the

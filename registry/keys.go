@@ -15,6 +15,10 @@ const (
 	leaseRoot  = InternalPrefix + "lease/"  // lease/<lease %016x>: marker, attached to that lease
 	metaRoot   = InternalPrefix + "meta/"   // meta/<service>/<id>: JSON, no lease
 	expiryRoot = InternalPrefix + "expiry/" // cursor and ledger of the expiry reporter
+	// observeRoot holds the drain handshake's requests and acks
+	// (observe.go): observe/<nonce> and observe/<nonce>/<member %016x>,
+	// on the request's own short lease.
+	observeRoot = InternalPrefix + "observe/"
 	// legacyDeregRoot held the deregistration markers of regd before the
 	// lease markers; nothing reads them any more, the reporter removes
 	// what an old data dir still holds.
@@ -67,6 +71,16 @@ func parseLeaseMarker(key string) (int64, bool) {
 	return int64(id), true
 }
 
+// ObserveRequest is a drain handshake's request: written in the same
+// transaction as the change it observes, so every member's view sees it
+// with that change (observe.go).
+func (k Keys) ObserveRequest(nonce string) string { return observeRoot + nonce }
+
+// ObserveAck is one member's answer to a drain handshake's request.
+func (k Keys) ObserveAck(nonce string, member uint64) string {
+	return fmt.Sprintf("%s%s/%016x", observeRoot, nonce, member)
+}
+
 // ExpiryCursor holds the last revision the expiry reporter has consumed.
 func (k Keys) ExpiryCursor() string { return expiryRoot + "cursor" }
 
@@ -80,14 +94,15 @@ func (k Keys) ExpiryEntry(rev int64, service, id string) string {
 }
 
 // HistoryRange is the one contiguous key range [lo, hi) that the view and
-// the expiry reporter watch: the registry prefix, the meta records and the
-// lease markers. One watch over one range delivers all of a revision's
+// the expiry reporter watch: the registry prefix, the meta records, the
+// lease markers and the drain handshake's keys (which only the view reads;
+// they are no change to the registry, and the ledger skips them). One watch over one range delivers all of a revision's
 // changes to these keys in one response, which is what lets a deletion be
 // classified by the other events of its own revision. Keys of other
 // programs that sort in between arrive too and are ignored.
 func (k Keys) HistoryRange() (lo, hi string) {
 	lo, hi = k.Prefix, prefixEnd(k.Prefix)
-	for _, p := range []string{leaseRoot, metaRoot} {
+	for _, p := range []string{leaseRoot, metaRoot, observeRoot} {
 		lo = min(lo, p)
 		hi = max(hi, prefixEnd(p))
 	}

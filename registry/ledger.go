@@ -120,6 +120,9 @@ func (l *Ledger) Expirations(ctx context.Context, service string, limit int) ([]
 			if json.Unmarshal(kv.Value, &e) != nil || (service != "" && e.Service != service) {
 				continue
 			}
+			if e.Cause == "" {
+				e.Cause = ExpiryCauseTTL // entries of versions before causes
+			}
 			out = append(out, e)
 			if len(out) == limit {
 				break

@@ -179,7 +179,7 @@ func (c *Consumer) consume(ctx context.Context, cur cursor, evs []*clientv3.Even
 		}
 		for _, r := range Classify(ch) {
 			if r.Cause == CauseExpired {
-				reports = append(reports, c.report(r.Service, r.ID, r.Address, r.Lease, rev, received, false))
+				reports = append(reports, c.report(r.Service, r.ID, r.Address, r.Lease, rev, received, r.End, false))
 			} else {
 				c.lg.Debug("instance removed", zap.String("service", r.Service), zap.String("id", r.ID), zap.Stringer("cause", r.Cause), zap.Int64("revision", rev))
 			}
@@ -221,8 +221,10 @@ func (c *Consumer) prevLost(evs []*clientv3.Event) bool {
 }
 
 // report is the ledger entry of one expiry.
-func (c *Consumer) report(service, id, address string, lease, rev int64, seen time.Time, reconciled bool) Report {
+func (c *Consumer) report(service, id, address string, lease, rev int64, seen time.Time, end LeaseEnd, reconciled bool) Report {
 	return Report{Expiration: Expiration{
+		Cause:      end.Cause,
+		Output:     end.Output,
 		Service:    service,
 		ID:         id,
 		Address:    address,

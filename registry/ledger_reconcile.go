@@ -144,7 +144,9 @@ func (c *Consumer) reconcile(ctx context.Context, cur cursor, compactRev int64) 
 			revokes = append(revokes, m.Lease) // deleted explicitly in the gap
 			continue
 		}
-		reports = append(reports, c.report(svc, id, m.Address, m.Lease, rev, now, true))
+		// The marker, and any cause it held, went with the gap's
+		// history: the lease ran out, as far as state can tell.
+		reports = append(reports, c.report(svc, id, m.Address, m.Lease, rev, now, LeaseEnd{Cause: ExpiryCauseTTL}, true))
 	}
 	for i := range reports {
 		op, err := c.l.entryOp(reports[i].Expiration)

@@ -11,30 +11,65 @@ import (
 // instance under Keys.Meta, without a lease. Lease says which lease regd
 // granted the instance: the record describes the key only while the key is
 // on that lease, and regd revokes only leases it granted.
+//
+// Status and Weight are the instance's lifecycle (absent: StatusUp,
+// DefaultWeight, which is also what records of older regd versions mean).
+// A PATCH rewrites the record alone, never the instance key: the lease,
+// the address and what plain etcd clients see stay as they are.
 type meta struct {
 	Address      string            `json:"address"`
 	Metadata     map[string]string `json:"metadata,omitempty"`
 	TTL          int64             `json:"ttl"`
 	Lease        int64             `json:"lease"`
 	RegisteredAt time.Time         `json:"registered_at"`
+	Status       string            `json:"status,omitempty"` // "": StatusUp
+	Weight       *int64            `json:"weight,omitempty"` // nil: DefaultWeight
+
+	rev int64 // the record's ModRevision, when read from etcd
 }
 
-// instance is the API's view of a REST instance whose key is at rev.
-func (m meta) instance(service, id string, rev int64) Instance {
+// instance is the API's view of a REST instance whose key is at keyRev:
+// its revision is that of its last registration or update, whichever
+// wrote last (the key, or this record).
+func (m meta) instance(service, id string, keyRev int64) Instance {
 	md := m.Metadata
 	if md == nil {
 		md = map[string]string{}
 	}
 	at := m.RegisteredAt
+	// Only regd writes these records; anything else in them (another
+	// program's write) reads as the defaults.
+	status := m.Status
+	if !validStatus(status) {
+		status = StatusUp
+	}
+	weight := DefaultWeight
+	if m.Weight != nil && *m.Weight >= 0 && *m.Weight <= MaxWeight {
+		weight = int(*m.Weight)
+	}
 	return Instance{
 		Service:      service,
 		ID:           id,
 		Address:      m.Address,
 		Metadata:     md,
+		Status:       status,
+		Weight:       weight,
 		TTL:          m.TTL,
 		LeaseID:      FormatLease(m.Lease),
 		RegisteredAt: &at,
-		Revision:     rev,
+		Revision:     max(keyRev, m.rev),
+	}
+}
+
+// setLifecycle stores status and weight, leaving the defaults out of the
+// record (absent means the default, as in records of older versions).
+func (m *meta) setLifecycle(status string, weight int64) {
+	m.Status, m.Weight = "", nil
+	if status != StatusUp {
+		m.Status = status
+	}
+	if weight != DefaultWeight {
+		m.Weight = &weight
 	}
 }
 
@@ -50,6 +85,7 @@ func decodeMeta(kv *mvccpb.KeyValue) (meta, bool) {
 	if err := json.Unmarshal(kv.Value, &m); err != nil {
 		return meta{}, false
 	}
+	m.rev = kv.ModRevision
 	return m, true
 }
 

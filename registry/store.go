@@ -132,6 +132,14 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	if err := ValidateMetadata(r.Metadata); err != nil {
 		return Instance{}, false, err
 	}
+	status, err := ResolveStatus(r.Status)
+	if err != nil {
+		return Instance{}, false, err
+	}
+	weight, err := ResolveWeight(r.Weight)
+	if err != nil {
+		return Instance{}, false, err
+	}
 	if err := s.gate(); err != nil {
 		return Instance{}, false, err
 	}
@@ -143,6 +151,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 		return Instance{}, false, AsError(err)
 	}
 	m := meta{Address: r.Address, Metadata: r.Metadata, TTL: grant.TTL, Lease: int64(grant.ID), RegisteredAt: s.now().UTC()}
+	m.setLifecycle(status, weight)
 	buf, err := json.Marshal(m)
 	if err != nil {
 		return Instance{}, false, AsError(err)
@@ -171,6 +180,12 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 // deletes the marker later, in a revision without instance keys, which
 // reports nothing. It returns the deletion's revision.
 func (s *Store) Deregister(ctx context.Context, service, id string) (int64, error) {
+	return s.deregister(ctx, service, id)
+}
+
+// deregister is Deregister with extra operations written in the deleting
+// transaction (the drain handshake's observe request, observe.go).
+func (s *Store) deregister(ctx context.Context, service, id string, extra ...clientv3.Op) (int64, error) {
 	if err := validateNames(service, id); err != nil {
 		return 0, err
 	}
@@ -185,21 +200,18 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 	// look again.
 	var pending *deletion // a delete that failed, and may have been applied
 	for attempt := 0; attempt < 5; attempt++ {
-		get, err := read(ctx, s, func(ctx context.Context) (*clientv3.TxnResponse, error) {
-			return s.cli.Txn(ctx).Then(clientv3.OpGet(key), clientv3.OpGet(metaKey)).Commit()
-		})
+		kv, metaKV, rev, err := s.readInstance(ctx, service, id)
 		if err != nil {
-			return 0, AsError(err)
+			return 0, err
 		}
-		kv := firstKV(get.Responses[0].GetResponseRange().GetKvs())
 		if pending.applied(kv) {
 			s.revokeDeregistered(ctx, service, id, pending)
-			return get.Header.Revision, nil
+			return rev, nil
 		}
 		if kv == nil || !keyState(kv).Valid {
 			return 0, notFound(service, id)
 		}
-		owned := ownsLease(firstKV(get.Responses[1].GetResponseRange().GetKvs()), kv.Lease)
+		owned := ownsLease(metaKV, kv.Lease)
 		ops := []clientv3.Op{clientv3.OpDelete(key)}
 		if kv.Lease != 0 {
 			// The lease's marker, written again (it stays on its lease):
@@ -214,6 +226,7 @@ func (s *Store) Deregister(ctx context.Context, service, id string) (int64, erro
 		if owned {
 			ops = append(ops, clientv3.OpDelete(metaKey))
 		}
+		ops = append(ops, extra...)
 		var resp *clientv3.TxnResponse
 		retried, err := s.do(ctx, func(ctx context.Context) error {
 			var err error
@@ -266,7 +279,8 @@ func (s *Store) Get(ctx context.Context, service, id string) (Instance, error) {
 
 // build joins an instance key with its meta record, if m describes the
 // key's lease. A key with no such record (written by a plain etcd client)
-// gets empty metadata and the TTL its lease was granted. It reports false
+// gets empty metadata, status up, the default weight and the TTL its lease
+// was granted. It reports false
 // when the key's value is no instance.
 func (s *Store) build(ctx context.Context, service, id string, k KeyState, m meta) (Instance, bool) {
 	if !k.Valid {
@@ -281,6 +295,8 @@ func (s *Store) build(ctx context.Context, service, id string, k KeyState, m met
 		ID:       id,
 		Address:  k.Address,
 		Metadata: map[string]string{},
+		Status:   StatusUp,
+		Weight:   DefaultWeight,
 		TTL:      s.leaseTTL(ctx, k.Lease),
 		LeaseID:  FormatLease(k.Lease),
 		Revision: k.ModRevision,
@@ -310,6 +326,21 @@ func (s *Store) leaseTTL(ctx context.Context, lease int64) int64 {
 	s.ttlCache[lease] = resp.GrantedTTL
 	s.ttlMu.Unlock()
 	return resp.GrantedTTL
+}
+
+// readInstance reads an instance's key and its meta record in one
+// linearizable read, retried across leader changes (read). Either is nil
+// when absent; rev is the revision read at. Callers decide what a missing
+// key or one that holds no instance (keyState) means: after a lost
+// attempt of their own it may mean done.
+func (s *Store) readInstance(ctx context.Context, service, id string) (kv, metaKV *mvccpb.KeyValue, rev int64, err error) {
+	get, err := read(ctx, s, func(ctx context.Context) (*clientv3.TxnResponse, error) {
+		return s.cli.Txn(ctx).Then(clientv3.OpGet(s.keys.Instance(service, id)), clientv3.OpGet(s.keys.Meta(service, id))).Commit()
+	})
+	if err != nil {
+		return nil, nil, 0, AsError(err)
+	}
+	return firstKV(get.Responses[0].GetResponseRange().GetKvs()), firstKV(get.Responses[1].GetResponseRange().GetKvs()), get.Header.Revision, nil
 }
 
 func firstKV(kvs []*mvccpb.KeyValue) *mvccpb.KeyValue {

@@ -2,11 +2,15 @@ package registry
 
 import "time"
 
-// Registration is what a client sends to register an instance.
+// Registration is what a client sends to register an instance. A
+// registration replaces the instance as a whole: status and weight not
+// given are the defaults again (StatusUp, DefaultWeight).
 type Registration struct {
 	Address  string            `json:"address"`
 	TTL      *int64            `json:"ttl,omitempty"` // nil: DefaultTTL
 	Metadata map[string]string `json:"metadata,omitempty"`
+	Status   *string           `json:"status,omitempty"` // nil: StatusUp
+	Weight   *int64            `json:"weight,omitempty"` // nil: DefaultWeight
 }
 
 // Instance is one registered instance, as the API shows it.
@@ -15,11 +19,17 @@ type Instance struct {
 	ID       string            `json:"id"`
 	Address  string            `json:"address"`
 	Metadata map[string]string `json:"metadata"`
-	TTL      int64             `json:"ttl"`      // granted; 0 for a key without a lease
-	LeaseID  string            `json:"lease_id"` // decimal; "0" for a key without a lease
+	// Status is StatusUp, StatusDraining or StatusOutOfService; StatusUp
+	// for keys written by plain etcd clients.
+	Status string `json:"status"`
+	// Weight is 0–MaxWeight, DefaultWeight unless set.
+	Weight  int    `json:"weight"`
+	TTL     int64  `json:"ttl"`      // granted; 0 for a key without a lease
+	LeaseID string `json:"lease_id"` // decimal; "0" for a key without a lease
 	// RegisteredAt is unknown (absent) for keys written by plain etcd clients.
 	RegisteredAt *time.Time `json:"registered_at,omitempty"`
-	Revision     int64      `json:"revision"` // of its last registration
+	// Revision is that of its last registration or update (PATCH).
+	Revision int64 `json:"revision"`
 }
 
 // InstanceList is one service's instances at one revision.
@@ -32,7 +42,8 @@ type InstanceList struct {
 // ServiceSummary is one entry of the service list.
 type ServiceSummary struct {
 	Name      string `json:"name"`
-	Instances int    `json:"instances"`
+	Instances int    `json:"instances"` // all, whatever their status
+	Up        int    `json:"up"`        // those with status up
 }
 
 // ServiceList is every service with at least one instance.
@@ -50,6 +61,12 @@ type Expiration struct {
 	ExpiredAt  time.Time `json:"expired_at"`
 	ReportedBy string    `json:"reported_by"`
 	Revision   int64     `json:"revision"` // of the deletion that the expiry caused
+	// Cause is why the lease ended: ExpiryCauseTTL (heartbeats stopped;
+	// also a plain client's revoke, which looks the same) or
+	// ExpiryCauseCheckFailed (a registry-run health check failed).
+	Cause string `json:"cause"`
+	// Output is the last check's output, for ExpiryCauseCheckFailed.
+	Output string `json:"output,omitempty"`
 }
 
 // ClusterStatus is what GET /v1/cluster shows.

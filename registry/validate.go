@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -170,6 +172,40 @@ func ValidateMetadata(md map[string]string) error {
 		return Errorf(KindInvalid, CodeInvalidMetadata, "metadata is %d bytes; at most %d are allowed", size, MaxMetadataBytes)
 	}
 	return nil
+}
+
+// validateMetaKey checks one metadata key (also of a filter, meta.<key>).
+func validateMetaKey(k string) error {
+	if k == "" || len(k) > maxMetaKeyLen {
+		return fmt.Errorf("keys must be 1-%d bytes", maxMetaKeyLen)
+	}
+	if !utf8.ValidString(k) || hasControl(k) {
+		return errors.New("keys must be printable UTF-8")
+	}
+	return nil
+}
+
+// ResolveStatus applies the default to an absent status and checks it.
+func ResolveStatus(s *string) (string, error) {
+	if s == nil {
+		return StatusUp, nil
+	}
+	if !validStatus(*s) {
+		return "", Errorf(KindInvalid, CodeInvalidStatus, "status %s must be up, draining or out_of_service", quote(*s))
+	}
+	return *s, nil
+}
+
+// ResolveWeight applies the default to an absent weight and checks the
+// bounds (0–MaxWeight, as the contract says; SRV weights are 16 bits).
+func ResolveWeight(w *int64) (int64, error) {
+	if w == nil {
+		return DefaultWeight, nil
+	}
+	if *w < 0 || *w > MaxWeight {
+		return 0, Errorf(KindInvalid, CodeInvalidWeight, "weight %d is out of range: it must be a whole number from 0 to %d", *w, MaxWeight)
+	}
+	return *w, nil
 }
 
 func hasControl(s string) bool {

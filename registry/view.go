@@ -16,9 +16,12 @@ import (
 // (the event history and subscriptions).
 
 // Event types of the watch stream. A re-registration of a live instance is
-// a register event again: clients treat register as "upsert".
+// a register event again: clients treat register as "upsert". An update
+// (a PATCH of status, weight or metadata) changes an instance in place:
+// an upsert too, never a removal.
 const (
 	EventRegister   = "register"
+	EventUpdate     = "update"
 	EventDeregister = "deregister"
 	EventExpire     = "expire"
 )
@@ -27,7 +30,19 @@ const (
 type Event struct {
 	Type     string   `json:"type"`
 	Instance Instance `json:"instance"`
-	Revision int64    `json:"revision"`
+	// Prev is the instance before a register or update event, as this
+	// view had it; nil for a new instance and for removals (whose
+	// Instance is the instance as it was). Filtered streams and blocking
+	// queries use it: a change concerns a filter that matched the
+	// instance before or after it.
+	Prev     *Instance `json:"-"`
+	Revision int64     `json:"revision"`
+	// Index is the event's place among the events of its revision (from
+	// 0), in the order etcd applied the changes: the same on every
+	// member. Batch is how many events the revision has. ID() names the
+	// event from both.
+	Index int `json:"-"`
+	Batch int `json:"-"`
 	// Data is Instance as JSON, encoded once when the event is published
 	// and shared by every subscriber's stream.
 	Data json.RawMessage `json:"-"`
@@ -54,6 +69,10 @@ const (
 type ViewOptions struct {
 	History    int // events kept in memory for resuming subscribers; 0: DefaultViewHistory
 	QueueLimit int // pending events per subscriber before it is dropped; 0: DefaultViewQueueLimit
+	// MemberID is this node's etcd member, which answers drain
+	// handshakes (observe.go); 0: the member that serves the view's
+	// client (the in-process client's is this node).
+	MemberID uint64
 }
 
 // View is an in-memory copy of the registry fed by one etcd watch. It serves
@@ -71,13 +90,17 @@ type View struct {
 	rev      int64         // every change up to rev is applied
 	revWake  chan struct{} // closed when rev advances
 	services map[string]*serviceState
-	metas    map[string]meta // "service/id" → newest meta record
-	invalid  map[string]bool // "service/id" of keys whose value is no instance (ParseValue)
-	allWake  chan struct{}   // closed when the set of services or their counts change
-	allRev   int64           // revision of the last such change
-	history  []Event         // ring of recent events, oldest first
-	floor    int64           // history holds every event with revision > floor
+	waiters  map[string]map[*Waiter]struct{} // blocking queries, by service
+	metas    map[string]meta                 // "service/id" → newest meta record
+	invalid  map[string]bool                 // "service/id" of keys whose value is no instance (ParseValue)
+	allWake  chan struct{}                   // closed when the set of services or their counts change
+	allRev   int64                           // revision of the last such change
+	history  []Event                         // ring of recent events, oldest first
+	floor    int64                           // history holds every event with revision > floor
 	subs     map[*Subscription]struct{}
+	ackWaits map[string]*ackWait // drain handshakes this member originated, by nonce
+	memberID uint64              // this member, whose acks the view writes
+	stopped  chan struct{}       // closed when the view stops
 	ready    chan struct{}
 	readyOK  bool
 	closed   bool
@@ -107,9 +130,13 @@ func NewView(st *Store, opts ViewOptions) *View {
 		revWake:  make(chan struct{}),
 		allWake:  make(chan struct{}),
 		services: make(map[string]*serviceState),
+		waiters:  make(map[string]map[*Waiter]struct{}),
 		metas:    make(map[string]meta),
 		invalid:  make(map[string]bool),
 		subs:     make(map[*Subscription]struct{}),
+		ackWaits: make(map[string]*ackWait),
+		memberID: opts.MemberID,
+		stopped:  make(chan struct{}),
 		ready:    make(chan struct{}),
 		progress: func() {},
 	}
@@ -174,6 +201,9 @@ func viewNotReady(err error) error {
 func (v *View) close() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if !v.closed {
+		close(v.stopped)
+	}
 	v.closed = true
 	for s := range v.subs {
 		s.fail(ErrViewClosed)

@@ -21,22 +21,45 @@ type viewChange struct {
 	svc, id string
 	event   Event
 	del     bool
+	pos     int // place among the revision's etcd events: the event order
 }
 
 // apply applies one revision. The previous state of each key is what this
 // view last published (a removal event carries the instance as subscribers
 // saw it), and Classify, from the revision's events alone, says whether a
-// removal is an expire or a deregister.
+// removal is an expire or a deregister. A meta record written without its
+// key (a PATCH) changes the instance in place: an update event.
+//
+// Events are ordered as etcd applied the revision's changes (their ids
+// depend on it, and must be the same on every member).
 func (v *View) apply(ctx context.Context, ch Changes) {
 	olds := make(map[string]Instance)
+	var updates []viewChange
 	v.mu.Lock()
+	keyed := make(map[string]bool, len(ch.Instances))
 	for i := range ch.Instances {
 		ic := &ch.Instances[i]
 		ic.Prev = nil
+		keyed[ic.Service+"/"+ic.ID] = true
 		if old, ok := v.instance(ic.Service, ic.ID); ok {
 			olds[ic.Service+"/"+ic.ID] = old
 			ic.Prev = &KeyState{Address: old.Address, Valid: true, Lease: leaseIDOf(old), ModRevision: old.Revision}
 		}
+	}
+	for _, mw := range ch.metaOrder {
+		if keyed[mw.key] {
+			continue // a registration: the key's change carries it
+		}
+		svc, id, _ := strings.Cut(mw.key, "/")
+		old, ok := v.instance(svc, id)
+		m := ch.metaPut[mw.key]
+		if !ok || !m.describes(leaseIDOf(old)) {
+			continue // not (or no longer) the record of a live instance here
+		}
+		m.Address = old.Address
+		inst := m.instance(svc, id, old.Revision)
+		prev := old
+		updates = append(updates, viewChange{svc, id, Event{Type: EventUpdate, Instance: inst, Prev: &prev, Revision: ch.Revision}, false, mw.pos})
 	}
 	v.mu.Unlock()
 	removed := make(map[string]Removal)
@@ -57,14 +80,22 @@ func (v *View) apply(ctx context.Context, ch Changes) {
 	for _, ic := range ch.Instances {
 		k := ic.Service + "/" + ic.ID
 		if r, ok := removed[k]; ok {
-			changes = append(changes, viewChange{ic.Service, ic.ID, Event{Type: eventType(r.Cause), Instance: olds[k], Revision: ch.Revision}, true})
+			changes = append(changes, viewChange{ic.Service, ic.ID, Event{Type: eventType(r.Cause), Instance: olds[k], Revision: ch.Revision}, true, ic.pos})
 			continue
 		}
 		if ic.Deleted || !ic.Now.Valid {
 			continue
 		}
 		inst := v.build(ctx, ic.Service, ic.ID, ic.Now, metaOf(k))
-		changes = append(changes, viewChange{ic.Service, ic.ID, Event{Type: EventRegister, Instance: inst, Revision: ch.Revision}, false})
+		var prev *Instance
+		if old, ok := olds[k]; ok {
+			prev = &old
+		}
+		changes = append(changes, viewChange{ic.Service, ic.ID, Event{Type: EventRegister, Instance: inst, Prev: prev, Revision: ch.Revision}, false, ic.pos})
+	}
+	if len(updates) > 0 {
+		changes = append(changes, updates...)
+		slices.SortStableFunc(changes, func(a, b viewChange) int { return cmp.Compare(a.pos, b.pos) })
 	}
 
 	v.mu.Lock()
@@ -78,9 +109,14 @@ func (v *View) apply(ctx context.Context, ch Changes) {
 	for _, ic := range ch.Instances {
 		v.trackValue(ic.Service, ic.ID, !ic.Deleted && !ic.Now.Valid, ch.Revision)
 	}
+	v.observeLocked(ch, changes)
+	v.recordAcksLocked(ch.observeAcks)
 	countsChanged := false
-	for _, c := range changes {
-		countsChanged = v.applyChange(c, ch.Revision) || countsChanged
+	for i := range changes {
+		// Ids: the index follows etcd's order of the revision's
+		// changes, never a map's.
+		changes[i].event.Index, changes[i].event.Batch = i, len(changes)
+		countsChanged = v.applyChange(changes[i], ch.Revision) || countsChanged
 	}
 	if countsChanged {
 		v.touchAll(ch.Revision)
@@ -119,20 +155,38 @@ func (v *View) trackValue(svc, id string, invalid bool, rev int64) {
 	}
 }
 
-// applyChange puts one change into the index and publishes its event. It
-// reports whether the service's instance count changed. Call with v.mu held.
+// applyChange puts one change into the index, wakes the blocking queries
+// whose answer it changes and publishes its event. It reports whether the
+// service's counts (instances, up) changed. Call with v.mu held.
 func (v *View) applyChange(c viewChange, rev int64) bool {
 	st := v.state(c.svc)
-	_, existed := st.instances[c.id]
+	old, existed := st.instances[c.id]
+	var prev, now *Instance
+	if existed {
+		prev = &old
+	}
+	if existed && isUp(old) {
+		st.up--
+	}
 	if c.del {
 		delete(st.instances, c.id)
 	} else {
 		st.instances[c.id] = c.event.Instance
+		now = &c.event.Instance
+		if isUp(c.event.Instance) {
+			st.up++
+		}
 	}
 	v.touch(c.svc, st, rev)
+	st.record(rev, prev, now)
+	v.wakeWaiters(c.svc, rev, prev, now)
 	v.publish(c.event)
-	return existed == c.del
+	upChanged := existed && isUp(old) != (!c.del && isUp(c.event.Instance))
+	return existed == c.del || upChanged
 }
+
+// isUp reports whether inst is shown by the default view.
+func isUp(inst Instance) bool { return inst.Status == StatusUp || inst.Status == "" }
 
 // load replaces the view's state with a snapshot at rev. If the view held
 // an older state (a resync after a broken watch), the differences become
@@ -192,17 +246,27 @@ func (v *View) load(ctx context.Context, rev int64, kvs []*mvccpb.KeyValue) {
 		events = v.resyncEvents(rev, fresh, stillInvalid, marked)
 		v.lg.Info("registry view reloaded", zap.Int64("revision", rev), zap.Int("changes", len(events)))
 	}
+	// The gap's changes are not in the services' logs: every blocking
+	// query wakes (a hint; it compares and asks again).
 	for svc, st := range v.services {
 		if _, ok := fresh[svc]; !ok {
-			st.instances = map[string]Instance{}
+			st.instances, st.up = map[string]Instance{}, 0
+			st.log, st.logFloor = nil, rev
 			v.touch(svc, st, rev)
 		}
 	}
 	for svc, insts := range fresh {
 		st := v.state(svc)
-		st.instances = insts
+		st.instances, st.up = insts, 0
+		for _, inst := range insts {
+			if isUp(inst) {
+				st.up++
+			}
+		}
+		st.log, st.logFloor = nil, rev
 		v.touch(svc, st, rev)
 	}
+	v.wakeAllWaiters()
 	v.touchAll(rev)
 	for _, e := range events {
 		v.publish(e)
@@ -228,7 +292,8 @@ func (v *View) resyncEvents(rev int64, fresh map[string]map[string]Instance, inv
 		for id, old := range st.instances {
 			if inst, ok := fresh[svc][id]; ok {
 				if inst.Revision != old.Revision {
-					events = append(events, Event{Type: EventRegister, Instance: inst, Revision: rev})
+					prev := old
+					events = append(events, Event{Type: EventRegister, Instance: inst, Prev: &prev, Revision: rev})
 				}
 				continue
 			}
@@ -255,6 +320,9 @@ func (v *View) resyncEvents(rev int64, fresh map[string]map[string]Instance, inv
 	slices.SortFunc(events, func(a, b Event) int {
 		return cmp.Or(cmp.Compare(a.Instance.Service, b.Instance.Service), cmp.Compare(a.Instance.ID, b.Instance.ID))
 	})
+	for i := range events {
+		events[i].Index, events[i].Batch = i, len(events)
+	}
 	return events
 }
 

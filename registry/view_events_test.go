@@ -28,7 +28,7 @@ func TestViewEventTypes(t *testing.T) {
 	f := startView(t, st, registry.ViewOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sub, err := f.v.Subscribe(ctx, "", f.v.Rev())
+	sub, err := f.v.Subscribe(ctx, "", registry.Filter{}, registry.AfterRevision(f.v.Rev()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,7 +30,7 @@ func (v *View) publish(e Event) {
 		v.history = append([]Event(nil), v.history[over:]...)
 	}
 	for s := range v.subs {
-		if s.service == "" || s.service == e.Instance.Service {
+		if s.wants(e) {
 			if !s.push(e, v.opts.QueueLimit) {
 				delete(v.subs, s)
 			}
@@ -37,37 +38,58 @@ func (v *View) publish(e Event) {
 	}
 }
 
-// Subscription receives events in revision order.
+// Subscription receives events in revision order: those of its service
+// ("" for all) that concern an instance its filter selects, before or
+// after the change. On a filtered stream an instance leaves the view with
+// a register or update event whose instance the filter no longer selects
+// (a drain, on the default stream of up instances).
 type Subscription struct {
 	v       *View
 	service string
+	filter  Filter
 	mu      sync.Mutex
 	queue   []Event
 	err     error
 	notify  chan struct{}
+
+	// obs are the drain handshakes (observe.go) waiting for this
+	// subscriber to be written their change; guarded by v.mu. pending
+	// counts them, so that Delivered takes the view's lock only when one
+	// waits.
+	obs     []*observation
+	pending atomic.Int32
+}
+
+// wants reports whether the subscription streams e.
+func (s *Subscription) wants(e Event) bool {
+	if s.service != "" && s.service != e.Instance.Service {
+		return false
+	}
+	return s.filter.Match(e.Instance) || e.Prev != nil && s.filter.Match(*e.Prev)
 }
 
 // futureWait bounds how long Subscribe waits for the view to reach a
 // revision it has not applied yet.
 const futureWait = 2 * time.Second
 
-// Subscribe streams the events of service ("" for all services) with
-// revision > after. It returns ErrCompacted when after is older than what
-// this node can replay, or older than etcd's compaction point, or a
-// revision the view does not reach within futureWait (not one of this
-// cluster's); the caller then starts over from a list.
-func (v *View) Subscribe(ctx context.Context, service string, after int64) (*Subscription, error) {
+// Subscribe streams the events of service ("" for all services) that
+// concern instances f selects (Subscription) and follow the position after
+// (an event's id, or AfterRevision of a list's revision). It returns ErrCompacted when after is older than what this
+// node can replay, or older than etcd's compaction point, or a revision
+// the view does not reach within futureWait (not one of this cluster's);
+// the caller then starts over from a list.
+func (v *View) Subscribe(ctx context.Context, service string, f Filter, after EventID) (*Subscription, error) {
 	select {
 	case <-v.ready:
 	case <-ctx.Done():
 		return nil, viewNotReady(ctx.Err())
 	}
-	if after > v.Rev() {
+	if after.Rev > v.Rev() {
 		// The subscriber's last event came from a member that is ahead
 		// of this one. Without catching up first, the events up to after
 		// would reach it a second time.
 		wctx, cancel := context.WithTimeout(ctx, futureWait)
-		err := v.WaitRev(wctx, after)
+		err := v.WaitRev(wctx, after.Rev)
 		cancel()
 		if ctx.Err() != nil {
 			return nil, viewNotReady(ctx.Err())
@@ -76,10 +98,10 @@ func (v *View) Subscribe(ctx context.Context, service string, after int64) (*Sub
 			return nil, ErrCompacted
 		}
 	}
-	if v.storeCompacted(ctx, after) {
+	if v.storeCompacted(ctx, after.Rev) {
 		return nil, ErrCompacted
 	}
-	return v.subscribe(service, after)
+	return v.subscribe(service, f, after)
 }
 
 // storeCompacted reports whether etcd has compacted revision after away.
@@ -97,19 +119,22 @@ func (v *View) storeCompacted(ctx context.Context, after int64) bool {
 	return err != nil && isCompacted(err)
 }
 
-func (v *View) subscribe(service string, after int64) (*Subscription, error) {
+func (v *View) subscribe(service string, f Filter, after EventID) (*Subscription, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
 		return nil, ErrViewClosed
 	}
-	if after < v.floor {
+	// The history holds every event of the revisions above the floor,
+	// none of the floor's: a position inside the floor's revision
+	// cannot be resumed from.
+	if after.Rev < v.floor || after.Rev == v.floor && after.Index != WholeRevision {
 		return nil, ErrCompacted
 	}
-	s := &Subscription{v: v, service: service, notify: make(chan struct{}, 1)}
-	i := sort.Search(len(v.history), func(i int) bool { return v.history[i].Revision > after })
+	s := &Subscription{v: v, service: service, filter: f, notify: make(chan struct{}, 1)}
+	i := sort.Search(len(v.history), func(i int) bool { return v.history[i].follows(after) })
 	for _, e := range v.history[i:] {
-		if service == "" || e.Instance.Service == service {
+		if s.wants(e) {
 			s.queue = append(s.queue, e)
 		}
 	}
@@ -120,9 +145,10 @@ func (v *View) subscribe(service string, after int64) (*Subscription, error) {
 	return s, nil
 }
 
-// SubscribeFromList returns the current list of service and a subscription
-// to every event after it, atomically: what a reset starts from.
-func (v *View) SubscribeFromList(ctx context.Context, service string) (InstanceList, *Subscription, error) {
+// SubscribeFromList returns the current list of service's instances that
+// f selects and a subscription to every event after it that concerns
+// them, atomically: what a reset starts from.
+func (v *View) SubscribeFromList(ctx context.Context, service string, f Filter) (InstanceList, *Subscription, error) {
 	select {
 	case <-v.ready:
 	case <-ctx.Done():
@@ -132,8 +158,8 @@ func (v *View) SubscribeFromList(ctx context.Context, service string) (InstanceL
 	rev := v.rev
 	v.mu.Unlock()
 	for {
-		list := v.List(service)
-		s, err := v.subscribe(service, list.Revision)
+		list := v.List(service, f)
+		s, err := v.subscribe(service, f, AfterRevision(list.Revision))
 		if err != nil {
 			return InstanceList{}, nil, err
 		}
@@ -199,10 +225,38 @@ func (s *Subscription) Drain() ([]Event, error) {
 	return nil, s.err
 }
 
-// Close ends the subscription.
+// Delivered tells the drain handshake (observe.go) that every event up to
+// revision rev has been written to the subscriber (the write and its
+// flush returned). Cheap when no handshake waits.
+func (s *Subscription) Delivered(rev int64) {
+	if s.pending.Load() == 0 {
+		return
+	}
+	s.v.mu.Lock()
+	defer s.v.mu.Unlock()
+	kept := s.obs[:0]
+	for _, o := range s.obs {
+		if o.rev <= rev {
+			o.settle(true)
+			continue
+		}
+		kept = append(kept, o)
+	}
+	clear(s.obs[len(kept):])
+	s.obs = kept
+	s.pending.Store(int32(len(kept)))
+}
+
+// Close ends the subscription. Handshakes still waiting for it are told
+// it was not delivered.
 func (s *Subscription) Close() {
 	s.v.mu.Lock()
 	delete(s.v.subs, s)
+	for _, o := range s.obs {
+		o.settle(false)
+	}
+	s.obs = nil
+	s.pending.Store(0)
 	s.v.mu.Unlock()
 	s.fail(ErrViewClosed)
 }

@@ -8,10 +8,69 @@ import (
 // serviceState is one service in the index.
 type serviceState struct {
 	instances map[string]Instance
+	up        int // instances with status up
 	changed   int64
 	wake      chan struct{}
 	sorted    []Instance // cache; nil after a change
-	encoded   []byte     // sorted as JSON; nil after a change
+	// lists caches the sorted instances of each status-only filter and
+	// their JSON, by Filter.Status; nil after a change.
+	lists map[string]*cachedList
+	// log is the service's recent changes, oldest first, for blocking
+	// queries with filters (a change after their index wakes them only
+	// if it touched an instance they match); it holds every change with
+	// revision > logFloor.
+	log      []logEntry
+	logFloor int64
+}
+
+// cachedList is one filtered list of a service, built once per change.
+type cachedList struct {
+	sorted  []Instance
+	encoded []byte // nil until asked for
+}
+
+// logEntry is one change of a service: the instance before (nil: new) and
+// after (nil: removed).
+type logEntry struct {
+	rev       int64
+	prev, now *Instance
+}
+
+// maxServiceLog bounds a service's log; a blocking query whose index is
+// older than what it holds wakes at once, as a hint.
+const maxServiceLog = 512
+
+// record appends one change to the service's log.
+func (st *serviceState) record(rev int64, prev, now *Instance) {
+	if len(st.log) >= maxServiceLog {
+		drop := len(st.log) / 2
+		// Never split a revision: the floor's changes are all gone.
+		for drop < len(st.log) && st.log[drop].rev == st.log[drop-1].rev {
+			drop++
+		}
+		st.logFloor = st.log[drop-1].rev
+		st.log = append([]logEntry(nil), st.log[drop:]...)
+	}
+	st.log = append(st.log, logEntry{rev: rev, prev: prev, now: now})
+}
+
+// changedFor reports whether a change after index touched an instance f
+// matches (before or after the change), as far as the log can tell: an
+// index below its floor counts as changed.
+func (st *serviceState) changedFor(f Filter, index int64) bool {
+	if st.changed <= index {
+		return false
+	}
+	if index < st.logFloor {
+		return true
+	}
+	i := sort.Search(len(st.log), func(i int) bool { return st.log[i].rev > index })
+	for _, e := range st.log[i:] {
+		if e.prev != nil && f.Match(*e.prev) || e.now != nil && f.Match(*e.now) {
+			return true
+		}
+	}
+	return false
 }
 
 // The helpers below run with v.mu held.
@@ -37,12 +96,13 @@ func (v *View) state(svc string) *serviceState {
 func (v *View) touch(svc string, st *serviceState, rev int64) {
 	st.changed = rev
 	st.sorted = nil
-	st.encoded = nil
+	st.lists = nil
 	close(st.wake)
 	st.wake = make(chan struct{})
 	if len(st.instances) == 0 && len(v.services) > 4096 {
 		// Keep the map from growing without bound with dead services;
-		// a waiter on this service was just woken and will recreate it.
+		// a waiter on this service was just woken and will recreate it,
+		// and a blocking query finds no log: it answers at once.
 		delete(v.services, svc)
 	}
 }
@@ -80,16 +140,18 @@ func (v *View) leaseOf(service, id string) (int64, bool) {
 	return leaseIDOf(inst), true
 }
 
-// List is the service's instances from memory, sorted by id; service ""
-// lists every instance, sorted by service and id.
-func (v *View) List(service string) InstanceList {
+// List is the service's instances that f selects, from memory, sorted by
+// id; service "" lists every service's, sorted by service and id.
+func (v *View) List(service string, f Filter) InstanceList {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	out := InstanceList{Service: service, Instances: []Instance{}, Revision: v.rev}
 	if service == "" {
 		for _, st := range v.services {
 			for _, inst := range st.instances {
-				out.Instances = append(out.Instances, inst)
+				if f.Match(inst) {
+					out.Instances = append(out.Instances, inst)
+				}
 			}
 		}
 		sort.Slice(out.Instances, func(i, j int) bool {
@@ -99,7 +161,7 @@ func (v *View) List(service string) InstanceList {
 		return out
 	}
 	if st, ok := v.services[service]; ok {
-		out.Instances = st.sortedInstances()
+		out.Instances = st.list(f).sorted
 	}
 	return out
 }
@@ -118,48 +180,86 @@ func (st *serviceState) sortedInstances() []Instance {
 	return st.sorted
 }
 
-// InstancesJSON is the service's instances, sorted by id, as a JSON array,
-// and the revision the view reflects. The array is encoded once per change
-// of the service and shared: callers write it out and must not modify it.
-// Serving a list then allocates nothing in proportion to its size, which
-// matters on a node with a large heap, where garbage makes every GC cycle
-// mark all of it.
-func (v *View) InstancesJSON(service string) ([]byte, int64) {
+// list is the service's instances that f selects, sorted by id. Lists of
+// status-only filters (the default, ?status=...) are cached until the
+// service changes and shared; others are built per call. Call with v.mu
+// held; never modify the result.
+func (st *serviceState) list(f Filter) *cachedList {
+	if f.StatusOnly() {
+		if l, ok := st.lists[f.Status]; ok {
+			return l
+		}
+	}
+	all := st.sortedInstances()
+	l := &cachedList{sorted: all}
+	if !f.everything() {
+		l.sorted = make([]Instance, 0, len(all))
+		for _, inst := range all {
+			if f.Match(inst) {
+				l.sorted = append(l.sorted, inst)
+			}
+		}
+	}
+	if f.StatusOnly() {
+		if st.lists == nil {
+			st.lists = make(map[string]*cachedList)
+		}
+		st.lists[f.Status] = l
+	}
+	return l
+}
+
+// InstancesJSON is the service's instances that f selects, sorted by id,
+// as a JSON array, and the revision the view reflects. For a status-only
+// filter the array is encoded once per change of the service and shared
+// (shared reports it): callers write it out and must not modify it; the
+// same slice comes back until the service changes. Serving a list then
+// allocates nothing in proportion to its size, which matters on a node
+// with a large heap, where garbage makes every GC cycle mark all of it.
+// Lists with metadata filters are encoded per call.
+func (v *View) InstancesJSON(service string, f Filter) (encoded []byte, rev int64, shared bool) {
 	v.mu.Lock()
-	rev := v.rev
+	rev = v.rev
 	st, ok := v.services[service]
-	var encoded []byte
-	var sorted []Instance
+	var l *cachedList
 	var changed int64
 	if ok {
-		encoded, sorted, changed = st.encoded, st.sortedInstances(), st.changed
+		l, changed = st.list(f), st.changed
+		encoded = l.encoded
 	}
 	v.mu.Unlock()
+	shared = f.StatusOnly()
 	if encoded != nil {
-		return encoded, rev
+		return encoded, rev, shared
 	}
-	if len(sorted) == 0 {
-		return []byte("[]"), rev
+	if l == nil || len(l.sorted) == 0 {
+		return []byte("[]"), rev, shared
 	}
 	// Encode outside the lock; keep the result only if the service has not
 	// changed meanwhile.
-	encoded, _ = json.Marshal(sorted) // Instances always encode
-	v.mu.Lock()
-	if st.changed == changed && st.encoded == nil {
-		st.encoded = encoded
+	encoded, _ = json.Marshal(l.sorted) // Instances always encode
+	if shared {
+		v.mu.Lock()
+		if st.changed == changed && l.encoded == nil {
+			l.encoded = encoded
+		}
+		if l.encoded != nil {
+			encoded = l.encoded
+		}
+		v.mu.Unlock()
 	}
-	v.mu.Unlock()
-	return encoded, rev
+	return encoded, rev, shared
 }
 
-// Services lists the services with instances, from memory.
+// Services lists the services with instances, from memory: how many, and
+// how many are up.
 func (v *View) Services() ServiceList {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	out := ServiceList{Services: []ServiceSummary{}, Revision: v.rev}
 	for name, st := range v.services {
 		if len(st.instances) > 0 {
-			out.Services = append(out.Services, ServiceSummary{Name: name, Instances: len(st.instances)})
+			out.Services = append(out.Services, ServiceSummary{Name: name, Instances: len(st.instances), Up: st.up})
 		}
 	}
 	sort.Slice(out.Services, func(i, j int) bool { return out.Services[i].Name < out.Services[j].Name })

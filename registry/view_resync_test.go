@@ -68,7 +68,7 @@ func TestViewResyncAfterCompaction(t *testing.T) {
 	}
 	before := reg("rsync", "moved", "10.3.0.3:80")
 	f.waitRev(before)
-	sub, err := f.v.Subscribe(ctx, "rsync", before)
+	sub, err := f.v.Subscribe(ctx, "rsync", registry.Filter{}, registry.AfterRevision(before))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestViewResyncAfterCompaction(t *testing.T) {
 	if _, ok := byID["keep"]; ok || len(byID) != 5 {
 		t.Errorf("resync events %v, want exactly deleted, gone, moved, new and revoked", revs(got))
 	}
-	list := f.v.List("rsync")
+	list := f.v.List("rsync", registry.Filter{})
 	var ids []string
 	for _, inst := range list.Instances {
 		ids = append(ids, inst.ID+"="+inst.Address)

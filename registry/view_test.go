@@ -118,7 +118,7 @@ func TestView(t *testing.T) {
 		if got := f.v.Rev(); got < rev {
 			t.Fatalf("Rev() = %d after WaitRev(%d)", got, rev)
 		}
-		list := f.v.List("wait")
+		list := f.v.List("wait", registry.Filter{})
 		if len(list.Instances) != 1 || list.Instances[0].ID != "w1" || list.Instances[0].Revision != rev || list.Revision < rev {
 			t.Fatalf("List after WaitRev(%d): %+v", rev, list)
 		}
@@ -152,12 +152,12 @@ func TestView(t *testing.T) {
 		// amortized, so sometimes a few more). Resuming from before the
 		// oldest kept event is compacted; from it on, the replay is
 		// exactly the events after the resume point.
-		if _, err := f.v.Subscribe(context.Background(), "ring", start); !errors.Is(err, registry.ErrCompacted) {
+		if _, err := f.v.Subscribe(context.Background(), "ring", registry.Filter{}, registry.AfterRevision(start)); !errors.Is(err, registry.ErrCompacted) {
 			t.Fatalf("Subscribe(after %d), far before the floor: err %v, want ErrCompacted", start, err)
 		}
 		first := -1 // index of the oldest resume point that is not compacted
 		for i, r := range rs {
-			sub, err := f.v.Subscribe(context.Background(), "ring", r)
+			sub, err := f.v.Subscribe(context.Background(), "ring", registry.Filter{}, registry.AfterRevision(r))
 			if errors.Is(err, registry.ErrCompacted) {
 				if first >= 0 {
 					t.Fatalf("Subscribe(after %d) compacted, but after %d was not", r, rs[first])
@@ -192,7 +192,7 @@ func TestView(t *testing.T) {
 
 	t.Run("SlowSubscriber", func(t *testing.T) {
 		f := startView(t, st, opts)
-		sub, err := f.v.Subscribe(context.Background(), "slow", f.v.Rev())
+		sub, err := f.v.Subscribe(context.Background(), "slow", registry.Filter{}, registry.AfterRevision(f.v.Rev()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +212,7 @@ func TestView(t *testing.T) {
 			t.Fatalf("Drain of an undrained subscription: %v, %v; want no events and ErrSlowSubscriber", revs(evs), err)
 		}
 		// A consumer that keeps up is not dropped.
-		fast, err := f.v.Subscribe(context.Background(), "slow", f.v.Rev())
+		fast, err := f.v.Subscribe(context.Background(), "slow", registry.Filter{}, registry.AfterRevision(f.v.Rev()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +278,7 @@ func TestView(t *testing.T) {
 		}
 		subscribed := make(chan result, 1)
 		go func() {
-			sub, err := f.v.Subscribe(context.Background(), "future", now+2)
+			sub, err := f.v.Subscribe(context.Background(), "future", registry.Filter{}, registry.AfterRevision(now+2))
 			subscribed <- result{sub, err}
 		}()
 		// Register until a revision is past now+2; the expiry reporter's
@@ -316,7 +316,7 @@ func TestView(t *testing.T) {
 		// A revision this cluster never reaches is not one of its own:
 		// start over from a list.
 		begin := time.Now()
-		if _, err := f.v.Subscribe(context.Background(), "future", last+1_000_000); !errors.Is(err, registry.ErrCompacted) {
+		if _, err := f.v.Subscribe(context.Background(), "future", registry.Filter{}, registry.AfterRevision(last+1_000_000)); !errors.Is(err, registry.ErrCompacted) {
 			t.Fatalf("Subscribe(after a revision the cluster never reached): %v, want ErrCompacted", err)
 		}
 		if d := time.Since(begin); d > 5*time.Second {
@@ -331,7 +331,7 @@ func TestView(t *testing.T) {
 		r1 := f.register("cmp", "c1")
 		r2 := f.register("cmp", "c2")
 		f.waitRev(r2)
-		sub, err := f.v.Subscribe(context.Background(), "cmp", r1-1)
+		sub, err := f.v.Subscribe(context.Background(), "cmp", registry.Filter{}, registry.AfterRevision(r1-1))
 		if err != nil {
 			t.Fatalf("Subscribe before compaction: %v", err)
 		}
@@ -339,10 +339,10 @@ func TestView(t *testing.T) {
 		if _, err := etcd.Compact(context.Background(), r2); err != nil {
 			t.Fatalf("compact: %v", err)
 		}
-		if _, err := f.v.Subscribe(context.Background(), "cmp", r1); !errors.Is(err, registry.ErrCompacted) {
+		if _, err := f.v.Subscribe(context.Background(), "cmp", registry.Filter{}, registry.AfterRevision(r1)); !errors.Is(err, registry.ErrCompacted) {
 			t.Fatalf("Subscribe(after %d) with etcd compacted at %d: %v, want ErrCompacted", r1, r2, err)
 		}
-		sub, err = f.v.Subscribe(context.Background(), "cmp", r2)
+		sub, err = f.v.Subscribe(context.Background(), "cmp", registry.Filter{}, registry.AfterRevision(r2))
 		if err != nil {
 			t.Fatalf("Subscribe at the compaction point: %v", err)
 		}
@@ -385,7 +385,7 @@ func TestView(t *testing.T) {
 			t.Fatalf("delete: %v %+v", err, del)
 		}
 		f.waitRev(del.Header.Revision)
-		if len(f.v.List("pruned0000").Instances) != 0 {
+		if len(f.v.List("pruned0000", registry.Filter{}).Instances) != 0 {
 			t.Fatal("deleted instance still listed")
 		}
 		if changed, _ := f.v.Changed("pruned0000"); changed <= index {
@@ -395,7 +395,7 @@ func TestView(t *testing.T) {
 
 	t.Run("CloseEndsSubscriptions", func(t *testing.T) {
 		f := startView(t, st, opts)
-		sub, err := f.v.Subscribe(context.Background(), "", f.v.Rev())
+		sub, err := f.v.Subscribe(context.Background(), "", registry.Filter{}, registry.AfterRevision(f.v.Rev()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,7 +408,7 @@ func TestView(t *testing.T) {
 		if _, err := sub.Drain(); !errors.Is(err, registry.ErrViewClosed) {
 			t.Fatalf("Drain after the view stopped: %v, want ErrViewClosed", err)
 		}
-		if _, err := f.v.Subscribe(context.Background(), "", f.v.Rev()); !errors.Is(err, registry.ErrViewClosed) {
+		if _, err := f.v.Subscribe(context.Background(), "", registry.Filter{}, registry.AfterRevision(f.v.Rev())); !errors.Is(err, registry.ErrViewClosed) {
 			t.Fatalf("Subscribe on a stopped view: %v, want ErrViewClosed", err)
 		}
 	})

@@ -40,6 +40,11 @@ func (v *View) follow(ctx context.Context) error {
 		return err
 	}
 	rev := resp.Header.Revision
+	v.mu.Lock()
+	if v.memberID == 0 {
+		v.memberID = resp.Header.MemberId
+	}
+	v.mu.Unlock()
 	v.load(ctx, rev, resp.Kvs)
 
 	// No WithRequireLeader: on a member cut off from its quorum the view

@@ -602,6 +602,9 @@ func TestBrowserDrain(t *testing.T) {
 	if s := statusOf(); s != "draining" {
 		t.Fatalf("status over REST after the UI's drain: %q", s)
 	}
+	// The drain's dialog closes once its request resolved, a render after
+	// the note: a click before that would land on its modal backdrop.
+	tb.waitJS("the drain dialog closed", `!document.querySelector('dialog[open]')`, 5*time.Second)
 	tb.click(`tr[data-instance-id="d1"] button[data-action="undrain"]`)
 	tb.waitJS("the undrain confirmation", `document.querySelector('dialog[open] #wait-observed')`, 5*time.Second)
 	tb.click(`dialog[open] button[data-action="confirm"]`)

@@ -3,7 +3,7 @@
 // etcd through the JSON gateway that the embedded member serves on its
 // client URL, and prints each figure beside its plain-etcd twin.
 //
-//	regd-bench [flags] register|heartbeat|list|notify|mixed|populate
+//	regd-bench [flags] register|heartbeat|list|notify|mixed|populate|drain|heartbeats
 //	regd-bench [flags] liveness|fanout|expiry|cost|snapshot
 //	regd-bench report [--heading N] result.json...
 //	regd-bench scale-report [--heading N] result.json...
@@ -86,6 +86,7 @@ type options struct {
 	set           map[string]bool // flags given on the command line
 
 	rawPids, rawSystems, rawOps, rawDataDirs *string
+	batch                                    int // heartbeats: items per batch heartbeat (lifecycle.go)
 }
 
 func main() {
@@ -159,6 +160,7 @@ func newFlagSet(o *options, stderr io.Writer) (*flag.FlagSet, *string, *string) 
 	fs.BoolVar(&o.skipEtcd, "skip-etcd", false, "run only regd, even when --etcd is given")
 	pids, systems, ops := scaleFlags(fs, o)
 	o.rawPids, o.rawSystems, o.rawOps = pids, systems, ops
+	fs.IntVar(&o.batch, "batch", 1000, "heartbeats: instances per batch heartbeat (at most 1000)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: regd-bench [flags] <workload>
        regd-bench report [--heading N] <result.json>...
@@ -178,6 +180,11 @@ operations against plain etcd through its JSON gateway):
              so the listed service keeps --k instances)
   populate   like register, spread over --services services; the instances
              are left in place (no cleanup), for scale runs
+  drain      --subscribers watch streams on one service; --count PATCHes of
+             one instance (default 50) without, then with ?wait_observed;
+             the figure is each PATCH's latency (regd only)
+  heartbeats --k instances; single heartbeats, then batch heartbeats
+             (--batch items each); instances renewed per second (regd only)
 
 Scale workloads (issue 17; each prints its figures beside the issue's goals,
 with the servers' CPU and RSS per phase from /proc; see docs/scale.md):
@@ -217,7 +224,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return nil, errors.New("no workload given; one of " + strings.Join(workloads, ", "))
+		return nil, errors.New("no workload given; one of " + strings.Join(append(workloads, lifecycleWorkloads...), ", "))
 	}
 	o.workload = rest[0]
 	if err := fs.Parse(rest[1:]); err != nil {
@@ -226,12 +233,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if len(fs.Args()) > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q after the workload", fs.Args())
 	}
-	known := false
-	for _, w := range append(slices.Clone(workloads), scaleWorkloads...) {
-		known = known || w == o.workload
-	}
-	if !known {
-		return nil, fmt.Errorf("unknown workload %q; one of %s", o.workload, strings.Join(append(slices.Clone(workloads), scaleWorkloads...), ", "))
+	all := append(append(slices.Clone(workloads), scaleWorkloads...), lifecycleWorkloads...)
+	if !slices.Contains(all, o.workload) {
+		return nil, fmt.Errorf("unknown workload %q; one of %s", o.workload, strings.Join(all, ", "))
 	}
 	o.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
@@ -261,6 +265,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("--k must be at least 1")
 	case o.services < 1:
 		return nil, errors.New("--services must be at least 1")
+	case o.batch < 1 || o.batch > 1000:
+		return nil, errors.New("--batch must be 1-1000 (the contract's limit)")
 	case o.subscribers < 1:
 		return nil, errors.New("--subscribers must be at least 1")
 	case o.ttl < 2 || o.ttl > 3600:
@@ -422,6 +428,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	if slices.Contains(scaleWorkloads, o.workload) {
 		return runScale(ctx, o, stdout, stderr)
+	}
+	if slices.Contains(lifecycleWorkloads, o.workload) {
+		return runLifecycle(ctx, o, stdout, stderr)
 	}
 	rep, err := newBench(o, stderr).run(ctx)
 	if rep != nil {

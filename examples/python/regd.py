@@ -24,7 +24,21 @@ replaces the whole state, with callbacks for the differences.
     d.close()
 
 Instances are dicts, as regd sends them: service, id, address, metadata,
-ttl, lease_id, registered_at, revision.
+status, weight, ttl, lease_id, registered_at, revision. The discoverer
+follows the up instances: one that is drained (or taken out of service)
+leaves it with on_deregister(inst, "status") and comes back with
+on_register when it is up again.
+
+A graceful shutdown drains first and waits until every client has seen it
+(regd's drain handshake), then deregisters:
+
+    obs = reg.drain(wait=30)     # an Observed: obs.complete, obs.delivered/obs.subscribers
+    ...                          # finish the work in flight
+    reg.close()
+
+set_status(), patch() and deregister() do the same for any instance (a
+deploy script), and heartbeats() renews up to 1000 instances in one request
+(an agent that keeps many).
 
 With regd's --auth-token-file, pass token=... to either class: it is sent as
 "Authorization: Bearer <token>" on every request, the watch stream included
@@ -48,7 +62,7 @@ import urllib.parse
 import urllib.request
 from typing import Callable, Iterable
 
-__all__ = ["RegdError", "Registrar", "Discoverer"]
+__all__ = ["RegdError", "Registrar", "Discoverer", "Observed", "set_status", "patch", "deregister", "heartbeats"]
 
 log = logging.getLogger("regd")
 
@@ -137,16 +151,23 @@ def request(base: str, method: str, path: str, body=None, timeout: float = 10.0,
     """Send one request, with token as a bearer token when given; return
     (status, decoded JSON or None). Raises RegdError for an error answer,
     OSError for transport errors."""
+    status, _, out = request_full(base, method, path, body, timeout, token)
+    return status, out
+
+
+def request_full(base: str, method: str, path: str, body=None, timeout: float = 10.0,
+                 token: str | None = None, content_type: str = "application/json"):
+    """request(), returning (status, headers, decoded JSON or None)."""
     data = None
     headers = _headers(_check_token(token), {"Accept": "application/json"})
     if body is not None:
         data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type
     req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
-            return resp.status, (json.loads(raw) if raw else None)
+            return resp.status, resp.headers, (json.loads(raw) if raw else None)
     except urllib.error.HTTPError as e:
         with e:
             raw = e.read()
@@ -157,6 +178,80 @@ def request(base: str, method: str, path: str, body=None, timeout: float = 10.0,
         except (ValueError, KeyError, TypeError):
             pass
         raise RegdError(e.code, code, message) from None
+
+
+class Observed:
+    """The outcome of regd's drain handshake (?wait_observed): of the
+    subscribers the change concerned (watch streams and blocking queries on
+    the members that answered), how many were written it before the
+    answer; and how many of the cluster's voting members answered."""
+
+    def __init__(self, headers=None):
+        self.delivered, self.subscribers = _fraction(headers, "X-Regd-Observed")
+        self.acked, self.members = _fraction(headers, "X-Regd-Observed-Members")
+
+    @property
+    def complete(self) -> bool:
+        """Every member answered and every subscriber had the change."""
+        return self.members > 0 and self.acked == self.members and self.delivered == self.subscribers
+
+    def __repr__(self):
+        return (f"Observed({self.delivered}/{self.subscribers} subscribers, "
+                f"{self.acked}/{self.members} members)")
+
+
+def _fraction(headers, name: str) -> tuple[int, int]:
+    value = (headers.get(name) if headers is not None else None) or ""
+    a, _, b = value.partition("/")
+    try:
+        return int(a), int(b)
+    except ValueError:
+        return 0, 0
+
+
+def _wait_query(wait: float) -> str:
+    return f"?wait_observed={wait:.3f}s" if wait and wait > 0 else ""
+
+
+def patch(base: str, service: str, id: str, changes: dict, wait: float = 0.0,
+          token: str | None = None) -> tuple[dict, Observed]:
+    """Change an instance in place with a JSON merge patch of status, weight
+    and metadata (None as a metadata value removes that key): its lease,
+    TTL and address stay. With wait > 0 (seconds, at most 60) regd answers
+    once every subscriber of the service on every node has been written
+    the change, or when the wait ends. Returns (instance, Observed)."""
+    _, headers, inst = request_full(base, "PATCH", _instance_path(service, id) + _wait_query(wait), changes,
+                                    timeout=10.0 + wait, token=token,
+                                    content_type="application/merge-patch+json")
+    return inst, Observed(headers)
+
+
+def set_status(base: str, service: str, id: str, status: str, wait: float = 0.0,
+               token: str | None = None) -> tuple[dict, Observed]:
+    """Drain ("draining"), take out of service ("out_of_service") or undrain
+    ("up") an instance; see patch()."""
+    return patch(base, service, id, {"status": status}, wait, token)
+
+
+def deregister(base: str, service: str, id: str, wait: float = 0.0,
+               token: str | None = None) -> Observed:
+    """Deregister an instance now; with wait > 0, after every subscriber the
+    removal concerns has been written it (see patch()). An instance already
+    gone raises RegdError 404."""
+    _, headers, _ = request_full(base, "DELETE", _instance_path(service, id) + _wait_query(wait),
+                                 timeout=10.0 + wait, token=token)
+    return Observed(headers)
+
+
+def heartbeats(base: str, instances: Iterable[tuple[str, str]], token: str | None = None) -> list[dict]:
+    """Renew up to 1000 instances, given as (service, id) pairs, in one
+    request. Returns one dict per instance, in order: {"service", "id",
+    "ttl"} when renewed, {"service", "id", "error": {"code", "message"}}
+    with the single heartbeat's meaning otherwise (code "not_found":
+    register it again)."""
+    body = {"instances": [{"service": s, "id": i} for s, i in instances]}
+    _, out = request(base, "PUT", "/v1/heartbeats", body, token=token)
+    return out["results"]
 
 
 class _Backoff:
@@ -179,12 +274,14 @@ class Registrar:
 
     def __init__(self, base_urls, service: str, id: str, address: str,
                  ttl: int = 10, metadata: dict[str, str] | None = None,
-                 token: str | None = None):
+                 token: str | None = None, weight: int | None = None):
         self.bases = _base_urls(base_urls)
         self._token = _check_token(token)  # a write token
         self.service, self.id, self.address = service, id, address
         self.ttl = ttl
         self.metadata = dict(metadata or {})
+        self.weight = weight
+        self.status = "up"  # registered with each registration; drain() changes it
         self.instance: dict | None = None  # the last registration's answer
         self.last_error: BaseException | None = None
         self._node = 0
@@ -222,6 +319,32 @@ class Registrar:
                                         daemon=True)
         self._thread.start()
         return self.instance
+
+    def drain(self, wait: float = 30.0) -> Observed:
+        """Set the instance's status to draining: it stays registered and
+        heartbeating but leaves discovery answers. Returns once every
+        subscriber of the service on every node has been written the change,
+        or after wait seconds (at most 60); the Observed says how far it got.
+        A graceful shutdown: drain(), finish the work in flight, close().
+        Registrations this registrar makes later keep the status."""
+        return self.set_status("draining", wait)
+
+    def set_status(self, status: str, wait: float = 0.0) -> Observed:
+        """Change the instance's status in place ("up" undrains); see drain()."""
+        bo = _Backoff(cap=2.0)
+        deadline = time.monotonic() + 10.0 + wait
+        while True:
+            base = self._base()
+            try:
+                inst, obs = set_status(base, self.service, self.id, status, wait, token=self._token)
+                self.instance, self.status = inst, status
+                log.info("regd: %s/%s is %s (%r)", self.service, self.id, status, obs)
+                return obs
+            except (RegdError, OSError) as e:
+                if not _retryable(e) or time.monotonic() > deadline:
+                    raise
+                self._next_node(e)
+                time.sleep(bo.next())
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop heartbeating and deregister (204 and 404 both count). A 4xx
@@ -287,6 +410,10 @@ class Registrar:
         body = {"address": self.address, "ttl": self.ttl}
         if self.metadata:
             body["metadata"] = self.metadata
+        if self.weight is not None:
+            body["weight"] = self.weight
+        if self.status != "up":
+            body["status"] = self.status
         try:
             status, inst = request(base, "PUT", _instance_path(self.service, self.id), body, token=self._token)
         except Exception as e:
@@ -349,7 +476,8 @@ class Discoverer:
     while it holds its lock; they must not call close(). on_register gets
     the instance dict (also for a re-registration: register is an upsert);
     on_deregister gets the instance and the reason: "deregister", "expire",
-    or "reset" when a reset's full list no longer has it.
+    "status" when it is still registered but no longer up (drained), or
+    "reset" when a reset's full list no longer has it.
 
     token: a read (or write) token, needed only when regd runs with
     --auth-reads token. A watch refused with 401 or 403 (the token was
@@ -371,8 +499,11 @@ class Discoverer:
         self._state: dict[str, dict] = {}
         self._sorted: list[dict] | None = None
         self._rev = 0
-        self._rev_all = True      # every event of _rev is known (it came from a list)
-        self._rev_ids: set[str] = set()  # else: the ids applied at _rev
+        # Where the next stream resumes (Last-Event-ID): the last event's
+        # id as regd sent it ("42", or "42.1" for the second event of a
+        # revision with several; ids are opaque), or the last list's
+        # revision.
+        self._last_id = "0"
         self._rr = 0
         self._node = 0
         self._closed = threading.Event()
@@ -471,40 +602,44 @@ class Discoverer:
             if old is None or any(old.get(k) != new.get(k) for k in ("revision", "lease_id", "address")):
                 calls.append(("register", new, None))
         self._state, self._sorted = fresh, None
-        self._rev, self._rev_all = int(lst.get("revision") or 0), True
-        self._rev_ids.clear()
+        self._rev = int(lst.get("revision") or 0)
+        self._last_id = str(self._rev)
         return calls
 
     def _apply(self, event: str, id_field: str | None, data: str) -> list[tuple]:
+        if id_field:
+            # A resume with this id continues with the next event, on any
+            # node: nothing is missed or applied twice.
+            self._last_id = id_field
+            head = id_field.split(".", 1)[0]
+            if head.isdigit() and int(head) > self._rev:
+                self._rev = int(head)  # for .revision only
         if event == "reset":
             return self._reset(json.loads(data))
-        if event not in ("register", "deregister", "expire"):
+        if event not in ("register", "update", "deregister", "expire"):
             return []
         inst = json.loads(data)
-        if id_field is not None:
-            rev = int(id_field)
-            # Drop what the state already reflects: a resume replays the
-            # last revision; a lagging node may send older events.
-            if rev < self._rev or (rev == self._rev and (self._rev_all or inst["id"] in self._rev_ids)):
-                return []
-            if rev > self._rev:
-                self._rev, self._rev_all = rev, False
-                self._rev_ids.clear()
-            self._rev_ids.add(inst["id"])
         inst.setdefault("metadata", {})
-        if event == "register":
-            self._state[inst["id"]] = inst
+        if event in ("register", "update"):
+            # The stream shows up instances (regd's default): one with
+            # another status has left this view (a drain).
+            if inst.get("status", "up") == "up":
+                self._state[inst["id"]] = inst
+                self._sorted = None
+                return [("register", inst, None)]
+            if self._state.pop(inst["id"], None) is None:
+                return []
             self._sorted = None
-            return [("register", inst, None)]
+            return [("deregister", inst, "status")]
         old = self._state.pop(inst["id"], None)
         if old is None:
             return []  # never seen registered
         self._sorted = None
         return [("deregister", inst if inst.get("address") else old, event)]
 
-    def _resume_from(self) -> int:
+    def _resume_from(self) -> str:
         with self._lock:
-            return self._rev if self._rev_all or self._rev == 0 else self._rev - 1
+            return self._last_id
 
     def _dispatch(self, calls: list[tuple]) -> None:
         for kind, inst, reason in calls:
@@ -564,7 +699,7 @@ class Discoverer:
             conn.request("GET", f"/v1/services/{_q(self.service)}/watch", headers=_headers(self._token, {
                 "Accept": "text/event-stream",
                 "Cache-Control": "no-cache",
-                "Last-Event-ID": str(after),
+                "Last-Event-ID": after,
             }))
             if self._closed.is_set():  # close() may have come before the socket existed
                 return
@@ -579,7 +714,7 @@ class Discoverer:
             ctype = (resp.getheader("Content-Type") or "").split(";")[0].strip()
             if ctype != "text/event-stream":
                 raise RegdError(resp.status, "", f"watch answered {ctype!r}, not an event stream")
-            log.info("regd: watching %s via %s after revision %d", self.service, base, after)
+            log.info("regd: watching %s via %s after event %s", self.service, base, after)
             self.last_error = None
             self._read_events(resp)
         finally:

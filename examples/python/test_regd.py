@@ -266,6 +266,62 @@ class AuthTest(unittest.TestCase):
         self.assertNotIn(WRONG_TOKEN, str(cm.exception))
 
 
+class LifecycleTest(unittest.TestCase):
+    """Drain with the handshake's wait, undrain, and batch heartbeats,
+    against the real regd."""
+
+    def test_drain_undrain_and_batch(self):
+        svc = unique("pylife")
+        cond = threading.Condition()
+        regs: list[str] = []
+        deregs: list[tuple[str, str]] = []
+
+        def on_reg(inst):
+            with cond:
+                regs.append(inst["id"])
+                cond.notify_all()
+
+        def on_dereg(inst, reason):
+            with cond:
+                deregs.append((inst["id"], reason))
+                cond.notify_all()
+
+        reg = Registrar(URLS, svc, "d1", "10.9.7.1:80", ttl=10, weight=5, token=TOKEN)
+        inst = reg.start(timeout=10)
+        self.assertEqual((inst["status"], inst["weight"]), ("up", 5))
+        disc = Discoverer(URLS, svc, on_register=on_reg, on_deregister=on_dereg, token=TOKEN)
+        disc.start(timeout=10)
+        try:
+            with cond:
+                self.assertTrue(cond.wait_for(lambda: "d1" in regs, 10))
+            obs = reg.drain(wait=10)
+            self.assertTrue(obs.complete, obs)
+            self.assertGreaterEqual(obs.subscribers, 1, obs)  # the discoverer's stream
+            with cond:
+                self.assertTrue(cond.wait_for(lambda: ("d1", "status") in deregs, 10), deregs)
+            self.assertNotIn("d1", listed(svc))  # lists show up instances
+            _, body = request(BASE, "GET", f"/v1/services/{svc}/instances?status=draining", token=TOKEN)
+            self.assertEqual([i["id"] for i in body["instances"]], ["d1"])
+            self.assertEqual(disc.instances(), [])
+
+            inst, obs = regd.set_status(BASE, svc, "d1", "up", wait=10, token=TOKEN)
+            self.assertEqual(inst["status"], "up")
+            with cond:
+                self.assertTrue(cond.wait_for(lambda: regs.count("d1") == 2, 10), regs)
+
+            results = regd.heartbeats(BASE, [(svc, "d1"), (svc, "nobody"), ("bad name", "x")], token=TOKEN)
+            self.assertEqual([r["id"] for r in results], ["d1", "nobody", "x"])
+            self.assertGreater(results[0]["ttl"], 0)
+            self.assertEqual(results[1]["error"]["code"], "not_found")
+            self.assertEqual(results[2]["error"]["code"], "invalid_service_name")
+        finally:
+            disc.close()
+            reg.close()
+        with self.assertRaises(RegdError) as cm:
+            regd.deregister(BASE, svc, "d1", wait=1, token=TOKEN)
+        self.assertEqual(cm.exception.status, 404)
+
+
 class FakeRegd(http.server.ThreadingHTTPServer):
     """A stand-in for regd that accepts the first registration and then
     refuses: heartbeats with 403, watch streams with 401. It records the
@@ -360,6 +416,87 @@ class AuthRetryTest(unittest.TestCase):
         reqs = self.fake.requests()
         self.assertGreaterEqual(len([p for _, p, _ in reqs if p.endswith("/watch")]), 2, "not tried again")
         self.assertEqual({a for _, _, a in reqs}, {f"Bearer {FakeRegd.TOKEN}"}, "a request without the token")
+
+
+class FakeStream(http.server.ThreadingHTTPServer):
+    """A stand-in for regd's list and watch: the list is at revision 4;
+    the first stream sends two events of revision 5 ("5.0", "5.1") and
+    ends; the next one sends "6" and stays open. It records each watch's
+    Last-Event-ID."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        @staticmethod
+        def event(eid: str, typ: str, id: str) -> bytes:
+            inst = {"service": "svc", "id": id, "address": "10.7.0.1:80", "metadata": {},
+                    "ttl": 10, "lease_id": "1", "revision": int(eid.split(".")[0]),
+                    "status": "up", "weight": 100}
+            return f"id: {eid}\nevent: {typ}\ndata: {json.dumps(inst)}\n\n".encode()
+
+        def do_GET(self):
+            srv = self.server
+            if not self.path.endswith("/watch"):
+                raw = json.dumps({"service": "svc", "instances": [], "revision": 4}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+                return
+            with srv.mu:
+                srv.resumes.append(self.headers.get("Last-Event-ID"))
+                n = len(srv.resumes)
+            # Chunked, as regd's streams are: the client keeps the socket
+            # (its close() shuts it down to end a blocked read).
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def chunk(b: bytes):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+                self.wfile.flush()
+
+            if n == 1:
+                chunk(self.event("5.0", "register", "a") + self.event("5.1", "register", "b"))
+                chunk(b"")
+                self.close_connection = True
+                return  # the stream ends after 5.1: the next resumes there
+            chunk(self.event("6", "register", "c"))
+            srv.release.wait(10)
+            self.close_connection = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        self.mu = threading.Lock()
+        self.resumes: list[str | None] = []
+        self.release = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class ResumeTest(unittest.TestCase):
+    """Event ids are opaque strings: a stream that ends after "5.1" (the
+    second event of revision 5) resumes with exactly that id."""
+
+    def test_resume_mid_revision(self):
+        fake = FakeStream()
+        self.addCleanup(fake.server_close)
+        self.addCleanup(fake.shutdown)
+        self.addCleanup(fake.release.set)
+        disc = Discoverer([fake.url], "svc")
+        disc.start(timeout=5)
+        try:
+            wait_for(lambda: [i["id"] for i in disc.instances()] == ["a", "b", "c"], 10, "a, b and c")
+            with fake.mu:
+                self.assertEqual(fake.resumes[:2], ["4", "5.1"])
+            self.assertEqual(disc.revision, 6)
+        finally:
+            disc.close()
 
 
 if __name__ == "__main__":

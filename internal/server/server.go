@@ -77,6 +77,7 @@ type Server struct {
 	lg       *zap.Logger
 	node     *node.Node
 	store    *registry.Store
+	view     *registry.View
 	api      *api.Server
 	http     *http.Server
 	leader   *cluster.Leadership
@@ -116,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// member knows the new leader (registry/retry.go).
 		Leadership: n,
 	})
-	view := registry.NewView(store, registry.ViewOptions{})
+	view := registry.NewView(store, registry.ViewOptions{MemberID: n.ID()})
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "regd_invalid_instance_values",
 		Help: "Keys under the registry prefix whose value is neither host:port nor a gRPC naming endpoint: not instances.",
@@ -185,6 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		lg:       lg,
 		node:     n,
 		store:    store,
+		view:     view,
 		api:      a,
 		leader:   leader,
 		stopView: stopView,
@@ -290,6 +292,9 @@ func (s *Server) Node() *node.Node { return s.node }
 
 // Store is the registry store.
 func (s *Server) Store() *registry.Store { return s.store }
+
+// View is this node's view of the registry.
+func (s *Server) View() *registry.View { return s.view }
 
 // Close shuts down in reverse order of start, so that clients of the other
 // members never notice (docs/operations.md, "Upgrades and rolling
