@@ -67,6 +67,7 @@ const (
 	CodeInvalidMetadata  = "invalid_metadata"     // too many pairs or bytes, a bad key, a null value
 	CodeInvalidJSON      = "invalid_json"         // a body that is not the JSON the route takes
 	CodeInvalidParameter = "invalid_parameter"    // a malformed query parameter or header
+	CodeInvalidMember    = "invalid_member"       // a member's name or peer URLs are malformed
 	CodeBadRequest       = "bad_request"          // any other request HTTP itself refuses
 
 	// Credentials (401, 403).
@@ -86,6 +87,16 @@ const (
 	// Not possible in the current state (409).
 	CodeNoLease  = "no_lease" // heartbeat of a key a plain etcd client wrote without a lease
 	CodeConflict = "conflict" // a deregistration kept racing with re-registrations
+	// CodeQuorumAtRisk: the membership change would remove the last
+	// voting member or leave fewer started voters than a quorum.
+	CodeQuorumAtRisk = "quorum_at_risk"
+	// CodeLearnerNotReady: the learner has not caught up with the
+	// leader yet (etcd's rule for a promotion); retry in a moment.
+	CodeLearnerNotReady = "learner_not_ready"
+	// CodeMemberConflict: the peer URL is in use, the member is no
+	// learner, the cluster has a learner already, or the member to remove
+	// is the one answering.
+	CodeMemberConflict = "member_conflict"
 
 	// The node or the cluster cannot serve it now (503).
 	CodeUnavailable = "unavailable" // no quorum, no leader, a timeout, shutting down

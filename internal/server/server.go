@@ -33,8 +33,11 @@ type Config struct {
 	Prefix   string
 	Logger   *zap.Logger // regd's own logger; etcd's is in Node.Logger
 
-	ExpiryRetention int           // ledger entries kept; 0: registry.DefaultExpiryRetention
-	RequestTimeout  time.Duration // per store operation; 0: registry.DefaultTimeout
+	ExpiryRetention int // ledger entries kept; 0: registry.DefaultExpiryRetention
+	// HistoryRetention is how long etcd's history is kept (the SSE
+	// resume window); 0: cluster.DefaultHistoryRetention.
+	HistoryRetention time.Duration
+	RequestTimeout   time.Duration // per store operation; 0: registry.DefaultTimeout
 
 	// TLS, when set, serves the REST API over TLS on Listener.
 	TLS *tls.Config
@@ -82,6 +85,10 @@ type Server struct {
 	leader   *cluster.Leadership
 	stopView context.CancelFunc
 	viewDone chan struct{}
+	// The member's maintenance (defragmentation, alarm log), stopped
+	// before the member.
+	stopMaint context.CancelFunc
+	maintDone chan struct{}
 
 	httpDone chan struct{}
 	httpErr  error
@@ -134,12 +141,23 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Retention: cfg.ExpiryRetention,
 	})
 	leader.OnLead(reporter.Run)
-	leader.OnLead(cluster.NewCompactor(ledger, lg.Named("compactor")).Run)
+	leader.OnLead(cluster.NewCompactor(cluster.CompactorConfig{
+		History:   history{ledger, store},
+		Backend:   n,
+		Retention: cfg.HistoryRetention,
+		Logger:    lg.Named("compactor"),
+		Metrics:   metrics,
+	}).Run)
+	registerBackendMetrics(metrics, n)
+	admin := cluster.NewAdmin(n)
 	a := api.New(api.Config{
 		Registry:            registry.NewLocal(store, view),
 		View:                view,
 		Cluster:             info,
 		Expirations:         reporter,
+		Membership:          admin,
+		Backup:              admin,
+		Exporter:            store,
 		Logger:              lg.Named("api"),
 		Metrics:             metrics,
 		Auth:                cfg.Auth,
@@ -178,6 +196,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			ErrorLog:          log.New(httpErrorLog{lg.Named("http")}, "", 0),
 		},
 	}
+	maintCtx, stopMaint := context.WithCancel(context.Background())
+	s.stopMaint, s.maintDone = stopMaint, make(chan struct{})
+	go func() {
+		defer close(s.maintDone)
+		n.RunMaintenance(maintCtx, maintenanceConfig(metrics, lg.Named("maintenance")))
+	}()
 	leader.Start()
 	go func() {
 		defer close(s.httpDone)
@@ -286,6 +310,8 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		<-s.httpDone
 		s.leader.Stop()
+		s.stopMaint()
+		<-s.maintDone
 		s.stopView()
 		<-s.viewDone
 		s.node.Close()
@@ -304,6 +330,8 @@ func (s *Server) Kill() {
 		s.http.Close()
 		<-s.httpDone
 		s.leader.Stop()
+		s.stopMaint()
+		<-s.maintDone
 		s.stopView()
 		<-s.viewDone
 		s.node.Kill()

@@ -1,0 +1,165 @@
+//go:build e2e
+
+package faults
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/regd/regd/internal/e2e"
+)
+
+// churnQuota is the backend quota of the churn test: etcd accepts any
+// positive quota (it warns above 8 GiB only) and raises NOSPACE when a
+// request would take the bbolt file (its high-water mark of pages, not the
+// bytes in use) over it.
+const churnQuota = 64 << 20
+
+// TestE2EChurnStaysUnderQuota is issue 15's measurement turned into a
+// test: 16 clients register and deregister instances with 3 KiB of
+// metadata against a real node with a 64 MiB quota and the default
+// history retention (1h, so only the size rule can save it), until they
+// have registered the quota's worth of metadata (twice that in history:
+// the meta record's put and its deletion's tombstone). On the code before
+// the size rule the db file reached 64 MiB after 41 MiB of metadata (40 s
+// here) and every write then answered 503 storage_full. Now: no answer is
+// a 5xx, no NOSPACE alarm is raised, and the db file stays under the
+// quota (compaction frees pages, defragmentation gives them back).
+func TestE2EChurnStaysUnderQuota(t *testing.T) {
+	bin := e2e.Build(t)
+	c := e2e.StartCluster(t, bin, e2e.ClusterOptions{Size: 1, Extra: []string{
+		"--quota-backend-bytes", fmt.Sprint(churnQuota),
+	}})
+	const (
+		clients = 16
+		mdBytes = 3 << 10
+	)
+	target := int64(churnQuota) // metadata registered (and deregistered)
+	// About 35 s on a 2-core machine; the deadline is a safety valve.
+	deadline := time.Now().Add(75 * time.Second)
+	md := map[string]string{"blob": strings.Repeat("m", mdBytes-16)}
+	body := registerBody("10.9.0.1:80", 30, md)
+
+	var (
+		written atomic.Int64
+		codes   counter
+		wg      sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	sizes := &dbSizes{}
+	go sizes.follow(ctx, c)
+	began := time.Now()
+	for w := range clients {
+		wg.Go(func() {
+			base := c.URL(w % len(c.Members))
+			for i := 0; ctx.Err() == nil && written.Load() < target && time.Now().Before(deadline); i++ {
+				path := fmt.Sprintf("%s/v1/services/churn-%d/instances/i%d", base, w, i%8)
+				code, b, err := call(ctx, hc, http.MethodPut, path, body)
+				if err != nil {
+					codes.add("error")
+					continue
+				}
+				codes.add(fmt.Sprint(code))
+				if code >= 500 {
+					t.Errorf("register: %d %s", code, b)
+					cancel()
+					return
+				}
+				written.Add(int64(len(body)))
+				code, b, err = call(ctx, hc, http.MethodDelete, path, "")
+				if err == nil {
+					codes.add(fmt.Sprint(code))
+				}
+				if err == nil && code >= 500 {
+					t.Errorf("deregister: %d %s", code, b)
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(began)
+	cancel()
+	start, peak, end := sizes.summary()
+	figure(t, "one node, --quota-backend-bytes %d MiB, --history-retention 1h, %d clients, %d KiB metadata: %d MiB registered in %s (%s); db file start %s, peak %s, end %s",
+		churnQuota>>20, clients, mdBytes>>10, written.Load()>>20, took.Round(time.Second), codes.String(), mib(start), mib(peak), mib(end))
+	if written.Load() < target {
+		t.Errorf("only %d MiB registered in %s; the test wants the quota's worth, %d MiB", written.Load()>>20, took, target>>20)
+	}
+	if peak >= churnQuota {
+		t.Errorf("a member's db file reached %s, the quota is %s", mib(peak), mib(churnQuota))
+	}
+	for i := range c.Members {
+		code, b, err := get(c.URL(i) + "/metrics")
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("/metrics on %s: %d %v", c.Members[i].Name, code, err)
+		}
+		if line := metricLine(string(b), `regd_etcd_alarm{alarm="NOSPACE"}`); line != `regd_etcd_alarm{alarm="NOSPACE"} 0` {
+			t.Errorf("%s: %q, want no NOSPACE alarm", c.Members[i].Name, line)
+		}
+	}
+}
+
+// metricLine is the sample line of a metric (name with labels) in a
+// Prometheus text exposition, or "".
+func metricLine(text, series string) string {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, series+" ") {
+			return l
+		}
+	}
+	return ""
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// dbSizes follows the size of every member's bbolt file (the number
+// etcd's quota compares against is its high-water mark of pages, which
+// the file size follows, and never exceeds).
+type dbSizes struct {
+	mu               sync.Mutex
+	start, peak, end int64
+	seen             bool
+}
+
+func (d *dbSizes) follow(ctx context.Context, c *e2e.Cluster) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var largest int64
+		for _, m := range c.Members {
+			if fi, err := os.Stat(filepath.Join(m.Node.DataDir, "member", "snap", "db")); err == nil {
+				largest = max(largest, fi.Size())
+			}
+		}
+		d.mu.Lock()
+		if !d.seen {
+			d.start, d.seen = largest, true
+		}
+		d.peak = max(d.peak, largest)
+		d.end = largest
+		d.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (d *dbSizes) summary() (start, peak, end int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.start, d.peak, d.end
+}
