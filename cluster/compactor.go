@@ -48,6 +48,7 @@ type History interface {
 	Revision(ctx context.Context) (int64, error)
 	CompactHistory(ctx context.Context, target int64) (int64, error)
 	RecordRevision(ctx context.Context, now time.Time, keep time.Duration) ([]registry.HistorySample, error)
+	RevisionClock(ctx context.Context) ([]registry.HistorySample, error)
 }
 
 // Backend is the size of the leader's backend (node.Node).
@@ -103,24 +104,36 @@ func NewCompactor(cfg CompactorConfig) *Compactor {
 	return c
 }
 
-// Run compacts until ctx ends (this member stops leading). By time every
-// sampleEvery, by size every second.
+// Run compacts until ctx ends (this member stops leading). By time on the
+// revision clock's schedule, by size every second.
 func (c *Compactor) Run(ctx context.Context) {
-	sample := time.NewTicker(c.sampleEvery)
-	defer sample.Stop()
 	size := time.NewTicker(sizeEvery)
 	defer size.Stop()
 	var (
 		samples   []registry.HistorySample
 		compacted int64
-		warned    time.Time
+		warned    time.Time // of the last size warning
+		logged    time.Time // of the last time compaction logged
 		cut       int
 	)
-	byTime := func(now time.Time) {
-		s, err := c.cfg.History.RecordRevision(ctx, now, c.cfg.Retention)
+	// byTime compacts by the revision clock. At the start of a term it
+	// only reads the clock: a leader that has just been elected compacts
+	// what is due at once, and writes its first sample when the clock's
+	// newest one is sampleEvery old, so that leaders changing faster than
+	// that still keep the clock going, and a cluster at rest is written to
+	// once per sampleEvery and no more. (Writing at once would also make
+	// every election a write.)
+	byTime := func(now time.Time, record bool) {
+		var s []registry.HistorySample
+		var err error
+		if record {
+			s, err = c.cfg.History.RecordRevision(ctx, now, c.cfg.Retention)
+		} else {
+			s, err = c.cfg.History.RevisionClock(ctx)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
-				c.lg.Debug("record the revision clock", zap.Error(err))
+				c.lg.Debug("revision clock", zap.Error(err))
 			}
 			return
 		}
@@ -128,17 +141,31 @@ func (c *Compactor) Run(ctx context.Context) {
 		if len(samples) > 0 && now.Sub(samples[0].At) >= c.cfg.Retention && samples[0].Rev > compacted {
 			if done := c.compact(ctx, samples[0].Rev, "time"); done > compacted {
 				compacted = done
-				c.lg.Info("compacted history", zap.Int64("revision", done), zap.Duration("kept", c.cfg.Retention))
+				// One line per compaction would be one a second with a
+				// short retention: at most one per 10 minutes.
+				if now.Sub(logged) >= 10*time.Minute {
+					c.lg.Info("compacted history", zap.Int64("revision", done), zap.Duration("kept", c.cfg.Retention))
+					logged = now
+				}
 			}
 		}
 	}
-	byTime(time.Now())
+	byTime(time.Now(), false)
+	// A clock without samples (a new cluster) gets its first one half a
+	// sampling interval into the term.
+	next := c.sampleEvery / 2
+	if n := len(samples); n > 0 {
+		next = min(max(time.Until(samples[n-1].At.Add(c.sampleEvery)), 0), c.sampleEvery)
+	}
+	sample := time.NewTimer(next)
+	defer sample.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-sample.C:
-			byTime(now)
+			byTime(now, true)
+			sample.Reset(c.sampleEvery)
 		case now := <-size.C:
 			if c.cfg.Backend == nil {
 				continue

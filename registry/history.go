@@ -23,6 +23,22 @@ type HistorySample struct {
 	Rev int64     `json:"rev"`
 }
 
+// RevisionClock reads the revision clock's samples, oldest first, without
+// writing: what a new leader compacts by at once.
+func (s *Store) RevisionClock(ctx context.Context) ([]HistorySample, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, HistoryClockKey)
+	if err != nil {
+		return nil, AsError(err)
+	}
+	var samples []HistorySample
+	if kv := firstKV(resp.Kvs); kv != nil {
+		_ = json.Unmarshal(kv.Value, &samples)
+	}
+	return samples, nil
+}
+
 // RecordRevision appends a sample of the current revision at now to the
 // revision clock, drops samples older than keep except the newest of those
 // (the compactor's target), and returns the samples, oldest first. Two

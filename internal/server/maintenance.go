@@ -18,6 +18,10 @@ type history struct {
 	st *registry.Store
 }
 
+func (h history) RevisionClock(ctx context.Context) ([]registry.HistorySample, error) {
+	return h.st.RevisionClock(ctx)
+}
+
 func (h history) RecordRevision(ctx context.Context, now time.Time, keep time.Duration) ([]registry.HistorySample, error) {
 	return h.st.RecordRevision(ctx, now, keep)
 }
