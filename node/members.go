@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strings"
+	"sync"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
@@ -108,13 +112,15 @@ func (n *Node) PromoteMember(ctx context.Context, id uint64) (Member, error) {
 }
 
 // RemoveMember removes a member. Learners can always go. A voting member
-// goes only if the voters left are at least one and a quorum of them has
-// started (joined and published its name), the rule etcd applies with
-// --strict-reconfig-check; etcd then also refuses when this member has not
-// been connected to enough of the others for 5 s. A member that cannot be
-// reached at all is not part of the active quorum and may be removed: that
-// is how a dead member is replaced. The member serving the request is not
-// removed here: it would stop before it could answer.
+// goes only if at least one voter remains and the voters that remain and
+// are up are a quorum (a majority) of the voters that remain (RemovalRule;
+// "up": started, and its peer URL accepts a connection from this member
+// within a second). A member that cannot be reached is thus not counted
+// and may itself be removed: that is how a dead member is replaced. etcd
+// then applies its own rule (--strict-reconfig-check: the members this one
+// has been connected to for 5 s); its refusal is a quorum refusal too.
+// The member serving the request is not removed here: it would stop
+// before it could answer.
 func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	m, ok := n.member(id)
 	if !ok {
@@ -124,40 +130,89 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 		return &MembershipError{Reason: ReasonSelf, Message: fmt.Sprintf("member %x serves this request and would stop before answering; ask another member to remove it", id)}
 	}
 	if !m.IsLearner {
-		if err := RemovalRule(n.Members(), id); err != nil {
+		ms := n.Members()
+		if err := RemovalRule(ms, id, n.reachable(ctx, ms)); err != nil {
 			return err
 		}
 	}
 	if _, err := n.client.MemberRemove(ctx, id); err != nil {
-		return membershipErr(err)
+		err = membershipErr(err)
+		var me *MembershipError
+		if errors.As(err, &me) && me.Reason == ReasonUnhealthy {
+			me.Reason = ReasonQuorum
+			me.Message = "etcd refused: this member has not been connected to enough of the others for the last 5 s to be sure the removal keeps a quorum; retry when the cluster is healthy"
+		}
+		return err
 	}
 	return nil
 }
 
 // RemovalRule is the quorum rule for removing voting member id from ms:
-// at least one voter must remain, and the started voters that remain must
-// be a quorum (a majority) of the voters that remain. A member that was
-// added but never started counts as a voter that is down.
-func RemovalRule(ms []Member, id uint64) error {
-	voters, started := 0, 0
+// at least one voter must remain, and the voters that remain and are up
+// (up[ID]; a member added but never started is down) must be a quorum,
+// a majority, of the voters that remain.
+func RemovalRule(ms []Member, id uint64, up map[uint64]bool) error {
+	voters, alive := 0, 0
+	var down []string
 	for _, m := range ms {
 		if m.ID == id || m.IsLearner {
 			continue
 		}
 		voters++
-		if m.Started() {
-			started++
+		if m.Started() && up[m.ID] {
+			alive++
+		} else {
+			down = append(down, memberLabel(m))
 		}
 	}
 	if voters == 0 {
 		return &MembershipError{Reason: ReasonQuorum, Message: fmt.Sprintf("member %x is the last voting member; a cluster needs at least one", id)}
 	}
-	if quorum := voters/2 + 1; started < quorum {
+	if quorum := voters/2 + 1; alive < quorum {
 		return &MembershipError{Reason: ReasonQuorum, Message: fmt.Sprintf(
-			"removing member %x would leave %d voting members of which %d have started, fewer than the quorum of %d; start (or add) members first",
-			id, voters, started, quorum)}
+			"removing member %x would leave %d voting members of which %d are up (down or never started: %s), fewer than the quorum of %d; bring members back, or remove the ones that are down first",
+			id, voters, alive, strings.Join(down, ", "), quorum)}
 	}
 	return nil
+}
+
+func memberLabel(m Member) string {
+	if m.Name != "" {
+		return m.Name
+	}
+	return fmt.Sprintf("%x", m.ID)
+}
+
+// reachable tells, for every member, whether this member can open a TCP
+// connection to one of its peer URLs within a second (itself: yes).
+func (n *Node) reachable(ctx context.Context, ms []Member) map[uint64]bool {
+	up := map[uint64]bool{n.ID(): true}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		if m.ID == n.ID() {
+			continue
+		}
+		wg.Go(func() {
+			for _, raw := range m.PeerURLs {
+				u, err := url.Parse(raw)
+				if err != nil {
+					continue
+				}
+				d := net.Dialer{Timeout: time.Second}
+				conn, err := d.DialContext(ctx, "tcp", u.Host)
+				if err == nil {
+					conn.Close()
+					mu.Lock()
+					up[m.ID] = true
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return up
 }
 
 func (n *Node) member(id uint64) (Member, bool) {
