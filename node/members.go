@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/types"
 )
 
 // Membership changes go through the in-process client's Cluster API, the
@@ -145,6 +146,12 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 		return err
 	}
 	return nil
+}
+
+// Removed reports whether this member has been removed from its cluster
+// (etcd then stops it for good: its data dir cannot rejoin).
+func (n *Node) Removed() bool {
+	return !n.etcd.Server.IsMemberExist(types.ID(n.ID()))
 }
 
 // RemovalRule is the quorum rule for removing voting member id from ms:

@@ -56,6 +56,12 @@ type Config struct {
 	CORSAllowedOrigins []string
 }
 
+// ErrRemoved is the Fatal error of a node whose member was removed from
+// the cluster (regd members remove): it stops for good, and its data dir
+// cannot rejoin. regd exits 0 on it, so a supervisor that restarts failed
+// processes does not restart it into a loop.
+var ErrRemoved = errors.New("this member was removed from the cluster; its data dir cannot rejoin it (delete it, or add the member again with an empty one)")
+
 // DefaultShutdownTimeout is the time Close is given to let in-flight
 // requests finish: regd's --shutdown-timeout, and the test clusters'.
 const DefaultShutdownTimeout = 10 * time.Second
@@ -217,6 +223,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 				s.fail(fmt.Errorf("embedded etcd: %w", err))
 			}
 		case <-n.Stopping():
+			if n.Removed() {
+				s.fail(ErrRemoved)
+				return
+			}
 			s.fail(errors.New("embedded etcd stopped"))
 		}
 	}()
