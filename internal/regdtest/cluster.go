@@ -33,7 +33,11 @@ type Options struct {
 	ExpiryRetention int    // default registry.DefaultExpiryRetention
 	// HistoryRetention is --history-retention; 0: the default (1h).
 	HistoryRetention time.Duration
-	RequestTimeout   time.Duration // default 3s
+	// MaintenanceInterval and DefragMinFree tune automatic
+	// defragmentation (server.Config); 0: the defaults.
+	MaintenanceInterval time.Duration
+	DefragMinFree       int64
+	RequestTimeout      time.Duration // default 3s
 	// QuotaBackendBytes caps each member's bbolt file (etcd's
 	// --quota-backend-bytes); 0 keeps etcd's default. Fault tests fill it.
 	QuotaBackendBytes int64
@@ -177,8 +181,11 @@ func (c *Cluster) start(i int) error {
 		Logger:           lg,
 		ExpiryRetention:  c.opts.ExpiryRetention,
 		HistoryRetention: c.opts.HistoryRetention,
-		RequestTimeout:   c.opts.RequestTimeout,
-		Auth:             c.opts.Auth,
+
+		MaintenanceInterval: c.opts.MaintenanceInterval,
+		DefragMinFree:       c.opts.DefragMinFree,
+		RequestTimeout:      c.opts.RequestTimeout,
+		Auth:                c.opts.Auth,
 	})
 	if err != nil {
 		return err

@@ -37,7 +37,12 @@ type Config struct {
 	// HistoryRetention is how long etcd's history is kept (the SSE
 	// resume window); 0: cluster.DefaultHistoryRetention.
 	HistoryRetention time.Duration
-	RequestTimeout   time.Duration // per store operation; 0: registry.DefaultTimeout
+	// MaintenanceInterval and DefragMinFree tune the member's automatic
+	// defragmentation (node.MaintenanceConfig); 0: node's defaults. Tests
+	// shorten them.
+	MaintenanceInterval time.Duration
+	DefragMinFree       int64
+	RequestTimeout      time.Duration // per store operation; 0: registry.DefaultTimeout
 
 	// TLS, when set, serves the REST API over TLS on Listener.
 	TLS *tls.Config
@@ -206,7 +211,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.stopMaint, s.maintDone = stopMaint, make(chan struct{})
 	go func() {
 		defer close(s.maintDone)
-		n.RunMaintenance(maintCtx, maintenanceConfig(metrics, lg.Named("maintenance")))
+		mc := maintenanceConfig(metrics, lg.Named("maintenance"))
+		mc.Interval, mc.MinFree = cfg.MaintenanceInterval, cfg.DefragMinFree
+		n.RunMaintenance(maintCtx, mc)
 	}()
 	leader.Start()
 	go func() {
