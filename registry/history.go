@@ -28,37 +28,37 @@ type HistorySample struct {
 func (s *Store) RevisionClock(ctx context.Context) ([]HistorySample, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	samples, _, _, err := s.readClock(ctx)
+	return samples, err
+}
+
+// readClock reads the revision clock: its samples, the key's ModRevision
+// (0 when there is none yet) and the cluster's revision as of the read.
+func (s *Store) readClock(ctx context.Context) (samples []HistorySample, modRev, rev int64, err error) {
 	resp, err := s.cli.Get(ctx, HistoryClockKey)
 	if err != nil {
-		return nil, AsError(err)
+		return nil, 0, 0, AsError(err)
 	}
-	var samples []HistorySample
 	if kv := firstKV(resp.Kvs); kv != nil {
-		_ = json.Unmarshal(kv.Value, &samples)
+		modRev = kv.ModRevision
+		_ = json.Unmarshal(kv.Value, &samples) // a corrupt clock starts over
 	}
-	return samples, nil
+	return samples, modRev, resp.Header.Revision, nil
 }
 
 // RecordRevision appends a sample of the current revision at now to the
 // revision clock, drops samples older than keep except the newest of those
 // (the compactor's target), and returns the samples, oldest first. Two
 // leaders at once (a deposed one that has not noticed yet) cannot both
-// write: the write compares the key's ModRevision, and the loser gets
-// ErrCursorMoved's sibling, a conflict, and its samples unchanged.
+// write: the write compares the key's ModRevision, and the loser gets a
+// KindConflict error and writes nothing.
 func (s *Store) RecordRevision(ctx context.Context, now time.Time, keep time.Duration) ([]HistorySample, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, HistoryClockKey)
+	samples, modRev, rev, err := s.readClock(ctx)
 	if err != nil {
-		return nil, AsError(err)
+		return nil, err
 	}
-	var samples []HistorySample
-	var modRev int64
-	if kv := firstKV(resp.Kvs); kv != nil {
-		modRev = kv.ModRevision
-		_ = json.Unmarshal(kv.Value, &samples) // a corrupt clock starts over
-	}
-	rev := resp.Header.Revision
 	if n := len(samples); n > 0 && samples[n-1].Rev > rev {
 		samples = nil // a restore moved the revision: the old samples say nothing
 	}

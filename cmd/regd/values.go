@@ -80,6 +80,7 @@ func newDuration(dst *time.Duration, def time.Duration) *durationValue {
 }
 
 func (v *durationValue) Get() any { return *v.dst }
+
 // String is the duration as Go writes it, without the zero minutes and
 // seconds of a whole number of hours or minutes: "1h", not "1h0m0s".
 func (v *durationValue) String() string {
