@@ -138,10 +138,7 @@ func TestE2EMembers(t *testing.T) {
 		}
 	}
 	// Remove m4 again (through m1), and stop it.
-	code, _, errOut = regd(t, bin, e2eAdmin, "members", "remove", added.Member.ID, "--endpoints", c.URL(0))
-	if code != 0 {
-		t.Fatalf("members remove m4: exit %d: %s", code, errOut)
-	}
+	removeMember(t, bin, c.URL(0), added.Member.ID)
 	if code, ok := p4.WaitExit(30 * time.Second); !ok {
 		t.Errorf("m4 still runs after its removal")
 	} else {
@@ -163,13 +160,28 @@ func TestE2EMembers(t *testing.T) {
 		t.Fatalf("m1 removing itself: exit %d %q, want 1 with 409 member_conflict", code, errOut)
 	}
 	// Removing the dead member is how it is replaced.
-	code, _, errOut = regd(t, bin, e2eAdmin, "members", "remove", c.Members[2].ID, "--endpoints", c.URL(0))
-	if code != 0 {
-		t.Fatalf("removing the dead m3: exit %d: %s", code, errOut)
-	}
+	removeMember(t, bin, c.URL(0), c.Members[2].ID)
 	if ms := members(t, bin, c.URL(0)+","+c.URL(1)); len(ms) != 2 {
 		t.Fatalf("%d members after removing m3: %+v", len(ms), ms)
 	}
+}
+
+// removeMember removes member id through endpoint, retrying while the
+// cluster answers 503 (no leader yet after a member died, or a change that
+// did not apply in time); any other failure fails the test.
+func removeMember(t *testing.T, bin, endpoint, id string) {
+	t.Helper()
+	e2e.Eventually(t, 40*time.Second, "members remove "+id, func() error {
+		code, _, errOut := regd(t, bin, e2eAdmin, "members", "remove", id, "--endpoints", endpoint)
+		switch {
+		case code == 0:
+			return nil
+		case strings.Contains(errOut, "HTTP 503"):
+			return fmt.Errorf("exit %d: %s", code, errOut)
+		}
+		t.Fatalf("members remove %s: exit %d: %s", id, code, errOut)
+		return nil
+	})
 }
 
 // sseEvent is one Server-Sent Event.

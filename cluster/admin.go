@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
@@ -24,9 +25,21 @@ type AdminNode interface {
 
 // Admin operates the cluster: membership and backups (the API's admin
 // routes). It turns the member's refusals into registry errors.
+//
+// Membership changes are bounded by MemberTimeout: etcd waits for a
+// configuration change to be applied without a deadline of its own, and a
+// change proposed while the cluster has no leader (just after the leader
+// died) is dropped by raft without a word, so an unbounded request would
+// hang until the client gave up. Past the timeout the answer is 503; the
+// change may still have been applied (look at GET /v1/cluster) and is safe
+// to retry.
 type Admin struct {
 	n AdminNode
 }
+
+// MemberTimeout bounds a membership change: etcd's request timeout (5 s)
+// plus room for an election.
+const MemberTimeout = 10 * time.Second
 
 // NewAdmin returns an Admin over n.
 func NewAdmin(n AdminNode) *Admin { return &Admin{n: n} }
@@ -53,6 +66,8 @@ func (a *Admin) AddMember(ctx context.Context, req registry.MemberAdd) (registry
 			return registry.MemberAdded{}, registry.Errorf(registry.KindConflict, registry.CodeMemberConflict, "a member named %q exists already (ID %x)", req.Name, m.ID)
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, MemberTimeout)
+	defer cancel()
 	added, err := a.n.AddMember(ctx, req.PeerURLs, req.Learner)
 	if err != nil {
 		return registry.MemberAdded{}, membershipError(err)
@@ -96,6 +111,8 @@ func (a *Admin) AddMember(ctx context.Context, req registry.MemberAdd) (registry
 
 // PromoteMember makes the learner id a voting member.
 func (a *Admin) PromoteMember(ctx context.Context, id uint64) (registry.MemberStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, MemberTimeout)
+	defer cancel()
 	m, err := a.n.PromoteMember(ctx, id)
 	if err != nil {
 		return registry.MemberStatus{}, membershipError(err)
@@ -105,6 +122,8 @@ func (a *Admin) PromoteMember(ctx context.Context, id uint64) (registry.MemberSt
 
 // RemoveMember removes member id (node.RemoveMember has the rule).
 func (a *Admin) RemoveMember(ctx context.Context, id uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, MemberTimeout)
+	defer cancel()
 	return membershipError(a.n.RemoveMember(ctx, id))
 }
 

@@ -6,8 +6,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,21 +15,22 @@ import (
 	"github.com/regd/regd/internal/e2e"
 )
 
-// churnQuota is the backend quota of the churn test: etcd accepts any
-// positive quota (it warns above 8 GiB only) and raises NOSPACE when a
-// request would take the bbolt file (its high-water mark of pages, not the
-// bytes in use) over it.
-const churnQuota = 64 << 20
+// churnQuota is the backend quota of the churn test. etcd has no minimum
+// (it warns above 8 GiB only) and raises NOSPACE when a request would take
+// the database's size, bbolt's high-water mark of pages (regd_db_size_bytes;
+// the file on disk grows in 16 MiB steps beyond it), over the quota. 16 MiB
+// keeps the test short on a loaded machine: issue 15's 64 MiB run is the
+// same with four times the data (docs/operations.md has its figures).
+const churnQuota = 16 << 20
 
 // TestE2EChurnStaysUnderQuota is issue 15's measurement turned into a
 // test: 16 clients register and deregister instances with 3 KiB of
-// metadata against a real node with a 64 MiB quota and the default
-// history retention (1h, so only the size rule can save it), until they
-// have registered the quota's worth of metadata (twice that in history:
-// the meta record's put and its deletion's tombstone). On the code before
-// the size rule the db file reached 64 MiB after 41 MiB of metadata (40 s
-// here) and every write then answered 503 storage_full. Now: no answer is
-// a 5xx, no NOSPACE alarm is raised, and the db file stays under the
+// metadata against a real node with a small quota and the default history
+// retention (1h, so only the size rule can save it), until they have
+// registered one and a half times the quota's worth of metadata. On the
+// code before the size rule a 64 MiB quota was full after 41 MiB of
+// metadata and every write then answered 503 storage_full. Now: no answer
+// is a 5xx, no NOSPACE alarm is raised, and the database stays under the
 // quota (compaction frees pages, defragmentation gives them back).
 func TestE2EChurnStaysUnderQuota(t *testing.T) {
 	bin := e2e.Build(t)
@@ -42,9 +41,10 @@ func TestE2EChurnStaysUnderQuota(t *testing.T) {
 		clients = 16
 		mdBytes = 3 << 10
 	)
-	target := int64(churnQuota) // metadata registered (and deregistered)
-	// About 35 s on a 2-core machine; the deadline is a safety valve.
-	deadline := time.Now().Add(75 * time.Second)
+	target := int64(churnQuota * 3 / 2) // metadata registered (and deregistered)
+	// About 15 s on an idle 2-core machine, a minute when the rest of
+	// make test runs beside it; the deadline is a safety valve.
+	deadline := time.Now().Add(100 * time.Second)
 	md := map[string]string{"blob": strings.Repeat("m", mdBytes-16)}
 	body := registerBody("10.9.0.1:80", 30, md)
 
@@ -57,7 +57,7 @@ func TestE2EChurnStaysUnderQuota(t *testing.T) {
 	defer cancel()
 	hc := &http.Client{Timeout: 10 * time.Second}
 	sizes := &dbSizes{}
-	go sizes.follow(ctx, c)
+	go sizes.follow(ctx, c.URL(0))
 	began := time.Now()
 	for w := range clients {
 		wg.Go(func() {
@@ -92,13 +92,13 @@ func TestE2EChurnStaysUnderQuota(t *testing.T) {
 	took := time.Since(began)
 	cancel()
 	start, peak, end := sizes.summary()
-	figure(t, "one node, --quota-backend-bytes %d MiB, --history-retention 1h, %d clients, %d KiB metadata: %d MiB registered in %s (%s); db file start %s, peak %s, end %s",
+	figure(t, "one node, --quota-backend-bytes %d MiB, --history-retention 1h, %d clients, %d KiB metadata: %d MiB registered in %s (%s); regd_db_size_bytes start %s, peak %s, end %s",
 		churnQuota>>20, clients, mdBytes>>10, written.Load()>>20, took.Round(time.Second), codes.String(), mib(start), mib(peak), mib(end))
 	if written.Load() < target {
 		t.Errorf("only %d MiB registered in %s; the test wants the quota's worth, %d MiB", written.Load()>>20, took, target>>20)
 	}
-	if peak >= churnQuota {
-		t.Errorf("a member's db file reached %s, the quota is %s", mib(peak), mib(churnQuota))
+	if peak >= churnQuota || peak == 0 {
+		t.Errorf("the database reached %s, the quota is %s", mib(peak), mib(churnQuota))
 	}
 	for i := range c.Members {
 		code, b, err := get(c.URL(i) + "/metrics")
@@ -124,32 +124,30 @@ func metricLine(text, series string) string {
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
-// dbSizes follows the size of every member's bbolt file (the number
-// etcd's quota compares against is its high-water mark of pages, which
-// the file size follows, and never exceeds).
+// dbSizes follows the database's size as the node reports it
+// (regd_db_size_bytes: what etcd's quota is checked against).
 type dbSizes struct {
 	mu               sync.Mutex
 	start, peak, end int64
 	seen             bool
 }
 
-func (d *dbSizes) follow(ctx context.Context, c *e2e.Cluster) {
+func (d *dbSizes) follow(ctx context.Context, base string) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var largest int64
-		for _, m := range c.Members {
-			if fi, err := os.Stat(filepath.Join(m.Node.DataDir, "member", "snap", "db")); err == nil {
-				largest = max(largest, fi.Size())
+		if code, b, err := call(ctx, client, http.MethodGet, base+"/metrics", ""); err == nil && code == http.StatusOK {
+			var size float64
+			if _, err := fmt.Sscan(strings.TrimPrefix(metricLine(string(b), "regd_db_size_bytes"), "regd_db_size_bytes "), &size); err == nil {
+				d.mu.Lock()
+				if !d.seen {
+					d.start, d.seen = int64(size), true
+				}
+				d.peak = max(d.peak, int64(size))
+				d.end = int64(size)
+				d.mu.Unlock()
 			}
 		}
-		d.mu.Lock()
-		if !d.seen {
-			d.start, d.seen = largest, true
-		}
-		d.peak = max(d.peak, largest)
-		d.end = largest
-		d.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return

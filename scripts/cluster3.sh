@@ -609,8 +609,18 @@ cmd_remove() {
 		/"name":/ { name = $2; gsub(/[",]/, "", name) }
 		/"id":/ { id = $2; gsub(/[",]/, "", id); if (name == want) { print id; exit } }' <<<"$out")
 	[ -n "$id" ] || die "$target is not in the cluster's member list"
-	# Through the other members: the quorum rule may refuse (409).
-	out=$(regd_client "$target" members remove "$id" 2>&1) || die "regd members remove $target ($id) failed: $out"
+	# Through the other members: the quorum rule may refuse (409, final).
+	# A 503 (no leader yet after the member died, a change that did not
+	# apply in time) is retried until the timeout; a retry of a removal that
+	# did apply answers 404.
+	local deadline=$((SECONDS + timeout))
+	while ! out=$(regd_client "$target" members remove "$id" 2>&1); do
+		if [[ $out == *"HTTP 404"* ]]; then
+			break
+		fi
+		[[ $out == *"HTTP 503"* ]] && [ $SECONDS -lt $deadline ] || die "regd members remove $target ($id) failed: $out"
+		sleep 1
+	done
 	echo "$prog: removed $target (ID $id) from the cluster"
 	if [ -n "$(pid_of "$i")" ]; then
 		term_and_wait "$i" # it stops by itself once removed; this makes sure
