@@ -25,9 +25,8 @@ const (
 	ScopeNone  Scope = 0
 	ScopeRead  Scope = 1
 	ScopeWrite Scope = 2
-	// ScopeAdmin is what routes of class admin need. No route is of that
-	// class yet and token files do not grant it yet: both come with the
-	// first admin route (membership, snapshot).
+	// ScopeAdmin is what routes of class admin need: membership changes
+	// and snapshots. It implies write and read.
 	ScopeAdmin Scope = 3
 )
 
@@ -85,7 +84,7 @@ func (e *TokenError) Error() string {
 }
 
 // ParseTokens reads a token file: one token per line, `<scope> <token>`,
-// scope `read` or `write`; blank lines and lines starting with `#` are
+// scope `read`, `write` or `admin`; blank lines and lines starting with `#` are
 // ignored. A token is at least MinTokenLength printable ASCII characters
 // without spaces (it travels in an HTTP header). A token listed twice, or
 // a file without any token, is an error: both are mistakes an operator
@@ -112,10 +111,12 @@ func ParseTokens(r io.Reader) ([]Token, error) {
 			scope = ScopeRead
 		case "write":
 			scope = ScopeWrite
+		case "admin":
+			scope = ScopeAdmin
 		default:
 			// The word is not echoed: on a line written the wrong way
 			// round it is the token.
-			return nil, &TokenError{line, `the scope (first word) must be "read" or "write"`}
+			return nil, &TokenError{line, `the scope (first word) must be "read", "write" or "admin"`}
 		}
 		secret := fields[1]
 		if len(secret) < MinTokenLength {
@@ -249,7 +250,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		case got < need:
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, a.realmHeader+`, error="insufficient_scope", scope="`+need.String()+`"`)
 			return registry.Errorf(registry.KindPermissionDenied, registry.CodeForbidden,
-				"this token has the %s scope; this request needs a %s token", got, need)
+				"this token has the %s scope; this request needs the %s scope", got, need)
 		}
 		return next(c)
 	}
@@ -257,8 +258,8 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 
 // tokenInfo is the answer of GET /v1/auth/token.
 type tokenInfo struct {
-	// Scope is what requests with these credentials may do: "read" or
-	// "write" (later scopes imply the earlier ones).
+	// Scope is what requests with these credentials may do: "read",
+	// "write" or "admin" (later scopes imply the earlier ones).
 	Scope string `json:"scope"`
 	// Authenticated is true when a valid token was presented; false when
 	// none was and the scope is what this node grants without one.

@@ -86,10 +86,15 @@ const DefaultMaxBodyBytes = 64 << 10
 
 // Config wires the API to the rest of regd.
 type Config struct {
-	Registry     Registry
-	View         View
-	Cluster      Cluster
-	Expirations  Expirations // nil: /v1/expirations answers 503
+	Registry    Registry
+	View        View
+	Cluster     Cluster
+	Expirations Expirations // nil: /v1/expirations answers 503
+	// Membership, Backup and Exporter serve the operator's routes
+	// (members.go); nil: those routes answer 503.
+	Membership   Membership
+	Backup       Backup
+	Exporter     Exporter
 	Logger       *zap.Logger
 	Metrics      *prometheus.Registry // regd's own metrics are registered here
 	Gatherer     prometheus.Gatherer  // what /metrics serves; nil: Metrics plus the default gatherer

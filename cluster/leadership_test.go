@@ -84,6 +84,7 @@ func (f *fakeNode) Members() []node.Member   { return nil }
 func (f *fakeNode) MemberName(uint64) string { return "" }
 func (f *fakeNode) Revision() int64          { return 0 }
 func (f *fakeNode) StorageErr() error        { return nil }
+func (f *fakeNode) Alarms() []node.Alarm     { return nil }
 
 var _ cluster.Node = (*fakeNode)(nil)
 

@@ -27,6 +27,8 @@ type Node interface {
 	Revision() int64
 	// StorageErr is nil while the member's data dir works (node.StorageError).
 	StorageErr() error
+	// Alarms are etcd's raised alarms (node.Alarm).
+	Alarms() []node.Alarm
 }
 
 // Info answers readiness and status questions about the cluster.
@@ -43,7 +45,20 @@ func NewInfo(n Node) *Info { return &Info{n: n} }
 // one whose data dir went read-only, because etcd stops at its next write.
 // A disk that is merely short of space keeps the member ready: it serves
 // reads and heartbeats.
+//
+// etcd's CORRUPT alarm makes the member not ready: etcd found members whose
+// data disagree, and refuses writes cluster-wide until an operator has
+// dealt with it. NOSPACE does not: it is etcd's space quota (or regd's
+// disk guard), reads, heartbeats and watches go on, and a whole cluster
+// turning not-ready would take those away from every client too; the
+// alarm shows in /readyz's body (Alarms), in /v1/cluster, in the metric
+// regd_etcd_alarm and in the log instead.
 func (i *Info) Ready() error {
+	for _, a := range i.n.Alarms() {
+		if a.Type == "CORRUPT" {
+			return fmt.Errorf("etcd's CORRUPT alarm is raised (member %s): members' data disagree; writes are refused until an operator resolves it and disarms the alarm", i.memberName(a.MemberID))
+		}
+	}
 	var se *node.StorageError
 	if errors.As(i.n.StorageErr(), &se) && se.Failed {
 		return fmt.Errorf("this node cannot write its data dir: %v", se.Err)
@@ -72,9 +87,27 @@ func (i *Info) Status(context.Context) (registry.ClusterStatus, error) {
 			PeerURLs:   nonNil(m.PeerURLs),
 			ClientURLs: nonNil(m.ClientURLs),
 			IsLeader:   m.ID == leader,
+			IsLearner:  m.IsLearner,
 		})
 	}
+	st.Alarms = i.Alarms()
 	return st, nil
+}
+
+// Alarms lists etcd's raised alarms as "<TYPE> (member <name>)".
+func (i *Info) Alarms() []string {
+	out := []string{}
+	for _, a := range i.n.Alarms() {
+		out = append(out, fmt.Sprintf("%s (member %s)", a.Type, i.memberName(a.MemberID)))
+	}
+	return out
+}
+
+func (i *Info) memberName(id uint64) string {
+	if name := i.n.MemberName(id); name != "" {
+		return name
+	}
+	return strconv.FormatUint(id, 16)
 }
 
 func nonNil(s []string) []string {

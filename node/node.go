@@ -83,7 +83,14 @@ type Member struct {
 	ID         uint64
 	PeerURLs   []string
 	ClientURLs []string
+	// IsLearner: a non-voting member, catching up before its promotion.
+	IsLearner bool
 }
+
+// Started reports whether the member has started and joined: etcd learns
+// a member's name and client URLs only from the member itself, when it
+// first runs (etcd's Member.IsStarted).
+func (m Member) Started() bool { return m.Name != "" }
 
 // ErrNotReady is returned by Start when the member does not become ready in
 // time, typically because the rest of its initial cluster is not up yet.
@@ -269,6 +276,7 @@ func (n *Node) Members() []Member {
 			ID:         uint64(m.ID),
 			PeerURLs:   append([]string(nil), m.PeerURLs...),
 			ClientURLs: append([]string(nil), m.ClientURLs...),
+			IsLearner:  m.IsLearner,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

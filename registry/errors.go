@@ -70,6 +70,7 @@ const (
 	CodeInvalidWeight    = "invalid_weight"       // weight outside 0..MaxWeight
 	CodeInvalidJSON      = "invalid_json"         // a body that is not the JSON the route takes
 	CodeInvalidParameter = "invalid_parameter"    // a malformed query parameter or header
+	CodeInvalidMember    = "invalid_member"       // a member's name or peer URLs are malformed
 	CodeBadRequest       = "bad_request"          // any other request HTTP itself refuses
 
 	// Credentials (401, 403).
@@ -96,6 +97,16 @@ const (
 	// CodePlainInstance: a PATCH of a key a plain etcd client wrote; regd
 	// keeps no record for it to hold a status, weight or metadata.
 	CodePlainInstance = "plain_instance"
+	// CodeQuorumAtRisk: the membership change would remove the last
+	// voting member or leave fewer started voters than a quorum.
+	CodeQuorumAtRisk = "quorum_at_risk"
+	// CodeLearnerNotReady: the learner has not caught up with the
+	// leader yet (etcd's rule for a promotion); retry in a moment.
+	CodeLearnerNotReady = "learner_not_ready"
+	// CodeMemberConflict: the peer URL is in use, the member is no
+	// learner, the cluster has a learner already, or the member to remove
+	// is the one answering.
+	CodeMemberConflict = "member_conflict"
 
 	// The node or the cluster cannot serve it now (503).
 	CodeUnavailable = "unavailable" // no quorum, no leader, a timeout, shutting down

@@ -76,6 +76,9 @@ type ClusterStatus struct {
 	Term     uint64         `json:"term"`
 	Revision int64          `json:"revision"`
 	Members  []MemberStatus `json:"members"`
+	// Alarms are etcd's raised alarms, "<TYPE> (member <name or id>)",
+	// e.g. "NOSPACE (member m3)"; empty when none is.
+	Alarms []string `json:"alarms"`
 }
 
 // MemberStatus is one member in ClusterStatus.
@@ -85,4 +88,6 @@ type MemberStatus struct {
 	PeerURLs   []string `json:"peer_urls"`
 	ClientURLs []string `json:"client_urls"`
 	IsLeader   bool     `json:"is_leader"`
+	// IsLearner: a non-voting member catching up, to be promoted.
+	IsLearner bool `json:"is_learner"`
 }

@@ -8,6 +8,26 @@
 #   scripts/cluster3.sh stop   [--dir DIR]   SIGTERM the followers, then the leader;
 #                                            SIGKILL what is left after 15 s
 #   scripts/cluster3.sh status [--dir DIR]   running/stopped, pid, addresses, leader
+#   scripts/cluster3.sh add NAME [--ports C,P,H] [--dir DIR]
+#                                            add member NAME to the running cluster the
+#                                            safe way: announce it as a learner
+#                                            (regd members add), start it with the
+#                                            flags that printed, wait until it is
+#                                            ready, promote it (regd members promote)
+#   scripts/cluster3.sh remove NAME [--dir DIR]
+#                                            remove member NAME (regd members remove,
+#                                            through another member; refused if the
+#                                            cluster would lose its quorum), stop it
+#                                            if it runs here, and move its data dir
+#                                            aside to NAME.regd.removed
+#
+# Replacing a dead member (docs/operations.md): `remove m3`, then `add m4`.
+# Ports of an added member: --ports client,peer,rest, or for NAME mN (N>3)
+# client N*10000+2379, peer N*10000+2380, REST 8080+N (m4: 42379 42380 8084).
+# Added members are remembered in DIR/NAME.added (their ports) and started,
+# stopped and listed with the others; a removed founder (m1-m3) is marked
+# DIR/NAME.removed and not started again. add is not available with --tls
+# (the certificates are made for m1-m3 only).
 #
 # Exit codes, as systemctl's and LSB init scripts': 0 done (status: at least
 # one member runs; the lines say which); 3 status found no member running
@@ -66,6 +86,7 @@ die() {
 
 usage() {
 	echo "usage: $0 start|stop|status [--dir DIR] [--tls]" >&2
+	echo "       $0 add NAME [--ports CLIENT,PEER,REST] [--dir DIR] | remove NAME [--dir DIR]" >&2
 	echo "exit codes: 0 done (status: a member runs), 3 status: no member runs, 2 bad usage, 1 failed" >&2
 	exit 2
 }
@@ -76,10 +97,25 @@ root=$(cd "$script_dir/.." && pwd)
 cmd=${1:-}
 [ -n "$cmd" ] || usage
 shift
+target=
+case $cmd in
+add | remove)
+	[ $# -ge 1 ] || usage
+	target=$1
+	shift
+	[[ $target =~ ^[A-Za-z0-9._-]{1,64}$ ]] || die "member name \"$target\": want 1-64 characters of A-Z a-z 0-9 . _ -"
+	;;
+esac
+target_ports=
 dir=${REGD_CLUSTER_DIR:-/tmp/regd-cluster3}
 want_tls=0
 while [ $# -gt 0 ]; do
 	case $1 in
+	--ports)
+		[ $# -ge 2 ] || usage
+		target_ports=$2
+		shift 2
+		;;
 	--tls)
 		want_tls=1
 		shift
@@ -96,7 +132,7 @@ while [ $# -gt 0 ]; do
 	*) usage ;;
 	esac
 done
-case $cmd in start | stop | status) ;; *) usage ;; esac
+case $cmd in start | stop | status | add | remove) ;; *) usage ;; esac
 
 command -v curl >/dev/null 2>&1 || die "curl is required (it polls /readyz and /v1/cluster); install curl and try again"
 
@@ -105,6 +141,9 @@ exit_not_running=3
 
 if [ ! -d "$dir" ]; then
 	case $cmd in
+	add | remove)
+		die "no cluster in $dir; start one first"
+		;;
 	stop)
 		echo "$prog: not running (no cluster in $dir)"
 		exit 0
@@ -199,16 +238,44 @@ load_ports() {
 	local triples
 	read -r -a triples <<<"$spec"
 	[ ${#triples[@]} -eq 3 ] || die "ports \"$spec\": want three client,peer,rest triples"
-	client_port=() peer_port=() http_port=()
-	local t c p h
+	# members and the port arrays go together: the founders m1-m3 that
+	# were not removed, then the members added later (DIR/NAME.added).
+	members=() client_port=() peer_port=() http_port=()
+	founders_initial=""
+	local t c p h k=0 f name
 	for t in "${triples[@]}"; do
+		check_triple "$t" "ports \"$spec\""
 		IFS=, read -r c p h <<<"$t"
-		for x in "$c" "$p" "$h"; do
-			[[ $x =~ ^[0-9]+$ ]] && [ "$x" -ge 1 ] && [ "$x" -le 65535 ] || die "ports \"$spec\": \"$t\" is not client,peer,rest"
-		done
-		client_port+=("$c") peer_port+=("$p") http_port+=("$h")
+		name=m$((k + 1))
+		k=$((k + 1))
+		founders_initial+="${founders_initial:+,}$name=$scheme://127.0.0.1:$p"
+		[ ! -f "$dir/$name.removed" ] || continue
+		members+=("$name") client_port+=("$c") peer_port+=("$p") http_port+=("$h")
 	done
 	ports_spec=$spec
+	for f in "$dir"/*.added; do
+		[ -f "$f" ] || continue
+		name=$(basename "$f" .added)
+		t=$(cat "$f")
+		check_triple "$t" "$f"
+		IFS=, read -r c p h <<<"$t"
+		members+=("$name") client_port+=("$c") peer_port+=("$p") http_port+=("$h")
+	done
+}
+
+check_triple() { # check_triple "c,p,h" "where it came from"
+	local c p h x
+	IFS=, read -r c p h <<<"$1"
+	for x in "$c" "$p" "$h"; do
+		[[ $x =~ ^[0-9]+$ ]] && [ "$x" -ge 1 ] && [ "$x" -le 65535 ] || die "$2: \"$1\" is not client,peer,rest"
+	done
+}
+
+index_of() { # index_of NAME: its index in members, or nothing
+	local i
+	for i in "${!members[@]}"; do
+		[ "${members[$i]}" != "$1" ] || echo "$i"
+	done
 }
 
 client_url() { echo "$scheme://127.0.0.1:${client_port[$1]}"; }
@@ -265,11 +332,13 @@ build() {
 # ---- commands ----
 
 start_member() {
-	local i=$1 name=${members[$1]} state=new initial="" j
-	for j in 0 1 2; do
-		initial+="${initial:+,}${members[$j]}=$(peer_url "$j")"
-	done
+	local i=$1 name=${members[$1]} state=new initial=$founders_initial
 	[ -d "$dir/$name.regd" ] && state=existing
+	if [ -f "$dir/$name.added" ]; then
+		# Joined a running cluster: what `regd members add` printed.
+		initial=$(cat "$dir/$name.initial")
+		state=existing
+	fi
 	local tls_flags=()
 	if [ "$use_tls" = 1 ]; then
 		local crt=$tls_dir/$name.crt key=$tls_dir/$name.key ca=$tls_dir/ca.crt
@@ -299,7 +368,7 @@ start_member() {
 cmd_start() {
 	load_ports
 	local i running=() stopped=()
-	for i in 0 1 2; do
+	for i in "${!members[@]}"; do
 		if [ -n "$(pid_of "$i")" ]; then running+=("$i"); else stopped+=("$i"); fi
 	done
 	if [ ${#stopped[@]} -eq 0 ]; then
@@ -311,7 +380,7 @@ cmd_start() {
 	# A brand-new cluster that fails to start is removed again, so the next
 	# start (say, on other ports) begins from scratch, not half-bootstrapped.
 	fresh=1
-	for i in 0 1 2; do
+	for i in "${!members[@]}"; do
 		[ ! -d "$dir/${members[$i]}.regd" ] || fresh=0
 	done
 	[ -f "$dir/ports" ] || echo "$ports_spec" >"$dir/ports"
@@ -333,7 +402,7 @@ cmd_start() {
 			fi
 		done
 		ok=1 leader=
-		for i in 0 1 2; do
+		for i in "${!members[@]}"; do
 			if [ "$(http_code "$(rest_url "$i")/readyz")" != 200 ]; then
 				ok=0
 				break
@@ -352,11 +421,11 @@ cmd_start() {
 		fi
 		sleep 0.2
 	done
-	for i in 0 1 2; do
+	for i in "${!members[@]}"; do
 		echo "$prog: ${members[$i]} pid $(pid_of "$i") rest $(rest_url "$i") client $(client_url "$i")"
 	done
 	echo "$prog: leader $leader"
-	for i in 0 1 2; do
+	for i in "${!members[@]}"; do
 		echo "$prog: ${members[$i]} data $dir/${members[$i]}.regd log $dir/${members[$i]}.log"
 	done
 	if [ "$use_tls" = 1 ]; then
@@ -414,7 +483,7 @@ term_and_wait() {
 cmd_stop() {
 	load_ports
 	local i leader= running=() followers=() lead=()
-	for i in 0 1 2; do
+	for i in "${!members[@]}"; do
 		if [ -n "$(pid_of "$i")" ]; then
 			running+=("$i")
 			[ -n "$leader" ] || leader=$(leader_seen_by "$i")
@@ -432,7 +501,7 @@ cmd_stop() {
 	done
 	[ ${#followers[@]} -eq 0 ] || term_and_wait "${followers[@]}"
 	[ ${#lead[@]} -eq 0 ] || term_and_wait "${lead[@]}"
-	for i in 0 1 2; do
+	for i in "${!members[@]}"; do
 		rm -f "$dir/${members[$i]}.pid"
 	done
 	echo "$prog: stopped"
@@ -445,7 +514,7 @@ cmd_status() {
 	fi
 	load_ports
 	local i pid leader= running=0
-	for i in 0 1 2; do
+	for i in "${!members[@]}"; do
 		pid=$(pid_of "$i")
 		if [ -n "$pid" ]; then
 			printf '%s running pid %s rest %s client %s\n' "${members[$i]}" "$pid" "$(rest_url "$i")" "$(client_url "$i")"
@@ -460,6 +529,108 @@ cmd_status() {
 		echo "$prog: not running (no member of the cluster in $dir runs)"
 		exit $exit_not_running
 	fi
+}
+
+# ---- membership (regd's command line) ----
+
+# regd_client runs the regd binary as a client against the running members
+# other than $1 (a name, or nothing).
+regd_client() {
+	local skip=$1 i eps=""
+	shift
+	for i in "${!members[@]}"; do
+		[ "${members[$i]}" != "$skip" ] || continue
+		[ -n "$(pid_of "$i")" ] || continue
+		eps+="${eps:+,}$(rest_url "$i")"
+	done
+	[ -n "$eps" ] || die "no member of the cluster in $dir runs; start it first"
+	local tls=()
+	[ "$use_tls" = 0 ] || tls=(--cacert "$tls_dir/ca.crt")
+	"$bin" "$@" --endpoints "$eps" ${tls[@]+"${tls[@]}"}
+}
+
+# json_field KEY: the first "KEY": "value" of regd's indented JSON on stdin.
+json_field() { sed -n "s/^ *\"$1\": \"\([^\"]*\)\".*/\1/p" | head -n 1; }
+
+cmd_add() {
+	load_ports
+	[ "$use_tls" = 0 ] || die "add is not available for a --tls cluster: its certificates are made for m1-m3 only"
+	[ -z "$(index_of "$target")" ] || die "$target is a member of the cluster in $dir already"
+	[ ! -e "$dir/$target.regd" ] || die "$dir/$target.regd exists; a new member starts from an empty data dir"
+	local ports=$target_ports n
+	if [ -z "$ports" ]; then
+		[[ $target =~ ^m([0-9]+)$ ]] && n=${BASH_REMATCH[1]} && [ "$n" -ge 4 ] && [ "$n" -le 5 ] ||
+			die "give $target's ports with --ports CLIENT,PEER,REST (defaults exist for m4 and m5 only)"
+		ports="$((n * 10000 + 2379)),$((n * 10000 + 2380)),$((8080 + n))"
+	fi
+	check_triple "$ports" "--ports"
+	build
+	local c p h peer out id deadline=$((SECONDS + timeout))
+	IFS=, read -r c p h <<<"$ports"
+	peer="$scheme://127.0.0.1:$p"
+	# etcd refuses a change until the members have been connected for 5 s
+	# after a start ("unhealthy cluster"): retry until the timeout.
+	while ! out=$(regd_client "" members add "$target" "$peer" --learner -w json 2>&1); do
+		[ $SECONDS -lt $deadline ] || die "regd members add $target failed: $out"
+		sleep 1
+	done
+	id=$(json_field id <<<"$out")
+	json_field initial_cluster <<<"$out" >"$dir/$target.initial"
+	echo "$ports" >"$dir/$target.added"
+	echo "$prog: added $target (ID $id) as a learner; starting it"
+	load_ports
+	local i
+	i=$(index_of "$target")
+	start_member "$i"
+	while [ "$(http_code "$(rest_url "$i")/readyz")" != 200 ]; do
+		if [ -f "$dir/$target.pid" ] && [ -z "$(pid_of "$i")" ]; then
+			tail -n 15 "$dir/$target.log" >&2 || true
+			die "$target exited during start (the end of $dir/$target.log above); remove it with '$0 remove $target --dir $dir'"
+		fi
+		[ $SECONDS -lt $deadline ] || die "$target did not become ready within ${timeout}s; see $dir/$target.log"
+		sleep 0.2
+	done
+	# A learner is promoted once it has caught up with the leader.
+	while ! out=$(regd_client "" members promote "$id" 2>&1); do
+		[ $SECONDS -lt $deadline ] || die "regd members promote $id failed: $out"
+		sleep 0.5
+	done
+	echo "$prog: $target pid $(pid_of "$i") rest $(rest_url "$i") client $(client_url "$i"): promoted to a voting member"
+	echo "$prog: $target data $dir/$target.regd log $dir/$target.log"
+}
+
+cmd_remove() {
+	load_ports
+	local i id out
+	i=$(index_of "$target")
+	[ -n "$i" ] || die "$target is not a member of the cluster in $dir"
+	out=$(regd_client "$target" members -w json) || die "regd members failed: $out"
+	id=$(awk -v want="$target" '
+		/"name":/ { name = $2; gsub(/[",]/, "", name) }
+		/"id":/ { id = $2; gsub(/[",]/, "", id); if (name == want) { print id; exit } }' <<<"$out")
+	[ -n "$id" ] || die "$target is not in the cluster's member list"
+	# Through the other members: the quorum rule may refuse (409, final).
+	# A 503 (no leader yet after the member died, a change that did not
+	# apply in time) is retried until the timeout; a retry of a removal that
+	# did apply answers 404.
+	local deadline=$((SECONDS + timeout))
+	while ! out=$(regd_client "$target" members remove "$id" 2>&1); do
+		if [[ $out == *"HTTP 404"* ]]; then
+			break
+		fi
+		[[ $out == *"HTTP 503"* ]] && [ $SECONDS -lt $deadline ] || die "regd members remove $target ($id) failed: $out"
+		sleep 1
+	done
+	echo "$prog: removed $target (ID $id) from the cluster"
+	if [ -n "$(pid_of "$i")" ]; then
+		term_and_wait "$i" # it stops by itself once removed; this makes sure
+	fi
+	rm -f "$dir/$target.pid" "$dir/$target.added" "$dir/$target.initial"
+	if [ -d "$dir/$target.regd" ]; then
+		mv "$dir/$target.regd" "$dir/$target.regd.removed.$(date +%s)"
+	fi
+	case $target in m1 | m2 | m3) touch "$dir/$target.removed" ;; esac
+	echo "$prog: moved its data dir aside; $target is not started again"
 }
 
 "cmd_$cmd"

@@ -85,13 +85,13 @@ func (c *cluster) cleanup() {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		c.t.Logf("cleanup: cluster3.sh stop: %v\n%s", err, out)
 	}
-	for _, name := range []string{"m1", "m2", "m3"} {
+	for _, name := range []string{"m1", "m2", "m3", "m4"} {
 		if pid := c.pid(name); pid > 0 && alive(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 	if c.t.Failed() {
-		for _, name := range []string{"m1", "m2", "m3"} {
+		for _, name := range []string{"m1", "m2", "m3", "m4"} {
 			b, _ := os.ReadFile(filepath.Join(c.dir, name+".log"))
 			if len(b) > 6000 {
 				b = b[len(b)-6000:]
@@ -497,4 +497,48 @@ func freePorts(t *testing.T, n int) []int {
 		out[i] = freeport.Port(t)
 	}
 	return out
+}
+
+// TestE2ECluster3ReplaceDeadMember is docs/operations.md's procedure for a
+// dead member, with the script: m3 is killed, `remove m3` takes it out of
+// the cluster, `add m4` joins a new member the safe way (learner, start,
+// promote). The cluster then has m1, m2 and m4, serves writes through m4,
+// and starts again with them after a stop.
+func TestE2ECluster3ReplaceDeadMember(t *testing.T) {
+	c := newCluster(t)
+	c.start()
+	if err := syscall.Kill(c.pid("m3"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "m3 gone", func() error {
+		if alive(c.pid("m3")) {
+			return fmt.Errorf("pid %d still runs", c.pid("m3"))
+		}
+		return nil
+	})
+	out, code := c.run(60*time.Second, "remove", "m3")
+	if code != 0 || !strings.Contains(out, "removed m3") {
+		t.Fatalf("cluster3.sh remove m3: exit %d\n%s", code, out)
+	}
+	ports := freePorts(t, 3)
+	out, code = c.run(75*time.Second, "add", "m4", "--ports", fmt.Sprintf("%d,%d,%d", ports[0], ports[1], ports[2]))
+	if code != 0 || !strings.Contains(out, "promoted to a voting member") {
+		t.Fatalf("cluster3.sh add m4: exit %d\n%s", code, out)
+	}
+	m4 := fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	if _, code, err := register(m4, "after", "a1", 60); err != nil || code != http.StatusCreated {
+		t.Fatalf("register through m4: %d %v", code, err)
+	}
+	out, code = c.run(30*time.Second, "status")
+	if code != 0 || !strings.Contains(out, "m4 running pid") || strings.Contains(out, "m3 ") {
+		t.Fatalf("status after the replacement: exit %d\n%s", code, out)
+	}
+	// The new membership survives a stop and a start.
+	if out, code := c.run(60*time.Second, "stop"); code != 0 {
+		t.Fatalf("stop: exit %d\n%s", code, out)
+	}
+	out, code = c.run(75*time.Second, "start")
+	if code != 0 || !strings.Contains(out, "cluster3: m4 pid") || strings.Contains(out, "cluster3: m3 pid") {
+		t.Fatalf("start after the replacement: exit %d\n%s", code, out)
+	}
 }

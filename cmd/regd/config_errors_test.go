@@ -107,6 +107,8 @@ func TestConfigErrors(t *testing.T) {
 		// numbers
 		{name: "expiry-retention zero", args: []string{"--expiry-retention=0"}, prefix: `--expiry-retention "0": must be at least 1`},
 		{name: "expiry-retention negative", args: []string{"--expiry-retention=-5"}, prefix: `--expiry-retention "-5": must be at least 1`},
+		{name: "history-retention too short", args: []string{"--history-retention=500ms"}, prefix: `--history-retention "500ms": must be at least 1s`},
+		{name: "history-retention not a duration", args: []string{"--history-retention=1"}, prefix: `--history-retention "1": must be a duration with a unit`},
 		{name: "expiry-retention env unparsable", env: map[string]string{"REGD_EXPIRY_RETENTION": "lots"}, prefix: `--expiry-retention "lots" (from REGD_EXPIRY_RETENTION): `},
 		{name: "expiry-retention env zero", env: map[string]string{"REGD_EXPIRY_RETENTION": "0"}, prefix: `--expiry-retention "0" (from REGD_EXPIRY_RETENTION): must be at least 1`},
 		{name: "shutdown-timeout zero", args: []string{"--shutdown-timeout=0"}, prefix: `--shutdown-timeout "0s": must be greater than 0`},

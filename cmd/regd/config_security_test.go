@@ -70,7 +70,7 @@ func TestConfigTokenFile(t *testing.T) {
 			}
 		}},
 		{name: "short token", content: "write 0123456789\n", wantErr: ": line 1: token is shorter than 16 characters"},
-		{name: "bad scope", content: "# x\nadmin " + cfgWriteToken + "\n", wantErr: `: line 2: the scope (first word) must be "read" or "write"`},
+		{name: "bad scope", content: "# x\nowner " + cfgWriteToken + "\n", wantErr: `: line 2: the scope (first word) must be "read", "write" or "admin"`},
 		{name: "token first", content: cfgWriteToken + " write\n", wantErr: ": line 1: the scope"},
 		{name: "one field", content: "read\n", wantErr: ": line 1: want"},
 		{name: "duplicate", content: good + "read " + cfgWriteToken + "\n", wantErr: ": line 4: the same token is already on line 3"},

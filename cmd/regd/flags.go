@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/cluster"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
@@ -60,9 +61,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Var(newLevel(&c.LogLevel, defaultLogLevel), "log-level", "regd's log `level`: debug, info, warn or error")
 	fs.Var(newLevel(&c.EtcdLogLevel, defaultEtcdLogLevel), "etcd-log-level", "embedded etcd's log `level`: debug, info, warn or error")
 	fs.Var(newInt(&c.Server.ExpiryRetention, registry.DefaultExpiryRetention), "expiry-retention", "maximum `number` of expiry ledger entries kept")
+	fs.Var(newDuration(&c.Server.HistoryRetention, cluster.DefaultHistoryRetention), "history-retention", "how long etcd's history is kept, as a `duration`: how far back a watch client can resume with Last-Event-ID; history is compacted sooner when the backend's data reaches half of --quota-backend-bytes")
 	fs.Var(newDuration(&c.ShutdownTimeout, server.DefaultShutdownTimeout), "shutdown-timeout", "how long graceful shutdown may take, as a `duration` such as 10s")
 
-	fs.StringVar(&c.AuthTokenFile, "auth-token-file", "", "`file` of REST API access tokens, one \"<scope> <token>\" per line (scope read or write); writes then need a write token")
+	fs.StringVar(&c.AuthTokenFile, "auth-token-file", "", "`file` of REST API access tokens, one \"<scope> <token>\" per line (scope read, write or admin); writes then need a write token, membership and snapshots an admin token")
 	fs.Var(&tokenReadsValue{&c.TokenReads}, "auth-reads", "`mode` of reads with --auth-token-file: open (no token needed) or token (a read or write token needed)")
 	fs.Var(newBool(&c.Insecure), "insecure", "allow --http-addr beyond loopback without --auth-token-file or --http-client-ca-file: anyone on the network may read and write")
 	fs.StringVar(&c.HTTPCertFile, "http-cert-file", "", "serve the REST API over TLS with this PEM certificate `file` (needs --http-key-file)")

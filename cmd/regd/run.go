@@ -127,6 +127,10 @@ wait:
 			lg.Info("shutting down", zap.String("reason", context.Cause(ctx).Error()))
 			break wait
 		case err := <-srv.Fatal():
+			if errors.Is(err, server.ErrRemoved) {
+				lg.Warn("shutting down", zap.String("reason", err.Error()))
+				break wait
+			}
 			lg.Error("node failed; shutting down", zap.Error(err))
 			code = exitFailed
 			break wait

@@ -65,6 +65,9 @@ func (c *Config) Validate() error {
 	if c.Server.ExpiryRetention < 1 {
 		return c.fail("expiry-retention", "must be at least 1")
 	}
+	if c.Server.HistoryRetention < time.Second {
+		return c.fail("history-retention", "must be at least 1s")
+	}
 	if c.ShutdownTimeout <= 0 {
 		return c.fail("shutdown-timeout", "must be greater than 0")
 	}

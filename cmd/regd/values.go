@@ -80,11 +80,21 @@ func newDuration(dst *time.Duration, def time.Duration) *durationValue {
 }
 
 func (v *durationValue) Get() any { return *v.dst }
+
+// String is the duration as Go writes it, without the zero minutes and
+// seconds of a whole number of hours or minutes: "1h", not "1h0m0s".
 func (v *durationValue) String() string {
 	if v == nil || v.dst == nil {
 		return "0s"
 	}
-	return v.dst.String()
+	s := v.dst.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func (v *durationValue) Set(s string) error {

@@ -29,9 +29,15 @@ import (
 
 // Options tune a test cluster.
 type Options struct {
-	Prefix          string        // default "/service/"
-	ExpiryRetention int           // default registry.DefaultExpiryRetention
-	RequestTimeout  time.Duration // default 3s
+	Prefix          string // default "/service/"
+	ExpiryRetention int    // default registry.DefaultExpiryRetention
+	// HistoryRetention is --history-retention; 0: the default (1h).
+	HistoryRetention time.Duration
+	// MaintenanceInterval and DefragMinFree tune automatic
+	// defragmentation (server.Config); 0: the defaults.
+	MaintenanceInterval time.Duration
+	DefragMinFree       int64
+	RequestTimeout      time.Duration // default 3s
 	// QuotaBackendBytes caps each member's bbolt file (etcd's
 	// --quota-backend-bytes); 0 keeps etcd's default. Fault tests fill it.
 	QuotaBackendBytes int64
@@ -169,13 +175,17 @@ func (c *Cluster) start(i int) error {
 	cfg := m.nodeCfg
 	cfg.Logger = lg.Named("etcd").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
 	srv, err := server.Start(context.Background(), server.Config{
-		Node:            cfg,
-		Listener:        ln,
-		Prefix:          c.opts.Prefix,
-		Logger:          lg,
-		ExpiryRetention: c.opts.ExpiryRetention,
-		RequestTimeout:  c.opts.RequestTimeout,
-		Auth:            c.opts.Auth,
+		Node:             cfg,
+		Listener:         ln,
+		Prefix:           c.opts.Prefix,
+		Logger:           lg,
+		ExpiryRetention:  c.opts.ExpiryRetention,
+		HistoryRetention: c.opts.HistoryRetention,
+
+		MaintenanceInterval: c.opts.MaintenanceInterval,
+		DefragMinFree:       c.opts.DefragMinFree,
+		RequestTimeout:      c.opts.RequestTimeout,
+		Auth:                c.opts.Auth,
 	})
 	if err != nil {
 		return err

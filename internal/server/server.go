@@ -33,8 +33,16 @@ type Config struct {
 	Prefix   string
 	Logger   *zap.Logger // regd's own logger; etcd's is in Node.Logger
 
-	ExpiryRetention int           // ledger entries kept; 0: registry.DefaultExpiryRetention
-	RequestTimeout  time.Duration // per store operation; 0: registry.DefaultTimeout
+	ExpiryRetention int // ledger entries kept; 0: registry.DefaultExpiryRetention
+	// HistoryRetention is how long etcd's history is kept (the SSE
+	// resume window); 0: cluster.DefaultHistoryRetention.
+	HistoryRetention time.Duration
+	// MaintenanceInterval and DefragMinFree tune the member's automatic
+	// defragmentation (node.MaintenanceConfig); 0: node's defaults. Tests
+	// shorten them.
+	MaintenanceInterval time.Duration
+	DefragMinFree       int64
+	RequestTimeout      time.Duration // per store operation; 0: registry.DefaultTimeout
 
 	// TLS, when set, serves the REST API over TLS on Listener.
 	TLS *tls.Config
@@ -52,6 +60,12 @@ type Config struct {
 	// for any) whose browser pages may call the REST API; empty: no CORS.
 	CORSAllowedOrigins []string
 }
+
+// ErrRemoved is the Fatal error of a node whose member was removed from
+// the cluster (regd members remove): it stops for good, and its data dir
+// cannot rejoin. regd exits 0 on it, so a supervisor that restarts failed
+// processes does not restart it into a loop.
+var ErrRemoved = errors.New("this member was removed from the cluster; its data dir cannot rejoin it (delete it, or add the member again with an empty one)")
 
 // DefaultShutdownTimeout is the time Close is given to let in-flight
 // requests finish: regd's --shutdown-timeout, and the test clusters'.
@@ -83,6 +97,10 @@ type Server struct {
 	leader   *cluster.Leadership
 	stopView context.CancelFunc
 	viewDone chan struct{}
+	// The member's maintenance (defragmentation, alarm log), stopped
+	// before the member.
+	stopMaint context.CancelFunc
+	maintDone chan struct{}
 
 	httpDone chan struct{}
 	httpErr  error
@@ -156,12 +174,23 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Retention: cfg.ExpiryRetention,
 	})
 	leader.OnLead(reporter.Run)
-	leader.OnLead(cluster.NewCompactor(ledger, lg.Named("compactor")).Run)
+	leader.OnLead(cluster.NewCompactor(cluster.CompactorConfig{
+		History:   history{ledger, store},
+		Backend:   n,
+		Retention: cfg.HistoryRetention,
+		Logger:    lg.Named("compactor"),
+		Metrics:   metrics,
+	}).Run)
+	registerBackendMetrics(metrics, n)
+	admin := cluster.NewAdmin(n)
 	a := api.New(api.Config{
 		Registry:            registry.NewLocal(store, view),
 		View:                view,
 		Cluster:             info,
 		Expirations:         reporter,
+		Membership:          admin,
+		Backup:              admin,
+		Exporter:            store,
 		Logger:              lg.Named("api"),
 		Metrics:             metrics,
 		Auth:                cfg.Auth,
@@ -201,6 +230,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			ErrorLog:          log.New(httpErrorLog{lg.Named("http")}, "", 0),
 		},
 	}
+	maintCtx, stopMaint := context.WithCancel(context.Background())
+	s.stopMaint, s.maintDone = stopMaint, make(chan struct{})
+	go func() {
+		defer close(s.maintDone)
+		mc := maintenanceConfig(metrics, lg.Named("maintenance"))
+		mc.Interval, mc.MinFree = cfg.MaintenanceInterval, cfg.DefragMinFree
+		n.RunMaintenance(maintCtx, mc)
+	}()
 	leader.Start()
 	go func() {
 		defer close(s.httpDone)
@@ -216,6 +253,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 				s.fail(fmt.Errorf("embedded etcd: %w", err))
 			}
 		case <-n.Stopping():
+			if n.Removed() {
+				s.fail(ErrRemoved)
+				return
+			}
 			s.fail(errors.New("embedded etcd stopped"))
 		}
 	}()
@@ -326,6 +367,8 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 		<-s.httpDone
 		s.leader.Stop()
+		s.stopMaint()
+		<-s.maintDone
 		s.handOver(ctx)
 		s.stopView()
 		<-s.viewDone
@@ -363,6 +406,8 @@ func (s *Server) Kill() {
 		s.http.Close()
 		<-s.httpDone
 		s.leader.Stop()
+		s.stopMaint()
+		<-s.maintDone
 		s.stopView()
 		<-s.viewDone
 		s.node.Kill()
