@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -124,12 +125,7 @@ func decodePatch(body []byte) (registry.Patch, error) {
 	isNull := func(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
 	// Members in a fixed order, so that a body with several problems
 	// always names the same one.
-	names := make([]string, 0, len(members))
-	for k := range members {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(members)) {
 		raw := members[name]
 		switch name {
 		case "status":

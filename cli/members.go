@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/regd/regd/client"
+	"github.com/regd/regd/internal/listflag"
 )
 
 func init() {
@@ -44,7 +45,7 @@ func runMembers(ctx context.Context, c *call, args []string) error {
 	}
 	switch verb := args[0]; {
 	case verb == "add" && len(args) == 3:
-		added, err := a.AddMember(ctx, client.MemberAdd{Name: args[1], PeerURLs: splitList(args[2]), Learner: *c.extra.(*bool)})
+		added, err := a.AddMember(ctx, client.MemberAdd{Name: args[1], PeerURLs: listflag.Split(args[2]), Learner: *c.extra.(*bool)})
 		if err != nil {
 			return err
 		}
@@ -121,14 +122,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

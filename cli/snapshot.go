@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/regd/regd/internal/listflag"
 )
 
 // RestoreConfig is what `regd snapshot restore` asks of Env.Restore:
@@ -123,7 +125,7 @@ func snapshotRestore(c *call, file string) error {
 	if c.env.Restore == nil {
 		return fmt.Errorf("this build of regd cannot restore snapshots")
 	}
-	peers := splitList(r.peers)
+	peers := listflag.Split(r.peers)
 	initial := r.initial
 	if initial == "" {
 		var entries []string

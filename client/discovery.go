@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
@@ -114,15 +115,10 @@ func (d *Discovery) OnDeregister(f func(Instance, string)) {
 // unknown, see IsAuthError) is returned at once as an *APIError.
 func (d *Discovery) Start(ctx context.Context) error {
 	d.mu.Lock()
-	switch {
-	case d.closed:
+	if err := claimStart(d.closed, &d.started); err != nil {
 		d.mu.Unlock()
-		return ErrClosed
-	case d.started:
-		d.mu.Unlock()
-		return ErrStarted
+		return err
 	}
-	d.started = true
 	d.active.Add(1)
 	defer d.active.Done()
 	d.mu.Unlock()
@@ -278,12 +274,7 @@ func (d *Discovery) resetLocked(list instanceList) []call {
 			calls = append(calls, call{old, ReasonReset})
 		}
 	}
-	ids := make([]string, 0, len(fresh))
-	for id := range fresh {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(fresh)) {
 		in := fresh[id]
 		if old, ok := d.state[id]; !ok || !sameInstance(old, in) {
 			calls = append(calls, call{in, ""})

@@ -54,6 +54,20 @@ var ErrClosed = errors.New("regd client: closed")
 // ErrStarted is returned by a second Start.
 var ErrStarted = errors.New("regd client: already started")
 
+// claimStart is the rule both Registrar.Start and Discovery.Start begin
+// with, under the caller's mutex: each starts once, and never after Close.
+// It marks *started.
+func claimStart(closed bool, started *bool) error {
+	switch {
+	case closed:
+		return ErrClosed
+	case *started:
+		return ErrStarted
+	}
+	*started = true
+	return nil
+}
+
 // NewRegistrar prepares the registration of instance id of service at
 // address. Nothing is sent until Start.
 func NewRegistrar(cfg Config, service, id, address string, opts RegistrarOptions) *Registrar {
@@ -115,15 +129,10 @@ func (r *Registrar) SetStatus(ctx context.Context, status string, wait time.Dura
 // error).
 func (r *Registrar) Start(ctx context.Context) error {
 	r.mu.Lock()
-	switch {
-	case r.closed:
+	if err := claimStart(r.closed, &r.started); err != nil {
 		r.mu.Unlock()
-		return ErrClosed
-	case r.started:
-		r.mu.Unlock()
-		return ErrStarted
+		return err
 	}
-	r.started = true
 	r.startDone = make(chan struct{})
 	defer close(r.startDone)
 	r.mu.Unlock()

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/regd/regd/internal/listflag"
 )
 
 // Exit codes.
@@ -239,8 +241,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
-	o.targets = splitList(*targets)
-	o.etcd = splitList(*etcd)
+	o.targets = listflag.Split(*targets)
+	o.etcd = listflag.Split(*etcd)
 	for i, u := range o.etcd {
 		if !strings.Contains(u, "://") {
 			o.etcd[i] = "http://" + u
@@ -314,16 +316,16 @@ func (o *options) scaleDefaults() error {
 	}
 	def("expiry-wait", func() { o.expiryWait = time.Duration(o.ttl)*time.Second + 150*time.Second })
 	def("hold", func() { o.hold = 2 * o.interval })
-	for _, p := range splitList(*o.rawPids) {
+	for _, p := range listflag.Split(*o.rawPids) {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 {
 			return fmt.Errorf("--pids: %q is not a process id", p)
 		}
 		o.pids = append(o.pids, n)
 	}
-	o.dataDirs = splitList(*o.rawDataDirs)
-	o.systems = splitList(*o.rawSystems)
-	o.ops = splitList(*o.rawOps)
+	o.dataDirs = listflag.Split(*o.rawDataDirs)
+	o.systems = listflag.Split(*o.rawSystems)
+	o.ops = listflag.Split(*o.rawOps)
 	switch {
 	case len(o.targets) == 0:
 		return errors.New("--targets is empty")
@@ -383,16 +385,6 @@ func (o *options) scaleDefaults() error {
 		}
 	}
 	return nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func validName(s string) bool {
