@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -50,14 +51,27 @@ func asyncGet(ctx context.Context, url string) <-chan asyncResult {
 	return ch
 }
 
-// stillPending fails the test if the background request has returned
-// within d. It is a negative check, not synchronisation.
-func stillPending(t *testing.T, ch <-chan asyncResult, d time.Duration, why string) {
+// stillPending fails the test if the background request has returned. It
+// looks once: call it after a positive marker that whatever could have
+// woken the request has been through the server (viewApplied).
+func stillPending(t *testing.T, ch <-chan asyncResult, why string) {
 	t.Helper()
 	select {
 	case r := <-ch:
 		t.Fatalf("blocking query returned after %s (%s): %d %s %v", r.elapsed, why, r.code, r.body, r.err)
-	case <-time.After(d):
+	default:
+	}
+}
+
+// viewApplied waits until m's view has applied rev. The view wakes the
+// blocking queries a write concerns while it applies the write, so after
+// this a query that is still registered as waiting was not woken by it.
+func viewApplied(t *testing.T, m *regdtest.Member, rev int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Server().View().WaitRev(ctx, rev); err != nil {
+		t.Fatalf("%s's view did not apply revision %d: %v", m.Name, rev, err)
 	}
 }
 
@@ -149,12 +163,24 @@ func TestBlockingQueries(t *testing.T) {
 
 	t.Run("WakesOnlyOnItsService", func(t *testing.T) {
 		blocked := asyncGet(context.Background(), fmt.Sprintf("%s?index=%d&wait=5s", base, r))
+		waitWaiting(t, m, "web", 1)
+		notWoken := func(why string, marker int64) {
+			t.Helper()
+			viewApplied(t, m, marker)
+			if n := m.Server().View().Waiting("web"); n != 1 {
+				t.Fatalf("%s: %d blocking queries of web still wait, want 1", why, n)
+			}
+			stillPending(t, blocked, why)
+		}
 		o := wRegister(t, m, "other", "o1", "10.1.0.9:80", 120)
-		stillPending(t, blocked, 300*time.Millisecond, "a change to another service")
+		notWoken("a change to another service", o.Revision)
 		if code, _, body := regdtest.Do(t, http.MethodPut, m.URL("/v1/services/web/instances/w0/heartbeat"), nil); code != http.StatusOK {
 			t.Fatalf("heartbeat: %d %s", code, body)
 		}
-		stillPending(t, blocked, 300*time.Millisecond, "a heartbeat")
+		// A later write elsewhere is the marker that the view has seen
+		// whatever the heartbeat wrote.
+		o2 := wRegister(t, m, "other", "o2", "10.1.0.10:80", 120)
+		notWoken("a heartbeat", o2.Revision)
 		registered := time.Now()
 		w1 := wRegister(t, m, "web", "w1", "10.1.0.2:80", 120)
 		res := await(t, blocked, 2*time.Second, "blocking query after a change to its service")
@@ -165,8 +191,8 @@ func TestBlockingQueries(t *testing.T) {
 		if ids(got) != "w0,w1" || got.Revision < w1.Revision || got.Revision <= r {
 			t.Fatalf("woken list %+v; want w0,w1 at a revision >= %d", got, w1.Revision)
 		}
-		if got.Revision <= o.Revision {
-			t.Fatalf("woken list at %d, before the other service's change at %d", got.Revision, o.Revision)
+		if got.Revision <= o2.Revision {
+			t.Fatalf("woken list at %d, before the other service's change at %d", got.Revision, o2.Revision)
 		}
 		t.Logf("woken %s after the registration", time.Since(registered).Round(time.Millisecond))
 		r = got.Revision
@@ -190,7 +216,9 @@ func TestBlockingQueries(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		blocked := asyncGet(ctx, fmt.Sprintf("%s?index=%d&wait=1h", base, r))
-		stillPending(t, blocked, 300*time.Millisecond, "wait=1h must be accepted and capped, not refused")
+		// Accepted, not refused: it waits inside its handler.
+		waitWaiting(t, m, "web", 1)
+		stillPending(t, blocked, "wait=1h must be accepted and capped, not refused")
 		cancel()
 		await(t, blocked, 5*time.Second, "cancelled request")
 	})
@@ -211,15 +239,19 @@ func TestBlockingQueries(t *testing.T) {
 		sl := decodeList[registry.ServiceList](t, code, hdr, body)
 		blocked := asyncGet(context.Background(), fmt.Sprintf("%s?index=%d&wait=5s", m.URL("/v1/services"), sl.Revision))
 		// Re-registering changes no name and no count.
-		wRegister(t, m, "web", "w1", "10.1.0.3:80", 120)
-		stillPending(t, blocked, 300*time.Millisecond, "a re-registration changes no count")
+		re := wRegister(t, m, "web", "w1", "10.1.0.3:80", 120)
+		viewApplied(t, m, re.Revision)
+		if changed, _ := m.Server().View().Changed(""); changed != sl.Revision {
+			t.Fatalf("the view counts the re-registration at %d as a change of the service list (listed at %d)", changed, sl.Revision)
+		}
+		stillPending(t, blocked, "a re-registration changes no count")
 		n := wRegister(t, m, "newsvc", "n1", "10.1.0.4:80", 120)
 		res := await(t, blocked, 2*time.Second, "blocking service list after a new service")
 		if res.err != nil {
 			t.Fatal(res.err)
 		}
 		got := decodeList[registry.ServiceList](t, res.code, res.hdr, res.body)
-		if got.Revision < n.Revision || fmt.Sprint(got.Services) != "[{newsvc 1 1} {other 1 1} {web 2 2}]" {
+		if got.Revision < n.Revision || fmt.Sprint(got.Services) != "[{newsvc 1 1} {other 2 2} {web 2 2}]" {
 			t.Fatalf("woken service list %+v; want newsvc, other, web at >= %d", got, n.Revision)
 		}
 	})
@@ -272,32 +304,40 @@ func TestBlockingQueryShutdown(t *testing.T) {
 	abandonCtx, abandon := context.WithCancel(context.Background())
 	abandoned := asyncGet(abandonCtx, url)
 	blocked := asyncGet(context.Background(), url)
-	stillPending(t, abandoned, 300*time.Millisecond, "nothing changed")
-	stillPending(t, blocked, 0, "nothing changed")
+	// Both wait inside the handler (the positive marker), and nothing
+	// changed to wake them.
+	waitWaiting(t, m, "sd", 2)
+	stillPending(t, abandoned, "nothing changed")
+	stillPending(t, blocked, "nothing changed")
 	abandon()
 	if res := await(t, abandoned, 5*time.Second, "abandoned request"); res.err == nil {
 		t.Fatalf("abandoned request answered %d %s", res.code, res.body)
 	}
 	// The server notices the client left and ends the handler: it is
 	// counted as served long before its 60s wait.
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "the abandoned query counted as served", func() error {
 		if n := requestsServed(t, m, route); n != served+1 {
 			return fmt.Errorf("requests served %d, want %d (the abandoned one)", n, served+1)
 		}
 		return nil
 	})
-	stillPending(t, blocked, 0, "nothing changed")
+	waitWaiting(t, m, "sd", 1) // the abandoned one has left the view too
+	stillPending(t, blocked, "nothing changed")
 
 	begin := time.Now()
 	c.Stop(0)
 	if d := time.Since(begin); d > 5*time.Second {
 		t.Fatalf("shutdown took %s with a blocked query", d)
 	}
+	// The shutdown wakes it (api.Server.Close comes before the HTTP
+	// server's graceful shutdown, which lets it finish): it answers the
+	// list as it is, it is not cut off.
 	res := await(t, blocked, time.Until(begin.Add(5*time.Second)), "blocked query during shutdown")
 	t.Logf("blocked query ended %s after shutdown began: %d %v", time.Since(begin).Round(time.Millisecond), res.code, res.err)
-	if res.err == nil && res.code == http.StatusOK {
-		decodeList[registry.InstanceList](t, res.code, res.hdr, res.body)
+	if res.err != nil {
+		t.Fatalf("the blocked query was cut off by the shutdown: %v", res.err)
 	}
+	decodeList[registry.InstanceList](t, res.code, res.hdr, res.body)
 }
 
 // TestReadYourWrites: min_revision makes a read on one member reflect a
@@ -320,7 +360,7 @@ func TestReadYourWrites(t *testing.T) {
 			}
 		}
 	}
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "?stale on m2 lists i1", func() error {
 		if got := listInstances(t, m2, "ryw", "?stale"); ids(got) != "i1" {
 			return fmt.Errorf("?stale on m2: %+v", got)
 		}

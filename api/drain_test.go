@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -35,7 +36,7 @@ func observed(t *testing.T, method, url, body string, wait time.Duration) (code 
 // service: they were open when the change committed.
 func waitWaiting(t *testing.T, m *regdtest.Member, service string, n int) {
 	t.Helper()
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, m.Name+" holds the blocking queries", func() error {
 		if got := m.Server().View().Waiting(service); got != n {
 			return fmt.Errorf("%s holds %d blocking queries of %s, want %d", m.Name, got, service, n)
 		}

@@ -21,7 +21,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/regd/regd/api"
-	"github.com/regd/regd/internal/regdtest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/registry"
 )
 
@@ -298,7 +298,7 @@ func TestWriteTimeout(t *testing.T) {
 		// Not reading: the server's write blocks, then times out and the
 		// handler ends; its request log line is the marker.
 		var line observer.LoggedEntry
-		regdtest.Eventually(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, "the list request ends on the server", func() error {
 			served := logs.FilterMessage("request").FilterField(zap.String("route", "/v1/services/:service/instances")).All()
 			if len(served) == 0 {
 				return errors.New("the list request has not ended on the server")

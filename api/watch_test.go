@@ -16,6 +16,7 @@ import (
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/cluster"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -151,7 +152,7 @@ func TestWatch(t *testing.T) {
 			// server notices their connections closed: retry a 429
 			// until then.
 			var s *sseStream
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, fmt.Sprintf("stream %d accepted", len(open)+1), func() error {
 				resp, cancel := dialSSE(t, url, "")
 				if resp.StatusCode == http.StatusTooManyRequests {
 					resp.Body.Close()
@@ -179,7 +180,7 @@ func TestWatch(t *testing.T) {
 		// Closing one frees its slot.
 		open[0].Close()
 		open = open[1:]
-		regdtest.Eventually(t, 5*time.Second, func() error {
+		poll.Until(t, 5*time.Second, "a freed slot serves a new stream", func() error {
 			resp, cancel := dialSSE(t, url, "")
 			if resp.StatusCode != http.StatusOK {
 				resp.Body.Close()
@@ -252,7 +253,7 @@ func TestWatchReset(t *testing.T) {
 
 	c.Stop(0)
 	c.Restart(0)
-	regdtest.Eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, "the restarted member ready", func() error {
 		if code, _, body := regdtest.Do(t, http.MethodGet, m.URL("/readyz"), nil); code != http.StatusOK {
 			return fmt.Errorf("readyz %d %s", code, body)
 		}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 )
 
 func TestMain(m *testing.M) { e2e.Main(m) }
@@ -103,7 +105,7 @@ func TestE2EMembers(t *testing.T) {
 	}
 	// etcd refuses changes until this member has been connected to the
 	// others for 5 s after the cluster started ("unhealthy cluster": 503).
-	e2e.Eventually(t, 20*time.Second, "members add", func() error {
+	poll.Until(t, 20*time.Second, "members add", func() error {
 		code, out, errOut := regd(t, bin, e2eAdmin, "members", "add", "m4", n4.PeerURL, "--learner", "--endpoints", eps, "-w", "json")
 		if code != 0 {
 			return fmt.Errorf("exit %d: %s", code, errOut)
@@ -125,7 +127,7 @@ func TestE2EMembers(t *testing.T) {
 		t.Fatalf("m4 sees %d members: %+v", len(ms), ms)
 	}
 	// Promote: etcd refuses (learner_not_ready) until m4 has caught up.
-	e2e.Eventually(t, 30*time.Second, "members promote", func() error {
+	poll.Until(t, 30*time.Second, "members promote", func() error {
 		code, _, errOut := regd(t, bin, e2eAdmin, "members", "promote", added.Member.ID, "--endpoints", eps)
 		if code != 0 {
 			return fmt.Errorf("exit %d: %s", code, errOut)
@@ -171,7 +173,7 @@ func TestE2EMembers(t *testing.T) {
 // did not apply in time); any other failure fails the test.
 func removeMember(t *testing.T, bin, endpoint, id string) {
 	t.Helper()
-	e2e.Eventually(t, 40*time.Second, "members remove "+id, func() error {
+	poll.Until(t, 40*time.Second, "members remove "+id, func() error {
 		code, _, errOut := regd(t, bin, e2eAdmin, "members", "remove", id, "--endpoints", endpoint)
 		switch {
 		case code == 0:
@@ -246,19 +248,6 @@ func export(t *testing.T, bin, endpoint string) exported {
 	return ex
 }
 
-type expiry struct {
-	Service, ID string
-	Revision    int64
-}
-
-func expirations(t *testing.T, base string) []expiry {
-	t.Helper()
-	r := e2e.Do(t, http.MethodGet, base+"/v1/expirations?limit=1000", "")
-	var out struct{ Expirations []expiry }
-	r.JSON(t, &out)
-	return out.Expirations
-}
-
 // TestE2ESnapshotRestore: snapshot → restore → start → the same
 // instances; an SSE client of the old node resuming on the restored one
 // gets a reset; the expiry ledger has each report once, the one from
@@ -268,30 +257,35 @@ func TestE2ESnapshotRestore(t *testing.T) {
 	bin := e2e.Build(t)
 	tokens := tokenFile(t)
 	pa, a := e2e.StartNode(t, bin, t.TempDir(), e2e.CleanEnv(), "--auth-token-file", tokens)
-	reg := func(base, service, id string, ttl int) {
+	// reg registers and returns the expiry the instance will have.
+	reg := func(base, service, id string, ttl int) (ledgertest.Expiry, string) {
 		t.Helper()
-		body := fmt.Sprintf(`{"address":"10.2.0.1:%d","ttl":%d,"metadata":{"k":%q}}`, 1000+len(id), ttl, id)
+		addr := fmt.Sprintf("10.2.0.1:%d", 1000+len(id))
+		body := fmt.Sprintf(`{"address":%q,"ttl":%d,"metadata":{"k":%q}}`, addr, ttl, id)
 		req, _ := http.NewRequest(http.MethodPut, base+"/v1/services/"+service+"/instances/"+id, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+e2eWrite)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil || resp.StatusCode != http.StatusCreated {
 			t.Fatalf("register %s/%s: %v %v", service, id, resp, err)
 		}
-		resp.Body.Close()
+		defer resp.Body.Close()
+		var in struct {
+			LeaseID string `json:"lease_id"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&in); err != nil {
+			t.Fatalf("register %s/%s: %v", service, id, err)
+		}
+		return ledgertest.Expiry{Service: service, ID: id, Lease: in.LeaseID}, addr
 	}
 	for i := range 5 {
 		reg(a.URL(), "keep", fmt.Sprintf("k%d", i), 3600)
 	}
 	// One expiry before the snapshot, reported and in the ledger.
-	reg(a.URL(), "gone", "g1", 2)
-	e2e.Eventually(t, 20*time.Second, "the expiry of gone/g1", func() error {
-		if n := len(expirations(t, a.URL())); n != 1 {
-			return fmt.Errorf("%d expiry reports", n)
-		}
-		return nil
-	})
+	gone, goneAddr := reg(a.URL(), "gone", "g1", 2)
+	want := map[ledgertest.Expiry]string{gone: goneAddr}
+	ledgertest.Wait(t, 20*time.Second, []ledgertest.Member{{Name: "a", URL: a.URL()}}, ledgertest.Expected{Want: want})
 	// One lease that runs out after the restore: nobody heartbeats it.
-	reg(a.URL(), "later", "l1", 4)
+	later, laterAddr := reg(a.URL(), "later", "l1", 4)
 	// A watch client of the old node, with the id of its last event.
 	last := firstEvent(t, a.URL()+"/v1/services/keep/watch", "0")
 	if last.id == "" {
@@ -340,19 +334,11 @@ func TestE2ESnapshotRestore(t *testing.T) {
 	}
 	// The lease that was left to run out is reported once, by the
 	// restored node; the report from before is there once too.
-	e2e.Eventually(t, 30*time.Second, "the expiry of later/l1 after the restore", func() error {
-		for _, x := range expirations(t, b.URL()) {
-			if x.Service == "later" {
-				return nil
-			}
+	want[later] = laterAddr
+	ledgertest.Wait(t, 30*time.Second, []ledgertest.Member{{Name: "restored", URL: b.URL()}}, ledgertest.Expected{Want: want, Each: func(e ledgertest.Entry) error {
+		if e.Service == "later" && e.ReportedBy != "restored" {
+			return fmt.Errorf("reported by %q, not the restored node", e.ReportedBy)
 		}
-		return fmt.Errorf("not reported yet")
-	})
-	seen := map[string]int{}
-	for _, x := range expirations(t, b.URL()) {
-		seen[x.Service+"/"+x.ID]++
-	}
-	if seen["gone/g1"] != 1 || seen["later/l1"] != 1 || len(seen) != 2 {
-		t.Errorf("expiry reports after the restore: %v, want gone/g1 and later/l1 once each", seen)
-	}
+		return nil
+	}})
 }

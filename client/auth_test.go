@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,14 +8,15 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/client"
 	"github.com/regd/regd/internal/freeport"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
+	"github.com/regd/regd/internal/syncbuf"
 )
 
 // The tokens of the clusters started by authCluster.
@@ -62,24 +62,33 @@ func registerWithToken(t *testing.T, m *regdtest.Member, service, id string) {
 
 // logCapture is a client logger whose output the test reads (and shows
 // with REGD_CLIENT_LOG, like logger).
-type logCapture struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logCapture struct{ buf syncbuf.Buffer }
 
 func (l *logCapture) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if os.Getenv("REGD_CLIENT_LOG") != "" {
 		os.Stderr.Write(p)
 	}
 	return l.buf.Write(p)
 }
 
-func (l *logCapture) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+func (l *logCapture) String() string { return l.buf.String() }
+
+// count is how many lines the client logged with message msg.
+func (l *logCapture) count(msg string) int {
+	return strings.Count(l.String(), `msg="`+msg+`"`)
+}
+
+// waitMore waits until the client has logged msg n more times than it had
+// when it was counted as from: the positive marker that it went through
+// n more rounds of what the line reports.
+func (l *logCapture) waitMore(t *testing.T, msg string, from, n int) {
+	t.Helper()
+	poll.Until(t, 20*time.Second, fmt.Sprintf("%d more %q lines", n, msg), func() error {
+		if got := l.count(msg) - from; got < n {
+			return fmt.Errorf("%d so far", got)
+		}
+		return nil
+	})
 }
 
 func (l *logCapture) logger() *slog.Logger {
@@ -125,12 +134,13 @@ func TestRegistrarToken(t *testing.T) {
 	}
 	// Heartbeats (writes: they need the token too) keep a TTL-2 instance
 	// on the same lease for 5 s.
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+	poll.Throughout(t, 5*time.Second, "the registrar keeps w1 on its lease", func() error {
 		got, ok := listWithToken(t, m, "web")["w1"]
 		if !ok || got.LeaseID != in.LeaseID {
-			t.Fatalf("instance gone or re-registered although the registrar heartbeats: %+v %v (Err %v)", got, ok, r.Err())
+			return fmt.Errorf("instance gone or re-registered although the registrar heartbeats: %+v %v (Err %v)", got, ok, r.Err())
 		}
-	}
+		return nil
+	})
 	if err := r.Err(); err != nil {
 		t.Fatalf("Err() = %v", err)
 	}
@@ -235,7 +245,7 @@ func TestRegistrarTokenRevoked(t *testing.T) {
 
 	// Demote the token to read.
 	auth.SetTokens([]api.Token{{Scope: api.ScopeRead, Secret: writeToken}})
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the registrar's Err reports the refusal", func() error {
 		if err := r.Err(); !client.IsAuthError(err) {
 			return fmt.Errorf("Err() = %v", err)
 		}
@@ -244,19 +254,19 @@ func TestRegistrarTokenRevoked(t *testing.T) {
 	if err := r.Err(); !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "forbidden") {
 		t.Errorf("Err() = %v, want the 403 forbidden", err)
 	}
-	// Two more heartbeat periods: still the refusal (not a connection
-	// error from the dead node), no failover, no re-registration.
-	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if err := r.Err(); !client.IsAuthError(err) {
-			t.Fatalf("Err() = %v: the registrar moved on after the refusal", err)
-		}
+	// Two more heartbeats, both refused (the positive marker): still the
+	// refusal (not a connection error from the dead node), no failover,
+	// no re-registration.
+	logs.waitMore(t, "regd: heartbeat failed", logs.count("regd: heartbeat failed"), 2)
+	if err := r.Err(); !client.IsAuthError(err) {
+		t.Fatalf("Err() = %v: the registrar moved on after the refusal", err)
 	}
 	if l := logs.String(); strings.Contains(l, "switching node") || strings.Contains(l, "registering again") {
 		t.Errorf("the refusal was handled as a transient failure:\n%s", l)
 	}
 
 	auth.SetTokens(testTokens)
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the registrar recovers once the token is back", func() error {
 		if err := r.Err(); err != nil {
 			return fmt.Errorf("Err() = %v", err)
 		}
@@ -315,7 +325,7 @@ func TestDiscoveryToken(t *testing.T) {
 	}
 	// The watch stream is a read too: events arrive only if it has the token.
 	registerWithToken(t, m, "api", "a")
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the register event for a", func() error {
 		if rec.registered("a") != 1 {
 			return fmt.Errorf("no register event for a (Err %v)", d.Err())
 		}
@@ -324,7 +334,7 @@ func TestDiscoveryToken(t *testing.T) {
 	if status, body := doToken(t, http.MethodDelete, m.URL("/v1/services/api/instances/a"), writeToken, nil); status != http.StatusNoContent {
 		t.Fatalf("deregister: %d %s", status, body)
 	}
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "OnDeregister(a) for the deregistration", func() error {
 		if got := rec.reasons("a"); len(got) != 1 || got[0] != client.ReasonDeregister {
 			return fmt.Errorf("OnDeregister(a) reasons %v", got)
 		}
@@ -357,7 +367,7 @@ func TestDiscoveryTokenRevoked(t *testing.T) {
 	}
 	defer d.Close()
 	registerWithToken(t, m, "api", "before")
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the first event", func() error {
 		if rec.registered("before") != 1 {
 			return fmt.Errorf("no event yet")
 		}
@@ -368,16 +378,21 @@ func TestDiscoveryTokenRevoked(t *testing.T) {
 	c.Stop(0)                      // ends the stream; a new one needs the token
 	c.Restart(0)
 	registerWithToken(t, m, "api", "during")
-	regdtest.Eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "the watch's Err reports the refusal", func() error {
 		if err := d.Err(); !client.IsAuthError(err) {
 			return fmt.Errorf("Err() = %v", err)
 		}
 		return nil
 	})
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if err := d.Err(); !client.IsAuthError(err) {
-			t.Fatalf("Err() = %v: the watch moved on after the refusal", err)
-		}
+	// Two more refused attempts on this node (the positive marker), and
+	// no move to the next node in between.
+	moved := logs.count("regd: watch stream ended; resuming on the next node")
+	logs.waitMore(t, "regd: watch refused: check the token", logs.count("regd: watch refused: check the token"), 2)
+	if err := d.Err(); !client.IsAuthError(err) {
+		t.Fatalf("Err() = %v: the watch moved on after the refusal", err)
+	}
+	if n := logs.count("regd: watch stream ended; resuming on the next node"); n != moved {
+		t.Fatalf("the watch moved to the next node %d times after the refusal", n-moved)
 	}
 	if err := d.Err(); !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "unauthorized") {
 		t.Errorf("Err() = %v, want the 401 unauthorized", err)
@@ -385,7 +400,7 @@ func TestDiscoveryTokenRevoked(t *testing.T) {
 
 	auth.SetTokens(testTokens)
 	registerWithToken(t, m, "api", "after")
-	regdtest.Eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, "the watch resumes once the token is back", func() error {
 		if rec.registered("during") != 1 || rec.registered("after") != 1 {
 			return fmt.Errorf("not resumed: %v (Err %v)", d.Instances(), d.Err())
 		}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/regd/regd/client"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 )
 
@@ -67,17 +69,20 @@ func listAs(t *testing.T, m *regdtest.Member, service, token string) map[string]
 }
 
 // register registers through m, retrying while the cluster answers 503
-// (an election after a member was killed).
-func register(t *testing.T, m *regdtest.Member, service, id string, ttl int) {
+// (an election after a member was killed), and returns the instance.
+func register(t *testing.T, m *regdtest.Member, service, id string, ttl int) client.Instance {
 	t.Helper()
 	body := map[string]any{"address": "10.1.0.1:80", "ttl": ttl}
-	regdtest.Eventually(t, 20*time.Second, func() error {
+	var in client.Instance
+	poll.Until(t, 20*time.Second, "register "+service+"/"+id, func() error {
 		status, _, resp := regdtest.Do(t, http.MethodPut, m.URL("/v1/services/"+service+"/instances/"+id), body)
 		if status != http.StatusCreated && status != http.StatusOK {
-			return fmt.Errorf("register %s/%s: %d %s", service, id, status, resp)
+			return fmt.Errorf("%d %s", status, resp)
 		}
+		regdtest.MustJSON(t, resp, &in)
 		return nil
 	})
+	return in
 }
 
 // registerAsync is register for other goroutines: it reports instead of
@@ -85,26 +90,27 @@ func register(t *testing.T, m *regdtest.Member, service, id string, ttl int) {
 func registerAsync(m *regdtest.Member, service, id string, ttl int) error {
 	body, _ := json.Marshal(map[string]any{"address": "10.1.0.1:80", "ttl": ttl})
 	hc := &http.Client{Timeout: 10 * time.Second}
-	var last error
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	err := poll.Wait(20*time.Second, func() error {
 		req, _ := http.NewRequest(http.MethodPut, m.URL("/v1/services/"+service+"/instances/"+id), bytes.NewReader(body))
 		resp, err := hc.Do(req)
 		if err != nil {
-			last = err
-			continue
+			return err
 		}
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK {
-			return nil
+		if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
 		}
-		last = fmt.Errorf("status %d", resp.StatusCode)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("register %s/%s: %w", service, id, err)
 	}
-	return fmt.Errorf("register %s/%s: %w", service, id, last)
+	return nil
 }
 
 func deregister(t *testing.T, m *regdtest.Member, service, id string) {
 	t.Helper()
-	regdtest.Eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, "deregister "+service+"/"+id, func() error {
 		status, _, resp := regdtest.Do(t, http.MethodDelete, m.URL("/v1/services/"+service+"/instances/"+id), nil)
 		if status != http.StatusNoContent {
 			return fmt.Errorf("deregister %s/%s: %d %s", service, id, status, resp)
@@ -197,23 +203,25 @@ func TestRegistrar(t *testing.T) {
 		t.Fatalf("Instance() = %+v, listed %+v", got, in)
 	}
 
-	// Heartbeats keep a TTL-2 instance alive: present at every poll for 5 s.
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+	// Heartbeats keep a TTL-2 instance alive: present at every look for
+	// 5 s, more than twice its TTL, on the same lease.
+	poll.Throughout(t, 5*time.Second, "the registrar keeps w1 alive", func() error {
 		got, ok := listOf(t, m, "web")["w1"]
 		if !ok {
-			t.Fatal("instance vanished although the registrar heartbeats")
+			return errors.New("instance vanished although the registrar heartbeats")
 		}
 		if got.LeaseID != in.LeaseID {
-			t.Fatalf("lease changed from %s to %s: the instance was registered again", in.LeaseID, got.LeaseID)
+			return fmt.Errorf("lease changed from %s to %s: the instance was registered again", in.LeaseID, got.LeaseID)
 		}
-	}
+		return nil
+	})
 	if err := r.Err(); err != nil {
 		t.Fatalf("Err() = %v", err)
 	}
 
 	// Removed behind its back: the next heartbeat's 404 registers it again.
 	deregister(t, m, "web", "w1")
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "w1 registered again on a new lease", func() error {
 		got, ok := listOf(t, m, "web")["w1"]
 		if !ok {
 			return fmt.Errorf("not registered again yet")
@@ -236,19 +244,16 @@ func TestRegistrar(t *testing.T) {
 	if status, _, body := regdtest.Do(t, http.MethodGet, m.URL("/v1/services/web/instances/w1"), nil); status != http.StatusNotFound {
 		t.Fatalf("GET after Close: %d %s", status, body)
 	}
-	// Nothing of this was an expiry: give a stray lease time to run out.
-	time.Sleep(3 * time.Second)
-	var exp struct {
-		Expirations []struct{ ID string } `json:"expirations"`
-	}
-	status, _, body := regdtest.Do(t, http.MethodGet, m.URL("/v1/expirations?service=web"), nil)
-	if status != http.StatusOK {
-		t.Fatalf("expirations: %d %s", status, body)
-	}
-	regdtest.MustJSON(t, body, &exp)
-	if len(exp.Expirations) != 0 {
-		t.Fatalf("expirations reported: %s", body)
-	}
+	// Nothing of this was an expiry. The positive marker: a canary
+	// registered now, on a lease that ends after any lease of w1 could,
+	// expires and is reported; the reporter goes in revision order, so by
+	// then a stray expiry of w1 would be in the ledger too.
+	canary := register(t, m, "web", "canary", 3)
+	c.WaitExpiries(t, 20*time.Second, ledgertest.Expected{
+		Service:   "web",
+		Want:      map[ledgertest.Expiry]string{{Service: "web", ID: "canary", Lease: canary.LeaseID}: canary.Address},
+		Forbidden: map[string]bool{"web/w1": true},
+	})
 	if err := r.Start(ctx); err != client.ErrClosed {
 		t.Fatalf("Start after Close = %v, want ErrClosed", err)
 	}
@@ -297,7 +302,7 @@ func TestDiscovery(t *testing.T) {
 	register(t, m, "api", "a", 30)
 	register(t, m, "api", "b", 30)
 	register(t, m, "api", "c", 2) // left to expire
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the three instances discovered", func() error {
 		if n := len(d.Instances()); n != 3 {
 			return fmt.Errorf("%d instances", n)
 		}
@@ -324,13 +329,13 @@ func TestDiscovery(t *testing.T) {
 	}
 
 	deregister(t, m, "api", "a")
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "OnDeregister(a) for the deregistration", func() error {
 		if got := rec.reasons("a"); !slices.Equal(got, []string{client.ReasonDeregister}) {
 			return fmt.Errorf("OnDeregister(a) reasons %v", got)
 		}
 		return nil
 	})
-	regdtest.Eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, "OnDeregister(c) for the expiry", func() error {
 		if got := rec.reasons("c"); !slices.Equal(got, []string{client.ReasonExpire}) {
 			return fmt.Errorf("OnDeregister(c) reasons %v", got)
 		}
@@ -363,7 +368,7 @@ func startAttached(t *testing.T, ctx context.Context, c *regdtest.Cluster, servi
 	}
 	t.Cleanup(d.Close)
 	register(t, c.Members[0], service, "warm", 60)
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the stream delivers its first event", func() error {
 		if rec.registered("warm") == 0 {
 			return fmt.Errorf("the stream has not delivered the first event")
 		}
@@ -399,24 +404,25 @@ func TestDiscoveryFailover(t *testing.T) {
 		register(t, c.Members[1], "pay", id, 60)
 		ids = append(ids, id)
 	}
-	regdtest.Eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, "every instance discovered", func() error {
 		if n := len(d.Instances()); n != len(ids) {
 			return fmt.Errorf("%d of %d instances", n, len(ids))
 		}
 		return nil
 	})
 	// Outlive the TTL of the registrar's instance: heartbeats moved on.
-	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+	poll.Throughout(t, 7*time.Second, "the registrar keeps its instance through the crash", func() error {
 		in, ok := listOf(t, c.Members[1], "pay")["keeper"]
 		if !ok || in.LeaseID != keeper.LeaseID {
-			t.Fatalf("the registrar's instance expired or was re-registered after the crash: %+v %v", in, ok)
+			return fmt.Errorf("the registrar's instance expired or was re-registered after the crash: %+v %v", in, ok)
 		}
-	}
+		return nil
+	})
 	exactlyOnce(t, rec, d, ids)
 	if err := reg.Close(ctx); err != nil {
 		t.Fatalf("registrar Close: %v", err)
 	}
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "OnDeregister(keeper) for the Close", func() error {
 		if got := rec.reasons("keeper"); !slices.Equal(got, []string{client.ReasonDeregister}) {
 			return fmt.Errorf("OnDeregister(keeper) reasons %v", got)
 		}
@@ -440,6 +446,7 @@ func TestDiscoveryResume(t *testing.T) {
 	}
 	// Changes keep coming while member 0 shuts down.
 	var during []string
+	var lastAck time.Time
 	done := make(chan error, 1)
 	go func() {
 		for i := range 10 {
@@ -449,13 +456,20 @@ func TestDiscoveryResume(t *testing.T) {
 				return
 			}
 			during = append(during, id)
-			time.Sleep(50 * time.Millisecond)
+			lastAck = time.Now()
+			time.Sleep(50 * time.Millisecond) // pacing: the writes span the shutdown
 		}
 		done <- nil
 	}()
+	stopBegan := time.Now()
 	c.Stop(0)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	// The scenario happened: writes were still acknowledged after member
+	// 0, the stream's member, began to stop.
+	if !lastAck.After(stopBegan) {
+		t.Fatalf("every write was acknowledged before member 0 began to stop (last at %v, stop at %v)", lastAck, stopBegan)
 	}
 	ids = append(ids, during...)
 	for i := range 3 {
@@ -463,7 +477,7 @@ func TestDiscoveryResume(t *testing.T) {
 		register(t, c.Members[2], "cart", id, 60)
 		ids = append(ids, id)
 	}
-	regdtest.Eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, "every instance discovered", func() error {
 		if n := len(d.Instances()); n != len(ids) {
 			return fmt.Errorf("%d of %d instances", n, len(ids))
 		}
@@ -472,7 +486,7 @@ func TestDiscoveryResume(t *testing.T) {
 	// A last change to flush anything still in flight, then compare.
 	register(t, c.Members[2], "cart", "last", 60)
 	ids = append(ids, "last")
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the last change seen", func() error {
 		if rec.registered("last") == 0 {
 			return fmt.Errorf("last not seen")
 		}
@@ -515,7 +529,7 @@ func TestDiscoveryReset(t *testing.T) {
 	register(t, c.Members[0], "inv", "c", 60)
 	c.Restart(2)
 
-	regdtest.Eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "the reset after the restart", func() error {
 		if rec.registered("c") != 1 || len(rec.reasons("a")) != 1 {
 			return fmt.Errorf("no reset yet (revision %d, err %v)", d.Revision(), d.Err())
 		}

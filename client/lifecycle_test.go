@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/regd/regd/client"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 )
 
@@ -51,7 +52,7 @@ func TestDrain(t *testing.T) {
 	}
 	// The Discovery's stream was written the change before the answer;
 	// its callback follows the read.
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "the drain reaches the discovery", func() error {
 		if !slices.Equal(rec.reasons("d1"), []string{client.ReasonStatus}) || len(d.Instances()) != 0 {
 			return fmt.Errorf("reasons %v, instances %v", rec.reasons("d1"), d.Instances())
 		}
@@ -65,7 +66,7 @@ func TestDrain(t *testing.T) {
 	if _, _, err := cl.SetStatus(ctx, "dr", "d1", client.StatusUp, 10*time.Second); err != nil {
 		t.Fatalf("undrain: %v", err)
 	}
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "the undrain reaches the discovery", func() error {
 		if rec.registered("d1") != 2 || len(d.Instances()) != 1 {
 			return fmt.Errorf("OnRegister(d1) %d times, instances %v", rec.registered("d1"), d.Instances())
 		}
@@ -84,7 +85,7 @@ func TestDrain(t *testing.T) {
 	if err != nil || !obs.Complete() || obs.Subscribers < 1 {
 		t.Fatalf("Deregister: %s %v", obs, err)
 	}
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "the deregistration reaches the discovery", func() error {
 		if r := rec.reasons("d1"); !slices.Equal(r, []string{client.ReasonStatus, client.ReasonDeregister}) {
 			return fmt.Errorf("reasons %v", r)
 		}

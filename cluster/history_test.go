@@ -11,6 +11,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -152,7 +154,7 @@ func TestDeletionCasesAcrossCompactionAndLeaderChanges(t *testing.T) {
 	c.Restart(leader)
 
 	// ---- step C ----
-	c.WaitExpiries(t, 30*time.Second, regdtest.Expected{Want: want, Forbidden: forbidden})
+	c.WaitExpiries(t, 30*time.Second, ledgertest.Expected{Want: want, Forbidden: forbidden})
 	c.Stop(c.WaitLeader(t))
 	for _, i := range c.Running() {
 		c.Stop(i)
@@ -162,7 +164,7 @@ func TestDeletionCasesAcrossCompactionAndLeaderChanges(t *testing.T) {
 	c.MoveLeader(t, (c.WaitLeader(t)+1)%3)
 	barrier := register(t, m(0), "h-barrier", "i", "10.20.11.1:80", 2)
 	wantInst(barrier)
-	final := c.WaitExpiries(t, 30*time.Second, regdtest.Expected{Want: want, Forbidden: forbidden})
+	final := c.WaitExpiries(t, 30*time.Second, ledgertest.Expected{Want: want, Forbidden: forbidden})
 	t.Logf("%d expiries, each once on every member; the re-registration racing its expiry found it %s",
 		len(final), map[bool]string{true: "expired (reported once)", false: "live (never reported)"}[raceCreated])
 
@@ -188,7 +190,7 @@ func reregisterRacingExpiry(t *testing.T, ctx context.Context, cli *clientv3.Cli
 	t.Helper()
 	first := register(t, m, service, id, "10.20.12.1:80", 2)
 	lease, _ := parseLeaseID(first.LeaseID)
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "the lease's last second", func() error {
 		ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(lease))
 		if err != nil {
 			return err

@@ -3,12 +3,12 @@ package cluster_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/regd/regd/internal/ledgertest"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -51,15 +51,10 @@ func TestIssue11DeleteIsNotAnExpiryAfterCompactionAndLeaderMove(t *testing.T) {
 	if _, err := cli.Put(ctx, "/service/zz/z3", "10.11.0.33:80", clientv3.WithLease(l3.ID)); err != nil {
 		t.Fatal(err)
 	}
-	plainZ3 := registry.FormatLease(int64(l3.ID))
-	onlyZ3 := func(m *regdtest.Member) error {
-		es := ledger(t, m, url.Values{"service": {"zz"}})
-		if len(es) != 1 || es[0].ID != "z3" || es[0].LeaseID != plainZ3 || es[0].Address != "10.11.0.33:80" {
-			return fmt.Errorf("ledger of zz on %s: %+v; want z3 once, on lease %s at 10.11.0.33:80", m.Name, es, plainZ3)
-		}
-		return nil
-	}
-	regdtest.Eventually(t, 15*time.Second, func() error { return onlyZ3(c.Members[leader]) })
+	// z3 expires once, on the plain lease and address; z2 never does.
+	want := map[key]string{{Service: "zz", ID: "z3", Lease: registry.FormatLease(int64(l3.ID))}: "10.11.0.33:80"}
+	forbidden := map[string]bool{"zz/z2": true}
+	c.WaitExpiries(t, 15*time.Second, ledgertest.Expected{Want: want, Forbidden: forbidden})
 
 	// z2's REST lease has run out (or was revoked when its key was taken).
 	for _, lease := range []string{z2.LeaseID, z3.LeaseID} {
@@ -86,18 +81,13 @@ func TestIssue11DeleteIsNotAnExpiryAfterCompactionAndLeaderMove(t *testing.T) {
 	// A later expiry, reported by the new leader, is the positive marker
 	// that it has gone through everything before it.
 	barrier := register(t, c.Members[other], "zz-barrier", "b", "10.11.0.9:80", 2)
-	regdtest.Eventually(t, 20*time.Second, func() error {
-		es := ledger(t, c.Members[other], url.Values{"service": {"zz-barrier"}})
-		if len(es) != 1 || es[0].LeaseID != barrier.LeaseID || es[0].ReportedBy != c.Members[other].Name {
-			return fmt.Errorf("barrier not reported by the new leader yet: %+v", es)
+	want[keyOfInstance(barrier)] = barrier.Address
+	c.WaitExpiries(t, 20*time.Second, ledgertest.Expected{Want: want, Forbidden: forbidden, Each: func(e ledgertest.Entry) error {
+		if e.Service == "zz-barrier" && e.ReportedBy != c.Members[other].Name {
+			return fmt.Errorf("the barrier was reported by %s, not the new leader %s", e.ReportedBy, c.Members[other].Name)
 		}
 		return nil
-	})
-	for _, m := range c.Members {
-		if err := onlyZ3(m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}})
 }
 
 func parseLeaseID(s string) (int64, error) {

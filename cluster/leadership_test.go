@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/regd/regd/internal/freeport"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,6 +20,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/regd/regd/cluster"
+	"github.com/regd/regd/internal/freeport"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
@@ -131,7 +133,7 @@ func TestLeadershipFollowsLeader(t *testing.T) {
 	}
 	waitLeading := func(want bool) {
 		t.Helper()
-		regdtest.Eventually(t, 3*time.Second, func() error {
+		poll.Until(t, 3*time.Second, "IsLeader follows the fake member", func() error {
 			if l.IsLeader() != want {
 				return fmt.Errorf("IsLeader() = %v", !want)
 			}
@@ -165,7 +167,7 @@ func TestLeadershipFollowsLeader(t *testing.T) {
 	// been sent before that.
 	f.setLeader(1, true)
 	armed := f.armedCount()
-	regdtest.Eventually(t, 3*time.Second, func() error {
+	poll.Until(t, 3*time.Second, "the loop goes round after the change", func() error {
 		if f.armedCount() < armed+2 {
 			return fmt.Errorf("the loop has not gone round since the change")
 		}
@@ -267,31 +269,30 @@ func TestLeaderOnlyWorkFollowsLeader(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 3)
 	leader := c.WaitLeader(t)
-	regdtest.Eventually(t, 5*time.Second, func() error { return workOnlyOn(c, c.Members[leader].Name) })
+	poll.Until(t, 5*time.Second, "leader-only work on the leader only", func() error { return workOnlyOn(c, c.Members[leader].Name) })
 
 	c.Kill(leader)
 	newLeader := c.WaitLeader(t)
-	regdtest.Eventually(t, 5*time.Second, func() error { return workOnlyOn(c, c.Members[newLeader].Name) })
+	poll.Until(t, 5*time.Second, "leader-only work on the new leader only", func() error { return workOnlyOn(c, c.Members[newLeader].Name) })
 
 	// The work that runs there is the reporter: a new expiry is reported
 	// by the new leader.
 	in := register(t, c.Members[newLeader], "lw", "x", "10.5.0.1:80", 2)
-	regdtest.Eventually(t, 10*time.Second, func() error {
-		es := ledger(t, c.Members[newLeader], url.Values{"service": {"lw"}})
-		if len(es) != 1 || keyOf(es[0]) != keyOfInstance(in) {
-			return fmt.Errorf("ledger for lw: %+v", es)
-		}
-		if es[0].ReportedBy != c.Members[newLeader].Name {
-			return fmt.Errorf("reported by %s, not the leader %s", es[0].ReportedBy, c.Members[newLeader].Name)
-		}
-		return nil
+	c.WaitExpiries(t, 10*time.Second, ledgertest.Expected{
+		Want: map[key]string{keyOfInstance(in): in.Address},
+		Each: func(e ledgertest.Entry) error {
+			if e.ReportedBy != c.Members[newLeader].Name {
+				return fmt.Errorf("reported by %s, not the leader %s", e.ReportedBy, c.Members[newLeader].Name)
+			}
+			return nil
+		},
 	})
 
 	// The killed member rejoins as a follower; the work stays where it is
 	// unless leadership moves, and is never on two members.
 	c.Restart(leader)
 	now := c.WaitLeader(t)
-	regdtest.Eventually(t, 5*time.Second, func() error { return workOnlyOn(c, c.Members[now].Name) })
+	poll.Until(t, 5*time.Second, "leader-only work on the leader only after the restart", func() error { return workOnlyOn(c, c.Members[now].Name) })
 }
 
 // ---- /v1/cluster and readiness ----
@@ -339,7 +340,7 @@ func TestClusterStatusAndReadiness(t *testing.T) {
 	c.Kill(leader)
 	c.Kill((leader + 2) % 3)
 	m := c.Members[last]
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "/readyz 503 without a quorum", func() error {
 		if code, _, _ := regdtest.Do(t, http.MethodGet, m.URL("/readyz"), nil); code != http.StatusServiceUnavailable {
 			return fmt.Errorf("/readyz %d", code)
 		}
@@ -381,7 +382,7 @@ func TestJoinExistingCluster(t *testing.T) {
 	// etcd refuses to add a voting member until every member has been
 	// connected for its health interval (5 s): "unhealthy cluster".
 	var added *clientv3.MemberAddResponse
-	regdtest.Eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, "etcd takes the new member", func() error {
 		var err error
 		added, err = cli.MemberAdd(ctx, []string{peerURL})
 		if err != nil && !errors.Is(err, rpctypes.ErrUnhealthy) {
@@ -394,7 +395,7 @@ func TestJoinExistingCluster(t *testing.T) {
 	// the start fails ("member count is unequal"). Wait until each has.
 	for i, m := range c.Members {
 		mcli := c.EtcdClient(t, i)
-		regdtest.Eventually(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, m.Name+" applies the new member", func() error {
 			list, err := mcli.MemberList(ctx, clientv3.WithSerializable())
 			if err != nil {
 				return err
@@ -449,7 +450,7 @@ func TestJoinExistingCluster(t *testing.T) {
 	m3 := "http://" + srv.HTTPAddr()
 
 	// Everyone sees four named members and agrees on the leader.
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "four members and one leader seen everywhere", func() error {
 		var leaders []string
 		for _, u := range []string{c.Members[0].URL(""), c.Members[2].URL(""), m3} {
 			_, _, body := regdtest.Do(t, http.MethodGet, u+"/v1/cluster", nil)
@@ -484,14 +485,15 @@ func TestJoinExistingCluster(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("instance registered through m3, read on m1: %d %s", code, body)
 	}
-	regdtest.Eventually(t, 10*time.Second, func() error {
-		_, _, body := regdtest.Do(t, http.MethodGet, m3+"/v1/expirations?service=joined", nil)
-		var out struct{ Expirations []registry.Expiration }
-		regdtest.MustJSON(t, body, &out)
-		if len(out.Expirations) != 1 || keyOf(out.Expirations[0]) != keyOfInstance(in) {
-			return fmt.Errorf("ledger on m3: %s", body)
-		}
-		return nil
+	members := []ledgertest.Member{{Name: "m3", URL: m3}}
+	reporters := map[string]bool{"m3": true}
+	for _, m := range c.Members {
+		members = append(members, ledgertest.Member{Name: m.Name, URL: m.URL("")})
+		reporters[m.Name] = true
+	}
+	ledgertest.Wait(t, 10*time.Second, members, ledgertest.Expected{
+		Want:      map[key]string{keyOfInstance(in): in.Address},
+		Reporters: reporters,
 	})
 }
 

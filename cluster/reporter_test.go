@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,8 +12,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/regd/regd/cluster"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -76,22 +80,22 @@ func deregister(t *testing.T, m *regdtest.Member, service, id string) {
 }
 
 // ledger reads m's GET /v1/expirations with the query.
-func ledger(t *testing.T, m *regdtest.Member, query url.Values) []registry.Expiration {
+func ledger(t *testing.T, m *regdtest.Member, query url.Values) []ledgertest.Entry {
 	t.Helper()
 	return m.Ledger(t, query)
 }
 
 // key identifies one expiry: an instance under one lease.
-type key = regdtest.Expiry
+type key = ledgertest.Expiry
 
-func keyOf(e registry.Expiration) key { return regdtest.ExpiryOf(e) }
+func keyOf(e ledgertest.Entry) key { return e.Expiry() }
 
 func keyOfInstance(in registry.Instance) key { return regdtest.ExpiryOfInstance(in) }
 
 // expect is what every ledger must hold: want, each once, with the
 // addresses registered, and never any of forbidden (service/id).
-func expect(want map[key]registry.Instance, forbidden map[string]bool) regdtest.Expected {
-	x := regdtest.Expected{Want: make(map[key]string), Forbidden: forbidden}
+func expect(want map[key]registry.Instance, forbidden map[string]bool) ledgertest.Expected {
+	x := ledgertest.Expected{Want: make(map[key]string), Forbidden: forbidden}
 	for k, in := range want {
 		x.Want[k] = in.Address
 	}
@@ -112,7 +116,7 @@ func countReported(t *testing.T, m *regdtest.Member, want map[key]registry.Insta
 
 // expiryDelay is how late an instance's expiry was reported: from the end
 // of its TTL (counted from registration, no heartbeats) to the report.
-func expiryDelay(e registry.Expiration, in registry.Instance) time.Duration {
+func expiryDelay(e ledgertest.Entry, in registry.Instance) time.Duration {
 	return e.ExpiredAt.Sub(in.RegisteredAt.Add(time.Duration(in.TTL) * time.Second))
 }
 
@@ -150,7 +154,7 @@ func testExactlyOnceFailover(t *testing.T, kill bool) {
 		want[keyOfInstance(in)] = in
 		batchA[keyOfInstance(in)] = in
 	}
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "some of the first batch reported", func() error {
 		if n := countReported(t, c.Members[leader], batchA); n < 3 {
 			return fmt.Errorf("%d reported", n)
 		}
@@ -166,7 +170,7 @@ func testExactlyOnceFailover(t *testing.T, kill bool) {
 	old := c.Members[leader].Name
 	survivor := (leader + 1) % 3
 	mon := regdtest.StartWriteMonitor("http://"+c.Members[survivor].HTTPAddr, "failover")
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "probe writes accepted", func() error {
 		if mon.Accepted() == 0 {
 			return fmt.Errorf("probe writes not accepted yet")
 		}
@@ -227,8 +231,8 @@ func testExactlyOnceFailover(t *testing.T, kill bool) {
 
 	// The old leader rejoins and serves the same ledger.
 	c.Restart(leader)
-	regdtest.Eventually(t, 15*time.Second, func() error {
-		return regdtest.SameLedger(final, ledger(t, c.Members[leader], nil))
+	poll.Until(t, 15*time.Second, "the restarted old leader serves the same ledger", func() error {
+		return ledgertest.Same(final, ledger(t, c.Members[leader], nil))
 	})
 	c.WaitExpiries(t, 5*time.Second, expect(want, forbidden))
 }
@@ -245,7 +249,7 @@ func TestExactlyOnceFullRestart(t *testing.T) {
 		in := register(t, c.Members[i%3], "fr", fmt.Sprintf("a-%02d", i), fmt.Sprintf("10.1.0.%d:80", i+1), 2)
 		want[keyOfInstance(in)] = in
 	}
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "some of the first batch reported", func() error {
 		if n := countReported(t, c.Members[leader], want); n < 3 {
 			return fmt.Errorf("%d reported", n)
 		}
@@ -356,16 +360,11 @@ func TestPlainClientsAndReregistration(t *testing.T) {
 	if _, err := cli.Revoke(ctx, l1.ID); err != nil {
 		t.Fatal(err)
 	}
-	register(t, c.Members[0], "barrier", "b", "10.2.9.9:80", 2) // a later expiry as a barrier
-	regdtest.Eventually(t, 10*time.Second, func() error {
-		if n := len(ledger(t, c.Members[leader], url.Values{"service": {"barrier"}})); n != 1 {
-			return fmt.Errorf("barrier reported %d times", n)
-		}
-		return nil
-	})
-	if got := len(ledger(t, c.Members[follower], nil)); got != len(want)+1 {
-		t.Fatalf("ledger holds %d entries, want %d", got, len(want)+1)
-	}
+	// A later expiry is the marker that the reporter has gone past the
+	// revoke: then every ledger holds what it held, and the marker.
+	barrier := register(t, c.Members[0], "barrier", "b", "10.2.9.9:80", 2)
+	want[keyOfInstance(barrier)] = barrier
+	c.WaitExpiries(t, 10*time.Second, expect(want, forbidden))
 }
 
 // deleteInLastSecond puts key with a 3 s lease and deletes it once etcd
@@ -380,27 +379,30 @@ func deleteInLastSecond(t *testing.T, ctx context.Context, cli *clientv3.Client,
 		if _, err := cli.Put(ctx, k, "10.2.0.2:80", clientv3.WithLease(l.ID)); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(6 * time.Second)
-		for time.Now().Before(deadline) {
+		err = poll.Wait(6*time.Second, func() error {
 			ttl, err := cli.TimeToLive(ctx, l.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if ttl.GrantedTTL == 0 {
-				break // lease gone before we caught its last second; retry
+				return poll.Stop(errors.New("the lease ended before its last second was caught"))
 			}
-			if ttl.TTL <= 0 {
-				resp, err := cli.Delete(ctx, k)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if resp.Deleted == 1 {
-					return
-				}
-				break
+			if ttl.TTL > 0 {
+				return fmt.Errorf("%d s left", ttl.TTL)
 			}
-			time.Sleep(20 * time.Millisecond) // polling pace, not synchronisation
+			resp, err := cli.Delete(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Deleted != 1 {
+				return poll.Stop(errors.New("the key was gone before the delete"))
+			}
+			return nil
+		})
+		if err == nil {
+			return
 		}
+		t.Logf("attempt %d to delete %s in its lease's last second: %v", attempt+1, k, err)
 	}
 	t.Fatalf("could not delete %s during its lease's last second", k)
 }
@@ -427,8 +429,8 @@ func TestLedgerOrderFilterLimit(t *testing.T) {
 			t.Fatalf("not strictly newest first at %d: %d then %d", i, all[i-1].Revision, all[i].Revision)
 		}
 	}
-	filter := func(service string) []registry.Expiration {
-		var out []registry.Expiration
+	filter := func(service string) []ledgertest.Entry {
+		var out []ledgertest.Entry
 		for _, e := range all {
 			if e.Service == service {
 				out = append(out, e)
@@ -436,20 +438,20 @@ func TestLedgerOrderFilterLimit(t *testing.T) {
 		}
 		return out
 	}
-	if err := regdtest.SameLedger(filter("svc-a"), ledger(t, m, url.Values{"service": {"svc-a"}})); err != nil || len(filter("svc-a")) != 4 {
+	if err := ledgertest.Same(filter("svc-a"), ledger(t, m, url.Values{"service": {"svc-a"}})); err != nil || len(filter("svc-a")) != 4 {
 		t.Fatalf("?service=svc-a: %v", err)
 	}
-	if err := regdtest.SameLedger(all[:3], ledger(t, m, url.Values{"limit": {"3"}})); err != nil {
+	if err := ledgertest.Same(all[:3], ledger(t, m, url.Values{"limit": {"3"}})); err != nil {
 		t.Fatalf("?limit=3: %v", err)
 	}
-	if err := regdtest.SameLedger(filter("svc-b")[:2], ledger(t, m, url.Values{"service": {"svc-b"}, "limit": {"2"}})); err != nil {
+	if err := ledgertest.Same(filter("svc-b")[:2], ledger(t, m, url.Values{"service": {"svc-b"}, "limit": {"2"}})); err != nil {
 		t.Fatalf("?service=svc-b&limit=2: %v", err)
 	}
 	if n := len(ledger(t, m, url.Values{"service": {"unknown"}})); n != 0 {
 		t.Fatalf("?service=unknown: %d entries", n)
 	}
 	// Above the maximum, ?limit= is clamped (contract v2), not refused.
-	if err := regdtest.SameLedger(all, ledger(t, m, url.Values{"limit": {"10001"}})); err != nil {
+	if err := ledgertest.Same(all, ledger(t, m, url.Values{"limit": {"10001"}})); err != nil {
 		t.Fatalf("?limit=10001: %v", err)
 	}
 	for _, q := range []string{"limit=0", "limit=x", "limit=-1", "service=a%20b"} {
@@ -469,7 +471,7 @@ func TestLedgerRetention(t *testing.T) {
 	for i := range 10 {
 		register(t, m, "ret", fmt.Sprintf("r%d", i), "10.4.0.1:80", 2)
 	}
-	regdtest.Eventually(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, "10 expiries counted, 5 kept", func() error {
 		_, _, body := regdtest.Do(t, http.MethodGet, m.URL("/metrics"), nil)
 		got := expiredTotal.FindSubmatch(body)
 		if got == nil || string(got[1]) != "10" {
@@ -504,7 +506,8 @@ func TestTwoReportersAtOnce(t *testing.T) {
 	c := startCluster(t, 3)
 	leader := c.WaitLeader(t)
 	follower := c.Members[(leader+1)%3].Server()
-	rogue := cluster.NewReporter(cluster.ReporterConfig{Ledger: registry.NewLedger(follower.Store()), Node: follower.Node(), Logger: zap.NewNop()})
+	core, rogueLogs := observer.New(zap.DebugLevel)
+	rogue := cluster.NewReporter(cluster.ReporterConfig{Ledger: registry.NewLedger(follower.Store()), Node: follower.Node(), Logger: zap.New(core)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -537,5 +540,18 @@ func TestTwoReportersAtOnce(t *testing.T) {
 	for _, e := range es {
 		by[e.ReportedBy]++
 	}
-	t.Logf("reports by member: %v (leader %s, second reporter on %s)", by, c.Members[leader].Name, follower.Node().Name())
+	// The scenario happened: the second reporter worked through the same
+	// deletions (it classified some of them, or committed some reports),
+	// so the two really raced. Each report it committed, and only those,
+	// names its member: the follower's own reporter never ran.
+	classified := rogueLogs.FilterMessage("instance removed").Len()
+	committed := rogueLogs.FilterMessage("instance expired").Len()
+	t.Logf("reports by member: %v (leader %s, second reporter on %s: %d deletions classified, %d reports committed)",
+		by, c.Members[leader].Name, follower.Node().Name(), classified, committed)
+	if classified+committed == 0 {
+		t.Fatal("the second reporter classified no deletion and committed no report: the two reporters never raced")
+	}
+	if by[follower.Node().Name()] != committed {
+		t.Fatalf("the ledger names %s for %d reports, its reporter committed %d", follower.Node().Name(), by[follower.Node().Name()], committed)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/node"
 )
@@ -53,6 +56,7 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 	// they are registered now (writes are refused once it is) and kept
 	// alive by heartbeats, which a full store allows, until it is full.
 	shortLease := map[string]string{}
+	wantExpired := map[ledgertest.Expiry]string{}
 	var briefIDs []string
 	for i := range 3 {
 		in, err := register(base, "brief", fmt.Sprintf("b%d", i), 2, nil)
@@ -60,6 +64,7 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 			t.Fatal(err)
 		}
 		shortLease[in.ID] = in.LeaseID
+		wantExpired[ledgertest.Expiry{Service: in.Service, ID: in.ID, Lease: in.LeaseID}] = in.Address
 		briefIDs = append(briefIDs, in.ID)
 	}
 	stopBeats := keepAlive(base, "brief", briefIDs, 400*time.Millisecond)
@@ -108,7 +113,7 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 	}
 	// etcd raises its quota alarm without a line of its own when its
 	// pre-check refuses the put; regd's guard logs every NOSPACE alarm.
-	eventually(t, 5*time.Second, "a log line saying etcd's NOSPACE alarm is raised", func() error {
+	poll.Until(t, 5*time.Second, "a log line saying etcd's NOSPACE alarm is raised", func() error {
 		if len(c.LogLines("NOSPACE alarm is raised")) == 0 {
 			return errors.New("none yet")
 		}
@@ -124,7 +129,7 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 	if got, err := list(base, "brief"); err != nil || len(got) != len(shortLease) {
 		t.Fatalf("the brief instances with the quota full: %v %v, want all %d listed", slices.Sorted(maps.Keys(got)), err, len(shortLease))
 	}
-	eventually(t, 15*time.Second, "the brief instances' leases ended with the quota full", func() error {
+	poll.Until(t, 15*time.Second, "the brief instances' leases ended with the quota full", func() error {
 		got, err := list(base, "brief")
 		if err == nil && len(got) > 0 {
 			err = fmt.Errorf("still listed: %v", slices.Sorted(maps.Keys(got)))
@@ -138,7 +143,7 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 	// Their reports may wait for space (the ledger is a write); what
 	// matters is that each comes once, checked below.
 	reportedWhileFull := 0
-	if es, err := expirations(base, "brief"); err == nil {
+	if es, err := ledgertest.Read(base, url.Values{"service": {"brief"}}); err == nil {
 		reportedWhileFull = len(es)
 	}
 
@@ -169,7 +174,7 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 		}
 	}
 	var writable time.Duration
-	eventually(t, 10*time.Second, "a write after freeing space", func() error {
+	poll.Until(t, 10*time.Second, "a write after freeing space", func() error {
 		_, err := register(base, "kept", "new", 3600, nil)
 		writable = time.Since(freed)
 		return err
@@ -185,31 +190,7 @@ func TestE2EFaultStorageQuota(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, 20*time.Second, "the short instances reported after the space was freed", func() error {
-		es, err := expirations(base, "brief")
-		if err == nil && len(es) < len(shortLease) {
-			err = fmt.Errorf("%d of %d", len(es), len(shortLease))
-		}
-		return err
-	})
-	for i := range c.Members {
-		es, err := expirations(c.Members[i].URL(""), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]int{}
-		for _, e := range es {
-			seen[e.ID]++
-			if e.Service != "brief" || e.LeaseID != shortLease[e.ID] {
-				t.Errorf("%s: unexpected report %+v", c.Members[i].Name, e)
-			}
-		}
-		for id := range shortLease {
-			if seen[id] != 1 {
-				t.Errorf("%s: %s reported %d times, want once", c.Members[i].Name, id, seen[id])
-			}
-		}
-	}
+	c.WaitExpiries(t, 20*time.Second, ledgertest.Expected{Want: wantExpired})
 	figure(t, "quota %d MiB filled by %d puts of 512 KiB: writes answered 503 storage_full at once, reads/heartbeats 200; after delete+compact+defrag+disarm a write was accepted after %s; %d expiries that fell in the full period reported once each (%d of them while still full)",
 		quota>>20, filled, ms(writable), len(shortLease), reportedWhileFull)
 }
@@ -352,36 +333,44 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 	m3 := &counter{}
 	p := r.proc()
 	var refusedAfter, exitedAfter time.Duration
-	for round := 0; ; round++ {
+	round := 0
+	poll.Until(t, 10*time.Second, "every member refuses writes after m3's disk filled, or m3 exits", func() error {
+		round++
 		code, body, err := r.write(diskVictim, fmt.Sprintf("during%03d", round))
 		m3.add(answer(code, body, err))
 		r.checkM3Write(p, code, body, err, "storage_full")
 		if p.Exited() {
 			exitedAfter = time.Since(broken)
-			break
+			return nil
 		}
 		if err == nil && code == http.StatusServiceUnavailable && r.refusedBy([]int{0, 1}, "storage_full", others.probes, round) {
 			refusedAfter = time.Since(broken)
-			break
+			return nil
 		}
-		if time.Since(broken) > 10*time.Second {
-			t.Fatalf("10 s after m3's disk filled not every member refuses writes: m3 answered %s; m1/m2 %s", m3, others.probes)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("m3 answered %s; m1/m2 %s", m3, others.probes)
+	})
 	if !crash && p.Exited() {
 		t.Fatalf("m3 exited %s after its disk was %s (under the %d MiB minimum, not full): the guard did not refuse writes before etcd failed: %s",
 			ms(exitedAfter), how, node.DefaultMinFreeBytes>>20, lastWords(p.Stderr()))
 	}
-	// The refusal holds: m3 stays up and every member keeps answering 503.
-	for round := 0; refusedAfter > 0 && !p.Exited() && round < 20; round++ {
-		code, body, err := r.write(diskVictim, fmt.Sprintf("held%03d", round))
-		m3.add(answer(code, body, err))
-		r.checkM3Write(p, code, body, err, "storage_full")
-		if !p.Exited() && (err != nil || code != http.StatusServiceUnavailable || !r.refusedBy([]int{0, 1}, "storage_full", others.probes, round)) {
-			t.Errorf("with m3's disk still full a write was accepted somewhere: m3 %s; m1/m2 %s", answer(code, body, err), others.probes)
-		}
-		time.Sleep(100 * time.Millisecond)
+	// The refusal holds for 2 s (the span is the scenario): m3 stays up
+	// (or, filled to the last byte, may exit) and every member keeps
+	// answering 503.
+	if refusedAfter > 0 {
+		round := 0
+		poll.Throughout(t, 2*time.Second, "the refusal holds while m3's disk is full", func() error {
+			if p.Exited() {
+				return nil
+			}
+			round++
+			code, body, err := r.write(diskVictim, fmt.Sprintf("held%03d", round))
+			m3.add(answer(code, body, err))
+			r.checkM3Write(p, code, body, err, "storage_full")
+			if !p.Exited() && (err != nil || code != http.StatusServiceUnavailable || !r.refusedBy([]int{0, 1}, "storage_full", others.probes, round)) {
+				return fmt.Errorf("with m3's disk still full a write was accepted somewhere: m3 %s; m1/m2 %s", answer(code, body, err), others.probes)
+			}
+			return nil
+		})
 	}
 	behaviour := "kept running"
 	refused := "m3 exited before every member refused writes"
@@ -415,14 +404,16 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 		began := time.Now()
 		rp := r.restart()
 		var after time.Duration
-		for time.Since(began) < 10*time.Second {
-			if code, done := rp.WaitExit(100 * time.Millisecond); done {
-				t.Fatalf("m3 restarted on the full disk exited again (%s) after %s: %s", e2e.ExitCodeString(code), ms(time.Since(began)), lastWords(rp.Stderr()))
+		poll.Throughout(t, 10*time.Second, "m3 restarted on the full disk keeps running", func() error {
+			if rp.Exited() {
+				code, _ := rp.WaitExit(time.Second)
+				return fmt.Errorf("m3 exited again (%s) after %s: %s", e2e.ExitCodeString(code), ms(time.Since(began)), lastWords(rp.Stderr()))
 			}
 			if ok, _ := ready(c.URL(diskVictim)); after == 0 && ok && r.refusedBy([]int{0, 1, 2}, "storage_full", others.probes, -1) {
 				after = time.Since(began)
 			}
-		}
+			return nil
+		})
 		if code, body, err := get(c.URL(diskVictim) + "/healthz"); err != nil || code != http.StatusOK {
 			t.Errorf("/healthz of m3 restarted on the full disk: %s, want 200", answer(code, body, err))
 		}
@@ -486,7 +477,7 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 	repaired := time.Now()
 	var writable time.Duration
 	accepted := map[int]bool{}
-	eventually(t, 15*time.Second, "writes accepted on every member after the filler was deleted", func() error {
+	poll.Until(t, 15*time.Second, "writes accepted on every member after the filler was deleted", func() error {
 		for i := range c.Members {
 			if accepted[i] {
 				continue
@@ -508,7 +499,7 @@ func diskFull(t *testing.T, mnt, filler string, crash bool) {
 		return nil
 	})
 	r.waitReady(rp, readyTimeout)
-	eventually(t, 10*time.Second, "m3's reserve made again", func() error {
+	poll.Until(t, 10*time.Second, "m3's reserve made again", func() error {
 		fi, err := os.Stat(filepath.Join(r.dataDir, node.ReserveFile))
 		if err == nil && fi.Size() < diskReserve {
 			err = fmt.Errorf("%d bytes", fi.Size())
@@ -550,16 +541,20 @@ func diskReadOnly(t *testing.T, mnt, img, trigger string) {
 	m3 := &counter{}
 	p := r.proc()
 	var exitedAfter time.Duration
-	for round := 0; time.Since(broken) < 15*time.Second; round++ {
+	round := 0
+	// Either outcome is allowed and checked below: m3 exits (etcd stops at
+	// its WAL write), or it keeps running unready for the 15 s.
+	_ = poll.Wait(15*time.Second, func() error {
+		round++
 		code, body, err := r.write(diskVictim, fmt.Sprintf("during%03d", round))
 		m3.add(answer(code, body, err))
 		r.checkM3Write(p, code, body, err, "storage_unwritable")
 		if p.Exited() {
 			exitedAfter = time.Since(broken)
-			break
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return errors.New("m3 still runs")
+	})
 	var behaviour string
 	if p.Exited() {
 		code, _ := p.WaitExit(time.Second)
@@ -578,7 +573,7 @@ func diskReadOnly(t *testing.T, mnt, img, trigger string) {
 
 	// The others keep taking writes: a read-only member raises no alarm.
 	for _, i := range []int{0, 1} {
-		eventually(t, 10*time.Second, "a write on "+c.Members[i].Name+" with m3 gone", func() error {
+		poll.Until(t, 10*time.Second, "a write on "+c.Members[i].Name+" with m3 gone", func() error {
 			code, body, err := r.write(i, fmt.Sprintf("gone-%s-%d", c.Members[i].Name, time.Since(broken).Milliseconds()))
 			if err == nil && isAccepted(code) {
 				return nil
@@ -626,7 +621,7 @@ func diskReadOnly(t *testing.T, mnt, img, trigger string) {
 	} else if n == 0 || len(off) > 0 {
 		t.Errorf("m3 started its member beside the repaired disk: of %d files it has open in its data dir, these are not on the file system mounted at %s: %v", n, mnt, off)
 	}
-	eventually(t, 10*time.Second, "a write on m3 after the repair", func() error {
+	poll.Until(t, 10*time.Second, "a write on m3 after the repair", func() error {
 		code, body, err := r.write(diskVictim, fmt.Sprintf("repaired-%d", time.Since(repaired).Milliseconds()))
 		if err == nil && isAccepted(code) {
 			return nil
@@ -731,17 +726,13 @@ func (r *diskRig) restart() *e2e.Proc {
 // test at once, with the reason, if p exits instead.
 func (r *diskRig) waitReady(p *e2e.Proc, timeout time.Duration) {
 	r.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if ok, _ := ready(r.c.URL(diskVictim)); ok {
-			return
-		}
-		if code, done := p.WaitExit(50 * time.Millisecond); done {
-			r.t.Fatalf("m3 exited (%s) instead of becoming ready: %s", e2e.ExitCodeString(code), lastWords(p.Stderr()))
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("m3 not ready within %v:\n%s", timeout, tail(p.Stderr(), 3000))
-		}
+	err := p.WaitReadyWith(&http.Client{Timeout: time.Second}, r.c.URL(diskVictim), timeout)
+	var exited *e2e.ExitedError
+	switch {
+	case errors.As(err, &exited):
+		r.t.Fatalf("m3 exited (%s) instead of becoming ready: %s", e2e.ExitCodeString(exited.Code), lastWords(exited.Stderr))
+	case err != nil:
+		r.t.Fatalf("m3 not ready: %v\n%s", err, tail(p.Stderr(), 3000))
 	}
 }
 
@@ -795,7 +786,7 @@ func (r *diskRig) settle(since time.Time) time.Duration {
 	t.Helper()
 	leader := r.c.Leader(leaderWait)
 	var caughtUp time.Duration
-	eventually(t, 30*time.Second, "m3 caught up", func() error {
+	poll.Until(t, 30*time.Second, "m3 caught up", func() error {
 		want, err := list(r.c.URL(leader), "disk")
 		if err != nil {
 			return err
@@ -911,15 +902,18 @@ func lastWords(stderr string) string {
 // read-only: unmount it (retrying while it is busy), check it, mount it
 // again.
 func repairExt4(mnt, img string) error {
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	err := poll.Wait(10*time.Second, func() error {
 		out, err := exec.Command("umount", mnt).CombinedOutput()
-		if err == nil {
-			break
+		if err != nil {
+			err = fmt.Errorf("umount %s: %v %s", mnt, err, out)
+			if !strings.Contains(string(out), "busy") {
+				return poll.Stop(err) // only a busy mount is worth retrying
+			}
 		}
-		if !strings.Contains(string(out), "busy") || time.Now().After(deadline) {
-			return fmt.Errorf("umount %s: %v %s", mnt, err, out)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	out, err := exec.Command("e2fsck", "-fy", img).CombinedOutput()
 	var ee *exec.ExitError

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/ledgertest"
 )
 
 // The load of TestE2EFaultLoadWhileFailing.
@@ -63,6 +64,7 @@ type loadInstance struct {
 	id    string
 	acked time.Time // send time of its last acknowledged register or heartbeat
 	lease string    // of its last acknowledged registration
+	addr  string    // of its last acknowledged registration
 }
 
 // loadClient owns loadInstances instances of its own service, registers
@@ -157,7 +159,7 @@ func (c *loadClient) register(ctx context.Context, in *loadInstance) {
 		c.st.violation("client %d: register %s: %d %s", c.n, in.id, a.status, a.body)
 		return
 	}
-	in.acked, in.lease = a.sent, got.LeaseID
+	in.acked, in.lease, in.addr = a.sent, got.LeaseID, got.Address
 }
 
 func (c *loadClient) heartbeat(ctx context.Context, in *loadInstance) {
@@ -279,12 +281,14 @@ func TestE2EFaultLoadWhileFailing(t *testing.T) {
 		}
 		clients[n] = cl
 		wg.Go(func() {
-			// Spread the clients over one pace interval.
+			// Spread the clients over one pace interval (pacing).
 			time.Sleep(time.Duration(rand.Int64N(int64(loadPace))))
 			cl.run(ctx)
 		})
 	}
 
+	// The faults' timeline is the scenario: each comes at its time into
+	// the load, whatever the load is doing then.
 	at := func(d time.Duration) { time.Sleep(time.Until(start.Add(d))) }
 	type event struct {
 		what string
@@ -361,23 +365,14 @@ func TestE2EFaultLoadWhileFailing(t *testing.T) {
 	// The abandoned instances, and only they, expire: each is reported
 	// exactly once, as every node's ledger shows.
 	abandoned := map[string]*loadInstance{}
+	wantExpired := map[ledgertest.Expiry]string{}
 	for _, cl := range clients {
-		abandoned[cl.svc+"/"+cl.inst[len(cl.inst)-1].id] = cl.inst[len(cl.inst)-1]
-	}
-	var es []expiration
-	eventually(t, 30*time.Second, "the abandoned instances' expiries reported", func() error {
-		var err error
-		if es, err = expirations(c.URL(newLeader), ""); err == nil && len(es) < len(abandoned) {
-			err = fmt.Errorf("%d of %d reported", len(es), len(abandoned))
-		}
-		return err
-	})
-	wantExpired := map[string]string{}
-	for k, in := range abandoned {
-		wantExpired[k] = in.lease
+		in := cl.inst[len(cl.inst)-1]
+		abandoned[cl.svc+"/"+in.id] = in
+		wantExpired[ledgertest.Expiry{Service: cl.svc, ID: in.id, Lease: in.lease}] = in.addr
 	}
 	var worstDelay time.Duration
-	for _, e := range exactlyOnce(t, c, wantExpired, nil) {
+	for _, e := range exactlyOnce(t, c, 30*time.Second, ledgertest.Expected{Want: wantExpired}) {
 		in := abandoned[e.Service+"/"+e.ID]
 		worstDelay = max(worstDelay, e.ExpiredAt.Sub(in.acked.Add(loadTTL*time.Second)))
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/ledgertest"
 )
 
 func TestMain(m *testing.M) { e2e.Main(m) }
@@ -65,9 +66,6 @@ func figure(t *testing.T, format string, args ...any) {
 	fmt.Printf("faults: %s: %s\n", t.Name(), msg)
 }
 
-// eventually is e2e.Eventually, under the name these tests use.
-var eventually = e2e.Eventually
-
 type instance struct {
 	Service      string            `json:"service"`
 	ID           string            `json:"id"`
@@ -77,16 +75,6 @@ type instance struct {
 	LeaseID      string            `json:"lease_id"`
 	RegisteredAt *time.Time        `json:"registered_at"`
 	Revision     int64             `json:"revision"`
-}
-
-type expiration struct {
-	Service    string    `json:"service"`
-	ID         string    `json:"id"`
-	Address    string    `json:"address"`
-	LeaseID    string    `json:"lease_id"`
-	ExpiredAt  time.Time `json:"expired_at"`
-	ReportedBy string    `json:"reported_by"`
-	Revision   int64     `json:"revision"`
 }
 
 func registerBody(addr string, ttl int, md map[string]string) string {
@@ -126,22 +114,6 @@ func list(base, service string) (map[string]instance, error) {
 		out[in.ID] = in
 	}
 	return out, nil
-}
-
-// expirations is the ledger on base, for one service ("" for all).
-func expirations(base, service string) ([]expiration, error) {
-	code, body, err := get(base + "/v1/expirations?limit=10000&service=" + service)
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("expirations on %s: %d %s", base, code, body)
-	}
-	var out struct{ Expirations []expiration }
-	if err := json.Unmarshal(body, &out); err != nil {
-		return nil, err
-	}
-	return out.Expirations, nil
 }
 
 // errorCode is the "code" of an error body, or "".
@@ -221,40 +193,20 @@ func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 // isRoot reports whether the tests run as root (mount, loop devices).
 func isRoot() bool { return os.Geteuid() == 0 }
 
-// exactlyOnce checks every member's ledger: it reports exactly the expiries
-// of want ("service/id" → the lease of its last registration), each once,
-// and nothing else; check, when not nil, is asked about every entry too
-// (an error fails the test). It returns the entries that match want, from
-// every member.
-func exactlyOnce(t *testing.T, c *e2e.Cluster, want map[string]string, check func(member string, e expiration) error) []expiration {
+// exactlyOnce waits until every member's ledger holds exactly x, each
+// expiry once, and the same entries on all of them (ledgertest.Wait); the
+// reporters are the cluster's members unless x names them. It returns the
+// ledger.
+func exactlyOnce(t *testing.T, c *e2e.Cluster, timeout time.Duration, x ledgertest.Expected) []ledgertest.Entry {
 	t.Helper()
-	var matched []expiration
+	var members []ledgertest.Member
+	names := map[string]bool{}
 	for i, m := range c.Members {
-		es, err := expirations(c.URL(i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]int{}
-		for _, e := range es {
-			k := e.Service + "/" + e.ID
-			lease, ok := want[k]
-			if !ok || e.LeaseID != lease {
-				t.Errorf("%s: unexpected expiry report (want leases %v): %+v", m.Name, want, e)
-				continue
-			}
-			if check != nil {
-				if err := check(m.Name, e); err != nil {
-					t.Errorf("%s: %v: %+v", m.Name, err, e)
-				}
-			}
-			seen[k]++
-			matched = append(matched, e)
-		}
-		for k := range want {
-			if seen[k] != 1 {
-				t.Errorf("%s: %s reported %d times, want exactly once", m.Name, k, seen[k])
-			}
-		}
+		members = append(members, ledgertest.Member{Name: m.Name, URL: c.URL(i)})
+		names[m.Name] = true
 	}
-	return matched
+	if x.Reporters == nil {
+		x.Reporters = names
+	}
+	return ledgertest.Wait(t, timeout, members, x)
 }

@@ -5,9 +5,11 @@ package faults
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 )
 
 // TestE2EFaultPartition isolates the leader from the other two members
@@ -45,16 +49,18 @@ func TestE2EFaultPartition(t *testing.T) {
 		}
 	}
 	preLease := map[string]string{}
+	wantExpired := map[ledgertest.Expiry]string{}
 	for i := range nPre {
 		in, err := register(c.URL(a), "pre", fmt.Sprintf("p%d", i), 3, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		preLease[in.ID] = in.LeaseID
+		wantExpired[ledgertest.Expiry{Service: in.Service, ID: in.ID, Lease: in.LeaseID}] = in.Address
 	}
 	// Every member has applied the setup before the cut.
 	for i := range c.Members {
-		eventually(t, 5*time.Second, "setup visible on "+c.Members[i].Name, func() error {
+		poll.Until(t, 5*time.Second, "setup visible on "+c.Members[i].Name, func() error {
 			got, err := list(c.URL(i), "pre")
 			if err == nil && len(got) != nPre {
 				err = fmt.Errorf("%d of %d", len(got), nPre)
@@ -90,13 +96,13 @@ func TestE2EFaultPartition(t *testing.T) {
 	// The isolated member's readiness.
 	var notReady time.Duration
 	wg.Go(func() {
-		for time.Since(cut) < 20*time.Second {
-			if ok, _ := ready(iso.URL()); !ok {
-				notReady = time.Since(cut)
-				return
+		_ = poll.Wait(20*time.Second, func() error { // notReady stays 0 on timeout: checked below
+			if ok, _ := ready(iso.URL()); ok {
+				return errors.New("still ready")
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			notReady = time.Since(cut)
+			return nil
+		})
 	})
 	// Writes on the isolated member: each must end in a 503, within a few
 	// seconds; none may succeed (there is no quorum to commit it).
@@ -136,7 +142,7 @@ func TestE2EFaultPartition(t *testing.T) {
 	newLeader := c.LeaderAmong(leaderWait, a, b)
 	elected := time.Since(cut)
 	var writable time.Duration
-	eventually(t, 10*time.Second, "a write on the majority", func() error {
+	poll.Until(t, 10*time.Second, "a write on the majority", func() error {
 		_, err := register(c.URL(a), "majority", "first", 3600, nil)
 		writable = time.Since(cut)
 		return err
@@ -181,8 +187,8 @@ func TestE2EFaultPartition(t *testing.T) {
 	// The short instances run out during the partition; the majority's
 	// leader reports them.
 	var preReported time.Duration
-	eventually(t, 20*time.Second, "the majority reports the short instances' expiry", func() error {
-		es, err := expirations(c.URL(newLeader), "pre")
+	poll.Until(t, 20*time.Second, "the majority reports the short instances' expiry", func() error {
+		es, err := ledgertest.Read(c.URL(newLeader), url.Values{"service": {"pre"}})
 		if err == nil && len(es) < nPre {
 			err = fmt.Errorf("%d of %d reported", len(es), nPre)
 		}
@@ -199,14 +205,14 @@ func TestE2EFaultPartition(t *testing.T) {
 	healed := time.Now()
 	c.Heal()
 	var readyAgain, caughtUp time.Duration
-	eventually(t, 30*time.Second, iso.Name+" ready again", func() error {
+	poll.Until(t, 30*time.Second, iso.Name+" ready again", func() error {
 		if ok, why := ready(iso.URL()); !ok {
 			return fmt.Errorf("/readyz %s", why)
 		}
 		readyAgain = time.Since(healed)
 		return nil
 	})
-	eventually(t, 30*time.Second, iso.Name+" caught up", func() error {
+	poll.Until(t, 30*time.Second, iso.Name+" caught up", func() error {
 		for _, svc := range []string{"long", "pre", "during", "majority", "minority"} {
 			want, err := list(c.URL(newLeader), svc)
 			if err != nil {
@@ -228,16 +234,12 @@ func TestE2EFaultPartition(t *testing.T) {
 	}
 
 	// Exactly once, on every member, reported by the majority.
-	want := map[string]string{}
-	for id, lease := range preLease {
-		want["pre/"+id] = lease
-	}
-	exactlyOnce(t, c, want, func(_ string, e expiration) error {
+	exactlyOnce(t, c, 30*time.Second, ledgertest.Expected{Want: wantExpired, Each: func(e ledgertest.Entry) error {
 		if e.ReportedBy == iso.Name {
 			return fmt.Errorf("reported by the isolated %s", iso.Name)
 		}
 		return nil
-	})
+	}})
 
 	// No write on the minority succeeded, each answered 503 in time.
 	slices.SortFunc(minWrites, func(x, y minorityWrite) int { return int(x.sent - y.sent) })

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 )
 
 // TestE2EFaultKillAll: instances with a long TTL survive SIGKILL of all
@@ -41,13 +43,13 @@ func TestE2EFaultKillAll(t *testing.T) {
 		}
 		delete(want, id)
 	}
-	shortLease := map[string]string{}
+	wantExpired := map[ledgertest.Expiry]string{}
 	for i := range short {
 		in, err := register(c.URL(i%3), "brief", fmt.Sprintf("b%d", i), 2, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		shortLease[in.ID] = in.LeaseID
+		wantExpired[ledgertest.Expiry{Service: in.Service, ID: in.ID, Lease: in.LeaseID}] = in.Address
 	}
 
 	// All three at once, right after the last acknowledgement: whatever
@@ -58,7 +60,11 @@ func TestE2EFaultKillAll(t *testing.T) {
 	}
 	wg.Wait()
 	killed := time.Now()
-	time.Sleep(3 * time.Second) // the short leases run out while nobody runs
+	// The scenario is the time itself: the short leases run out (by the
+	// clock) while no member runs. What follows shows it happened: no
+	// member reported anything before the restart, and every short
+	// instance is reported once after it.
+	time.Sleep(3 * time.Second)
 
 	restarted := time.Now()
 	for i := range c.Members {
@@ -70,7 +76,7 @@ func TestE2EFaultKillAll(t *testing.T) {
 	readyAfter := time.Since(restarted)
 	leader := c.Leader(leaderWait)
 	var writable time.Duration
-	eventually(t, 10*time.Second, "a write after the restart", func() error {
+	poll.Until(t, 10*time.Second, "a write after the restart", func() error {
 		_, err := register(c.URL(leader), "probe", "p", 3600, nil)
 		writable = time.Since(restarted)
 		return err
@@ -108,22 +114,20 @@ func TestE2EFaultKillAll(t *testing.T) {
 		}
 	}
 
-	var es []expiration
-	eventually(t, 20*time.Second, "the short instances' expiries reported", func() error {
-		var err error
-		if es, err = expirations(c.URL(leader), ""); err == nil && len(es) < short {
-			err = fmt.Errorf("%d of %d", len(es), short)
-		}
-		return err
-	})
-	wantExpired := map[string]string{}
-	for id, lease := range shortLease {
-		wantExpired["brief/"+id] = lease
-	}
 	var lastReport time.Time
-	for _, e := range exactlyOnce(t, c, wantExpired, nil) {
+	for _, e := range exactlyOnce(t, c, 20*time.Second, ledgertest.Expected{Want: wantExpired, Each: func(e ledgertest.Entry) error {
+		if e.ExpiredAt.Before(restarted) {
+			return fmt.Errorf("reported at %v, before the restart at %v: a member survived the kill", e.ExpiredAt, restarted)
+		}
+		return nil
+	}}) {
 		if e.ExpiredAt.After(lastReport) {
 			lastReport = e.ExpiredAt
+		}
+	}
+	for i := range c.Members {
+		if got, err := list(c.URL(i), "brief"); err != nil || len(got) != 0 {
+			t.Errorf("%s still lists short instances after their expiry: %v %v", c.Members[i].Name, got, err)
 		}
 	}
 	figure(t, "SIGKILL of all 3 members: %d of %d long-TTL instances intact on every node, %d deregistered ones still gone; all ready %s after the restart, first write accepted after %s",

@@ -23,6 +23,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 )
 
 // Issue 18: a rolling restart (SIGTERM, start again, the leader last) is a
@@ -310,8 +312,8 @@ type rollingLoad struct {
 	wg       sync.WaitGroup
 	startRev int64
 	started  time.Time
-	// abandoned instances: service "abandoned", lease by id.
-	abandoned map[string]string
+	// abandoned instances: service "abandoned", each expiry's address.
+	abandoned map[ledgertest.Expiry]string
 	// retries is the sum of regd_store_retries_total of the processes
 	// stopped so far.
 	retries int
@@ -369,13 +371,13 @@ func startRollingLoad(t *testing.T, c *e2e.Cluster) *rollingLoad {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &rollingLoad{t: t, c: c, pool: newRollPool(urls), st: &rollStats{}, startRev: st.Revision, abandoned: map[string]string{}}
+	l := &rollingLoad{t: t, c: c, pool: newRollPool(urls), st: &rollStats{}, startRev: st.Revision, abandoned: map[ledgertest.Expiry]string{}}
 	for i := range rollAbandoned {
 		in, err := register(c.URL(i%len(urls)), "abandoned", fmt.Sprintf("a%d", i), 2, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		l.abandoned[in.ID] = in.LeaseID
+		l.abandoned[ledgertest.Expiry{Service: in.Service, ID: in.ID, Lease: in.LeaseID}] = in.Address
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	l.stop = stop
@@ -400,7 +402,7 @@ func startRollingLoad(t *testing.T, c *e2e.Cluster) *rollingLoad {
 // warm waits until the load runs: every client has registered its
 // instances and listed them.
 func (l *rollingLoad) warm() {
-	eventually(l.t, 20*time.Second, "the load running", func() error {
+	poll.Until(l.t, 20*time.Second, "the load running", func() error {
 		l.st.mu.Lock()
 		defer l.st.mu.Unlock()
 		if n := len(l.st.lat["list"]); n < 2*rollClients {
@@ -450,7 +452,7 @@ func (l *rollingLoad) finish() {
 	l.stop()
 	l.wg.Wait()
 	elapsed := time.Since(l.started)
-	leader := c.Leader(leaderWait)
+	c.Leader(leaderWait) // the members agree on a leader before the checks
 	for i := range c.Members {
 		l.countRetries(i)
 	}
@@ -482,19 +484,7 @@ func (l *rollingLoad) finish() {
 		}
 	}
 
-	var es []expiration
-	eventually(t, 30*time.Second, "the abandoned instances reported", func() error {
-		var err error
-		if es, err = expirations(c.URL(leader), ""); err == nil && len(es) < len(l.abandoned) {
-			err = fmt.Errorf("%d of %d", len(es), len(l.abandoned))
-		}
-		return err
-	})
-	want := map[string]string{}
-	for id, lease := range l.abandoned {
-		want["abandoned/"+id] = lease
-	}
-	exactlyOnce(t, c, want, nil)
+	exactlyOnce(t, c, 30*time.Second, ledgertest.Expected{Want: l.abandoned})
 
 	st := l.st
 	st.mu.Lock()

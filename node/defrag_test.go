@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 )
 
@@ -36,7 +37,7 @@ func TestDefragOneAtATime(t *testing.T) {
 	}
 	c.CompactToHead(t, cli)
 	var runs []defragRun
-	regdtest.Eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "each member defragments, a leader after handing over", func() error {
 		runs = defragRuns(t, c.LogLines("defragmented the backend database"))
 		members := map[string]bool{}
 		for _, r := range runs {

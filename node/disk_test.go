@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/regd/regd/internal/freeport"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/node"
 )
 
@@ -29,12 +30,14 @@ import (
 
 const minFree = 2 << 20 // the reserve is half: 1 MiB of real blocks
 
-// fakeDisk is the free space and mount state the guard reads.
+// fakeDisk is the free space and mount state the guard reads. It counts
+// the guard's looks, so that a test can wait for looks instead of time.
 type fakeDisk struct {
-	mu   sync.Mutex
-	free int64
-	ro   bool
-	err  error
+	mu    sync.Mutex
+	free  int64
+	ro    bool
+	err   error
+	looks int
 }
 
 func (d *fakeDisk) set(free int64, ro bool, err error) {
@@ -46,7 +49,28 @@ func (d *fakeDisk) set(free int64, ro bool, err error) {
 func (d *fakeDisk) stat(string) (node.DiskUsage, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.looks++
 	return node.DiskUsage{Free: d.free, ReadOnly: d.ro}, d.err
+}
+
+// waitLooks waits until the guard has taken n whole looks at the disk as it
+// is now: the positive marker after which "the guard did not act" can be
+// asserted. The guard looks (statfs) at the start of each step and steps
+// one at a time, so the look after the n-th one begins only once the n-th
+// step, with whatever it did, is over.
+func (d *fakeDisk) waitLooks(t *testing.T, n int) {
+	t.Helper()
+	d.mu.Lock()
+	from := d.looks
+	d.mu.Unlock()
+	poll.Until(t, 10*time.Second, fmt.Sprintf("%d looks at the disk", n), func() error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if done := d.looks - from - 1; done < n {
+			return fmt.Errorf("%d whole looks so far", max(done, 0))
+		}
+		return nil
+	})
 }
 
 type member struct {
@@ -94,21 +118,6 @@ func startMember(t *testing.T, disk *fakeDisk, dir string, quota int64) *member 
 	}
 	t.Cleanup(n.Close)
 	return &member{Node: n, dir: dir, clientURL: client, logs: logs}
-}
-
-func eventually(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func (m *member) alarmed(t *testing.T) bool {
@@ -165,13 +174,13 @@ func TestDiskGuardShortOfSpace(t *testing.T) {
 	}
 
 	disk.set(minFree-1, false, nil)
-	eventually(t, "the guard sees the short disk", func() error {
+	poll.Until(t, 10*time.Second, "the guard sees the short disk", func() error {
 		if se := storageErr(m.Node); se == nil || !se.Full || se.Free != minFree-1 || se.Min != minFree {
 			return fmt.Errorf("StorageErr = %v", m.StorageErr())
 		}
 		return nil
 	})
-	eventually(t, "the NOSPACE alarm", func() error {
+	poll.Until(t, 10*time.Second, "the NOSPACE alarm", func() error {
 		if !m.alarmed(t) {
 			return errors.New("not raised")
 		}
@@ -194,16 +203,16 @@ func TestDiskGuardShortOfSpace(t *testing.T) {
 
 	// Just over the minimum is not enough to resume: the guard wants a
 	// margin and room for the reserve, so that it does not flap.
+	// Once resumed it would stay so at this level, so one check after ten
+	// looks covers them all.
 	disk.set(minFree+1, false, nil)
-	for range 10 {
-		time.Sleep(20 * time.Millisecond)
-		if se := storageErr(m.Node); se == nil || !se.Full {
-			t.Fatalf("resumed at the threshold: %v", m.StorageErr())
-		}
+	disk.waitLooks(t, 10)
+	if se := storageErr(m.Node); se == nil || !se.Full {
+		t.Fatalf("resumed at the threshold: %v", m.StorageErr())
 	}
 
 	disk.set(100*minFree, false, nil)
-	eventually(t, "writes resume", func() error {
+	poll.Until(t, 10*time.Second, "writes resume", func() error {
 		if err := m.StorageErr(); err != nil {
 			return err
 		}
@@ -225,7 +234,7 @@ func TestDiskGuardShortOfSpace(t *testing.T) {
 		"NOSPACE alarm is cleared":        1,
 	} {
 		// The guard logs after etcd has applied the change the test saw.
-		eventually(t, "log line "+msg, func() error {
+		poll.Until(t, 10*time.Second, "log line "+msg, func() error {
 			if got := m.logged(msg); got != want {
 				return fmt.Errorf("%d lines, want %d", got, want)
 			}
@@ -262,7 +271,7 @@ func TestDiskGuardStartsShort(t *testing.T) {
 	// the restart is cleared by the member once it is back.
 	disk.set(100*minFree, false, nil)
 	m = startMember(t, disk, dir, 0)
-	eventually(t, "the old alarm cleared", func() error {
+	poll.Until(t, 10*time.Second, "the old alarm cleared", func() error {
 		if m.alarmed(t) {
 			return errors.New("still raised")
 		}
@@ -282,13 +291,13 @@ func TestDiskGuardReadOnly(t *testing.T) {
 			disk := &fakeDisk{free: 100 * minFree}
 			m := startMember(t, disk, "", 0)
 			set(disk)
-			eventually(t, "the guard sees the failed disk", func() error {
+			poll.Until(t, 10*time.Second, "the guard sees the failed disk", func() error {
 				if se := storageErr(m.Node); se == nil || !se.Failed || se.Full {
 					return fmt.Errorf("StorageErr = %v", m.StorageErr())
 				}
 				return nil
 			})
-			time.Sleep(100 * time.Millisecond) // five more looks at the disk
+			disk.waitLooks(t, 5)
 			if m.alarmed(t) {
 				t.Error("a NOSPACE alarm for a read-only disk")
 			}
@@ -296,7 +305,7 @@ func TestDiskGuardReadOnly(t *testing.T) {
 				t.Errorf("%d log lines about the failed disk, want 1", got)
 			}
 			disk.set(100*minFree, false, nil)
-			eventually(t, "the guard sees the repaired disk", func() error { return m.StorageErr() })
+			poll.Until(t, 10*time.Second, "the guard sees the repaired disk", func() error { return m.StorageErr() })
 		})
 	}
 }
@@ -321,11 +330,11 @@ func TestDiskGuardLeavesQuotaAlarm(t *testing.T) {
 	// etcd raises the alarm when a put would take the database over the
 	// quota, so the database is then just under it: the guard must not
 	// take that for room.
-	for range 15 {
-		time.Sleep(20 * time.Millisecond) // one look at the disk
-		if !m.alarmed(t) {
-			t.Fatal("the guard disarmed the quota alarm of a database at its quota")
-		}
+	// Nothing writes meanwhile, so an alarm disarmed in any of these looks
+	// would still be gone after them.
+	disk.waitLooks(t, 15)
+	if !m.alarmed(t) || m.logged("disarmed this member's NOSPACE") != 0 {
+		t.Fatal("the guard disarmed the quota alarm of a database at its quota")
 	}
 	if err := m.put(t, "/refused"); !errors.Is(err, rpctypes.ErrNoSpace) {
 		t.Fatalf("a put at the quota: %v", err)
@@ -349,7 +358,7 @@ func TestDiskGuardLeavesQuotaAlarm(t *testing.T) {
 	if _, err := cli.Defragment(t.Context(), m.clientURL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the guard disarms the quota alarm after the defragment", func() error {
+	poll.Until(t, 10*time.Second, "the guard disarms the quota alarm after the defragment", func() error {
 		if m.alarmed(t) {
 			return errors.New("still raised")
 		}

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/tracker"
 
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/node"
 )
@@ -94,7 +95,7 @@ func TestHandOver(t *testing.T) {
 	if err != nil || to == 0 || to == leader.ID() {
 		t.Fatalf("HandOver: %x %v, want another member", to, err)
 	}
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "every member follows the new leader", func() error {
 		for _, m := range c.Members {
 			if l := m.Server().Node().Leader(); l != to {
 				return fmt.Errorf("%s sees leader %x, want %x", m.Name, l, to)

@@ -154,30 +154,6 @@ func nextEvent(t *testing.T, wch clientv3.WatchChan, key string) *clientv3.Event
 	}
 }
 
-// history returns every event of the whole keyspace in revisions from..to.
-func history(t *testing.T, cli *clientv3.Client, from, to int64) []*clientv3.Event {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var out []*clientv3.Event
-	for resp := range cli.Watch(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithRev(from)) {
-		if err := resp.Err(); err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range resp.Events {
-			if ev.Kv.ModRevision > to {
-				return out
-			}
-			out = append(out, ev)
-		}
-		if resp.Header.Revision >= to && len(out) > 0 && out[len(out)-1].Kv.ModRevision == to {
-			return out
-		}
-	}
-	t.Fatalf("history %d..%d: watch ended early", from, to)
-	return nil
-}
-
 func parseLease(t *testing.T, s string) int64 {
 	t.Helper()
 	id, err := strconv.ParseInt(s, 10, 64)

@@ -16,6 +16,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -66,7 +68,7 @@ func (w *plainWatch) upTo() map[string][]string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	regdtest.Eventually(w.t, 10*time.Second, func() error {
+	poll.Until(w.t, 10*time.Second, "the plain watch catches up", func() error {
 		// A progress notification comes once the watch is synced.
 		_ = w.cli.RequestProgress(opCtx(w.t))
 		w.mu.Lock()
@@ -180,8 +182,8 @@ func TestRetryAfterLostReplies(t *testing.T) {
 	if lost.Load() == 0 || m.Server().Store().Retries()-retriesBefore < lost.Load() {
 		t.Fatalf("%d replies lost, %d retries: the test did not exercise the retries", lost.Load(), m.Server().Store().Retries()-retriesBefore)
 	}
-	c.WaitExpiries(t, 20*time.Second, regdtest.Expected{
-		Want:      map[regdtest.Expiry]string{regdtest.ExpiryOfInstance(gone): "10.0.0.3:80"},
+	c.WaitExpiries(t, 20*time.Second, ledgertest.Expected{
+		Want:      map[ledgertest.Expiry]string{regdtest.ExpiryOfInstance(gone): "10.0.0.3:80"},
 		Forbidden: map[string]bool{"retry/a": true},
 	})
 	events := w.upTo()
@@ -412,7 +414,7 @@ func TestShutdownAnswersAtOnce(t *testing.T) {
 	c.Kill(1)
 	c.Kill(2)
 	n := c.Members[0].Server().Node()
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "member 0 sees no leader", func() error {
 		if l := n.Leader(); l != 0 {
 			return fmt.Errorf("member 0 still follows %x", l)
 		}
@@ -426,7 +428,7 @@ func TestShutdownAnswersAtOnce(t *testing.T) {
 		errc <- err
 	}()
 	// Waiting: it has looked for a leader more than once.
-	regdtest.Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the store asks for a leader again", func() error {
 		if n := lead.asked.Load(); n < 2 {
 			return fmt.Errorf("asked %d times", n)
 		}

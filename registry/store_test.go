@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -95,7 +96,7 @@ func TestStorageContract(t *testing.T) {
 				if rev1 == rev0 {
 					return
 				}
-				for _, ev := range history(t, e.cli, rev0+1, rev1) {
+				for _, ev := range regdtest.History(t, e.cli, rev0+1, rev1) {
 					if !background(string(ev.Kv.Key)) {
 						t.Fatalf("revision moved %d -> %d during heartbeats: %s %q", rev0, rev1, ev.Type, ev.Kv.Key)
 					}
@@ -153,7 +154,7 @@ func TestStorageContract(t *testing.T) {
 				t.Fatalf("get: %s; want ttl 5, lease_id %s", b, lease)
 			}
 
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, "web lists the registered instance", func() error {
 				l := e.list(t, "web")
 				if len(l.Instances) != 1 {
 					return fmt.Errorf("list web: %+v", l)
@@ -173,7 +174,7 @@ func TestStorageContract(t *testing.T) {
 			if _, err := e.cli.Put(opCtx(t), "/service/store-static/static", "10.1.1.2:80"); err != nil {
 				t.Fatal(err)
 			}
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, "a plain key listed", func() error {
 				l := e.list(t, "store-static")
 				if len(l.Instances) != 1 {
 					return fmt.Errorf("list: %+v", l)
@@ -195,7 +196,7 @@ func TestStorageContract(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, "store-lay lists only ok", func() error {
 				if got := ids(e.list(t, "store-lay")); !slices.Equal(got, []string{"ok"}) {
 					return fmt.Errorf("store-lay lists %q, want only ok", got)
 				}
@@ -219,7 +220,7 @@ func TestStorageContract(t *testing.T) {
 			e.register(t, "user", "u1", `{"address":"10.2.0.1:80","ttl":300}`, http.StatusCreated)
 			e.register(t, "user-b", "u1", `{"address":"10.2.0.2:80","ttl":300}`, http.StatusCreated)
 			e.register(t, "user-b", "x", `{"address":"10.2.0.3:80","ttl":300}`, http.StatusCreated)
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, "user and user-b each list their own", func() error {
 				u, ub := e.list(t, "user"), e.list(t, "user-b")
 				if !slices.Equal(ids(u), []string{"u1"}) || u.Instances[0].Address != "10.2.0.1:80" {
 					return fmt.Errorf("user lists %+v", u.Instances)
@@ -241,7 +242,7 @@ func TestStorageContract(t *testing.T) {
 			if second.LeaseID == first.LeaseID {
 				t.Fatalf("re-register kept lease %s", first.LeaseID)
 			}
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, "store-rr lists the re-registration", func() error {
 				l := e.list(t, "store-rr")
 				if len(l.Instances) != 1 || l.Instances[0].Address != "10.3.0.2:80" || l.Instances[0].LeaseID != second.LeaseID {
 					return fmt.Errorf("list %+v", l.Instances)
@@ -256,7 +257,7 @@ func TestStorageContract(t *testing.T) {
 				t.Fatalf("key %q on lease %d, want the new address on lease %s", kv.Value, kv.Lease, second.LeaseID)
 			}
 			old := parseLease(t, first.LeaseID)
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, "the old lease revoked", func() error {
 				if ttl := e.leaseTTL(t, old).TTL; ttl != -1 {
 					return fmt.Errorf("old lease %d still has %d s", old, ttl)
 				}
@@ -277,7 +278,7 @@ func TestStorageContract(t *testing.T) {
 				t.Fatalf("metadata left: %q", left)
 			}
 			lease := parseLease(t, inst.LeaseID)
-			regdtest.Eventually(t, 5*time.Second, func() error {
+			poll.Until(t, 5*time.Second, "the deregistered instance's lease revoked", func() error {
 				if ttl := e.leaseTTL(t, lease).TTL; ttl != -1 {
 					return fmt.Errorf("lease %d still has %d s", lease, ttl)
 				}
@@ -295,7 +296,7 @@ func TestStorageContract(t *testing.T) {
 				t.Fatalf("granted ttl %d, want 2", inst.TTL)
 			}
 			// 2 s of TTL, plus etcd's expiry check and the watch.
-			regdtest.Eventually(t, 6*time.Second, func() error {
+			poll.Until(t, 6*time.Second, "the expired instance no longer listed", func() error {
 				if l := e.list(t, "store-exp"); len(l.Instances) != 0 {
 					return fmt.Errorf("still listed: %+v", l.Instances)
 				}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"testing"
@@ -13,6 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -60,7 +61,7 @@ func TestPlainClientValues(t *testing.T) {
 		}
 	}
 
-	regdtest.Eventually(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, "only the two valid values listed", func() error {
 		l := e.list(t, "vals")
 		if got := ids(l); !slices.Equal(got, []string{"naming", "newline"}) {
 			return fmt.Errorf("vals lists %q", got)
@@ -111,24 +112,11 @@ func TestPlainClientValues(t *testing.T) {
 	// All six keys go when the lease ends; only the two instances are
 	// reported. A later expiry is the marker that the rest were seen.
 	barrier := e.register(t, "vals-barrier", "b", `{"address":"10.0.0.10:80","ttl":3}`, http.StatusCreated)
-	regdtest.Eventually(t, 15*time.Second, func() error {
-		if es := c.Members[0].Ledger(t, url.Values{"service": {"vals-barrier"}}); len(es) != 1 {
-			return fmt.Errorf("barrier not reported yet: %+v", es)
-		}
-		return nil
-	})
-	got := map[string]string{}
-	for _, x := range c.Members[0].Ledger(t, nil) {
-		got[x.Service+"/"+x.ID+"@"+x.LeaseID] = x.Address
-	}
-	want := map[string]string{
-		"vals/naming@" + leaseID:            "10.0.0.7:50051",
-		"vals/newline@" + leaseID:           "10.0.0.9:80",
-		"vals-barrier/b@" + barrier.LeaseID: "10.0.0.10:80",
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("ledger %v, want %v", got, want)
-	}
+	c.WaitExpiries(t, 15*time.Second, ledgertest.Expected{Want: map[ledgertest.Expiry]string{
+		{Service: "vals", ID: "naming", Lease: leaseID}:            "10.0.0.7:50051",
+		{Service: "vals", ID: "newline", Lease: leaseID}:           "10.0.0.9:80",
+		{Service: "vals-barrier", ID: "b", Lease: barrier.LeaseID}: "10.0.0.10:80",
+	}})
 	if g := gauge(); g != "0" {
 		t.Fatalf("regd_invalid_instance_values %s after the keys went, want 0", g)
 	}

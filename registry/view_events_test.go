@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/naming/endpoints"
 
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -127,7 +128,7 @@ func TestViewEventTypes(t *testing.T) {
 	// rest-exp's expiry comes after all of the above.
 	want = append(want, ev{registry.EventExpire, "rest-exp", "10.7.0.2:80"})
 	var got []ev
-	regdtest.Eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, "every event up to rest-exp's expiry", func() error {
 		evs, err := sub.Drain()
 		if err != nil {
 			t.Fatal(err)

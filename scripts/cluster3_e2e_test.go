@@ -8,9 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/regd/regd/internal/e2e"
-	"github.com/regd/regd/internal/freeport"
-	"github.com/regd/regd/internal/regdtest"
 	"io"
 	"net/http"
 	"os"
@@ -22,6 +19,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/regd/regd/internal/freeport"
+	"github.com/regd/regd/internal/ledgertest"
+	"github.com/regd/regd/internal/poll"
+	"github.com/regd/regd/internal/regdtest"
 )
 
 // cluster is a cluster3.sh cluster in a temporary directory on free ports.
@@ -194,20 +196,9 @@ func do(method, url, body string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-// eventually is e2e.Eventually, under the name these tests use.
-var eventually = e2e.Eventually
-
 type instance struct {
 	Service, ID, Address string
 	LeaseID              string `json:"lease_id"`
-}
-
-type expiration struct {
-	Service, ID, Address string
-	LeaseID              string    `json:"lease_id"`
-	ExpiredAt            time.Time `json:"expired_at"`
-	ReportedBy           string    `json:"reported_by"`
-	Revision             int64
 }
 
 func register(base, service, id string, ttl int) (instance, int, error) {
@@ -231,16 +222,21 @@ func leaderOf(base string) (string, error) {
 	return st.Leader, nil
 }
 
-func expirations(base, service string) ([]expiration, error) {
-	code, body, err := do(http.MethodGet, base+"/v1/expirations?limit=1000&service="+service, "")
-	if err != nil {
-		return nil, err
+// ledgerMembers names the members to read the expiry ledger on.
+func (c *cluster) ledgerMembers(names ...string) []ledgertest.Member {
+	var out []ledgertest.Member
+	for _, n := range names {
+		out = append(out, ledgertest.Member{Name: n, URL: c.rest[n]})
 	}
-	var out struct{ Expirations []expiration }
-	if code != 200 || json.Unmarshal(body, &out) != nil {
-		return nil, fmt.Errorf("/v1/expirations: %d %s", code, body)
+	return out
+}
+
+func (c *cluster) memberNames() map[string]bool {
+	out := map[string]bool{}
+	for _, n := range c.names {
+		out[n] = true
 	}
-	return out.Expirations, nil
+	return out
 }
 
 func TestE2ECluster3(t *testing.T) {
@@ -256,7 +252,7 @@ func TestE2ECluster3(t *testing.T) {
 		t.Fatalf("register through m1: %d %v", code, err)
 	}
 	for _, base := range []string{m2, m3} {
-		eventually(t, 5*time.Second, "instance listed on "+base, func() error {
+		poll.Until(t, 5*time.Second, "instance listed on "+base, func() error {
 			code, body, err := do(http.MethodGet, base+"/v1/services/e2e/instances", "")
 			if err != nil || code != 200 || !strings.Contains(string(body), `"id":"a"`) {
 				return fmt.Errorf("%d %s %v", code, body, err)
@@ -285,7 +281,7 @@ func TestE2ECluster3(t *testing.T) {
 		}
 	}
 	var newLeader string
-	eventually(t, 15*time.Second, "survivors agree on a new leader", func() error {
+	poll.Until(t, 15*time.Second, "survivors agree on a new leader", func() error {
 		l0, err0 := leaderOf(c.rest[survivors[0]])
 		l1, err1 := leaderOf(c.rest[survivors[1]])
 		if err0 != nil || err1 != nil || l0 == "" || l0 != l1 || l0 == leader {
@@ -296,7 +292,7 @@ func TestE2ECluster3(t *testing.T) {
 	})
 	elected := time.Since(killedAt)
 	var b instance
-	eventually(t, 15*time.Second, "a write accepted after the kill", func() error {
+	poll.Until(t, 15*time.Second, "a write accepted after the kill", func() error {
 		var code int
 		var err error
 		b, code, err = register(c.rest[survivors[0]], "e2e", "b", 2)
@@ -312,35 +308,11 @@ func TestE2ECluster3(t *testing.T) {
 
 	// Both instances expire (no heartbeats) and are reported exactly once,
 	// as every survivor sees it.
-	want := map[string]string{"a": a.LeaseID, "b": b.LeaseID}
-	var es []expiration
-	eventually(t, 20*time.Second, "both expiries reported", func() error {
-		var err error
-		es, err = expirations(c.rest[survivors[0]], "e2e")
-		if err != nil {
-			return err
-		}
-		if len(es) < 2 {
-			return fmt.Errorf("%d reported", len(es))
-		}
-		return nil
+	es := ledgertest.Wait(t, 20*time.Second, c.ledgerMembers(survivors...), ledgertest.Expected{
+		Service:   "e2e",
+		Want:      map[ledgertest.Expiry]string{{Service: "e2e", ID: "a", Lease: a.LeaseID}: a.Address, {Service: "e2e", ID: "b", Lease: b.LeaseID}: b.Address},
+		Reporters: c.memberNames(),
 	})
-	for _, base := range []string{c.rest[survivors[0]], c.rest[survivors[1]]} {
-		es, err := expirations(base, "e2e")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[string]int{}
-		for _, e := range es {
-			seen[e.ID]++
-			if want[e.ID] != e.LeaseID || e.ReportedBy == "" || e.ExpiredAt.IsZero() || e.Revision <= 0 || e.Address != "10.9.0.1:80" {
-				t.Fatalf("unexpected report on %s: %+v", base, e)
-			}
-		}
-		if len(es) != 2 || seen["a"] != 1 || seen["b"] != 1 {
-			t.Fatalf("ledger on %s: %+v, want a and b once each", base, es)
-		}
-	}
 	var worst time.Duration
 	for _, e := range es {
 		worst = max(worst, e.ExpiredAt.Sub(killedAt))
@@ -413,7 +385,7 @@ func TestE2EFailoverTimings(t *testing.T) {
 				}
 			}
 			mon := regdtest.StartWriteMonitor(c.rest[survivor], fmt.Sprintf("%s-%d", how, round))
-			eventually(t, 10*time.Second, "probe writes accepted", func() error {
+			poll.Until(t, 10*time.Second, "probe writes accepted", func() error {
 				if mon.Accepted() == 0 {
 					return fmt.Errorf("none yet")
 				}
@@ -427,13 +399,13 @@ func TestE2EFailoverTimings(t *testing.T) {
 			if err := syscall.Kill(pid, sig); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 20*time.Second, "leader process gone", func() error {
+			poll.Until(t, 20*time.Second, "leader process gone", func() error {
 				if alive(pid) {
 					return fmt.Errorf("pid %d alive", pid)
 				}
 				return nil
 			})
-			eventually(t, 20*time.Second, "a new leader", func() error {
+			poll.Until(t, 20*time.Second, "a new leader", func() error {
 				l, err := leaderOf(c.rest[survivor])
 				if err != nil || l == "" || l == leader {
 					return fmt.Errorf("%q %v", l, err)
@@ -457,15 +429,11 @@ func TestE2EFailoverTimings(t *testing.T) {
 		regAt[id] = time.Now()
 		ins = append(ins, in)
 	}
-	var es []expiration
-	eventually(t, 20*time.Second, "delay expiries", func() error {
-		var err error
-		es, err = expirations(c.rest[c.names[0]], "delay")
-		if err == nil && len(es) != len(ins) {
-			err = fmt.Errorf("%d of %d", len(es), len(ins))
-		}
-		return err
-	})
+	want := map[ledgertest.Expiry]string{}
+	for _, in := range ins {
+		want[ledgertest.Expiry{Service: in.Service, ID: in.ID, Lease: in.LeaseID}] = in.Address
+	}
+	es := ledgertest.Wait(t, 20*time.Second, c.ledgerMembers(c.names...), ledgertest.Expected{Service: "delay", Want: want, Reporters: c.memberNames()})
 	var worst time.Duration
 	for _, e := range es {
 		worst = max(worst, e.ExpiredAt.Sub(regAt[e.ID].Add(2*time.Second)))
@@ -510,7 +478,7 @@ func TestE2ECluster3ReplaceDeadMember(t *testing.T) {
 	if err := syscall.Kill(c.pid("m3"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "m3 gone", func() error {
+	poll.Until(t, 10*time.Second, "m3 gone", func() error {
 		if alive(c.pid("m3")) {
 			return fmt.Errorf("pid %d still runs", c.pid("m3"))
 		}

@@ -19,6 +19,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/regd/regd/internal/poll"
 )
 
 var tlsMemberLine = regexp.MustCompile(`(?m)^cluster3: (m[123]) pid (\d+) rest (https://127\.0\.0\.1:\d+) client (https://127\.0\.0\.1:\d+)$`)
@@ -78,7 +80,7 @@ func TestE2ECluster3TLS(t *testing.T) {
 	if err != nil || status != http.StatusCreated {
 		t.Fatalf("register over HTTPS: %d %s %v", status, body, err)
 	}
-	eventually(t, 5*time.Second, "instance listed on m2", func() error {
+	poll.Until(t, 5*time.Second, "instance listed on m2", func() error {
 		status, body, err := send(http.MethodGet, rest["m2"]+"/v1/services/tls/instances", "")
 		if err != nil || status != 200 || !strings.Contains(body, `"id":"a"`) {
 			return fmt.Errorf("%d %s %v", status, body, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 )
 
@@ -48,7 +49,7 @@ func TestScreenshots(t *testing.T) {
 	// Two instances that stop heartbeating, for the expiry reports.
 	register(t, origin, "cart", "cart-1", map[string]any{"address": "10.0.4.1:8000", "ttl": 2})
 	register(t, origin, "orders", "orders-9", map[string]any{"address": "10.0.1.99:8080", "ttl": 2, "metadata": map[string]string{"zone": "b"}})
-	regdtest.Eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "the two expiry reports for the screenshots", func() error {
 		status, _, b := rest(t, http.MethodGet, origin+"/v1/expirations", readToken, nil)
 		var l struct{ Expirations []json.RawMessage }
 		if status != 200 || json.Unmarshal(b, &l) != nil || len(l.Expirations) < 2 {

@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/tlstest"
 )
 
@@ -44,38 +46,15 @@ func startSecNode(t *testing.T, bin, scheme string, client *http.Client, extra f
 		n := e2e.NewNode(t)
 		p := e2e.Start(t, bin, t.TempDir(), append(n.Args(), extra(n)...)...)
 		s := secNode{proc: p, node: n, base: scheme + "://" + n.HTTPAddr, client: client}
-		err := s.waitReady(readyTimeout)
+		err := p.WaitReadyWith(client, s.base, readyTimeout)
 		if err == nil {
 			return s
 		}
-		if p.Exited() && strings.Contains(p.Stderr(), "cannot listen") && attempt < 3 {
+		if _, clash := e2e.PortClash(err); clash && attempt < 3 {
 			continue
 		}
 		t.Fatalf("%v; stderr:\n%s", err, p.Stderr())
 	}
-}
-
-func (s secNode) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	last := "no answer"
-	for time.Now().Before(deadline) {
-		if s.proc.Exited() {
-			return fmt.Errorf("regd exited before it was ready")
-		}
-		resp, err := s.client.Get(s.base + "/readyz")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready at %s within %v: %s", s.base, timeout, last)
 }
 
 // do sends one request (with a bearer token unless token is "") and returns
@@ -362,24 +341,27 @@ func TestE2EBeyondLoopback(t *testing.T) {
 			t.Fatal(err)
 		}
 		n.proc.Signal(syscall.SIGHUP)
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		poll.Until(t, 5*time.Second, "the rotated token accepted after SIGHUP", func() error {
 			status, _, _, err := n.do(http.MethodGet, inst, newTok, "")
-			if err == nil && status == http.StatusOK {
-				break
+			if err == nil && status != http.StatusOK {
+				err = fmt.Errorf("status %d", status)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the rotated token is not accepted after SIGHUP: %d %v", status, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err
+		})
 		n.must(t, http.MethodGet, inst, writeTok, "", http.StatusUnauthorized)
-		// A broken file keeps the tokens in force.
+		// A broken file keeps the tokens in force: once regd has logged
+		// that it read and refused it (the positive marker), the token
+		// still works.
 		if err := os.WriteFile(file, []byte("write tooshort1\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		n.proc.Signal(syscall.SIGHUP)
-		time.Sleep(200 * time.Millisecond)
+		poll.Until(t, 5*time.Second, "the broken token file refused", func() error {
+			if !hasLog(n.proc.Stderr(), "token file not reloaded; the previous tokens stay in force") {
+				return errors.New("not logged yet")
+			}
+			return nil
+		})
 		n.must(t, http.MethodGet, inst, newTok, "", http.StatusOK)
 
 		stop(t, n.proc, syscall.SIGTERM)

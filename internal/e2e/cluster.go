@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/tcpproxy"
 )
 
@@ -91,8 +92,8 @@ func StartCluster(tb testing.TB, bin string, opts ClusterOptions) *Cluster {
 			c.memberIDs()
 			return c
 		}
-		if ee, ok := err.(*exitedError); ok && ee.code == 2 && strings.Contains(ee.stderr, "cannot listen") && attempt < attempts {
-			tb.Logf("port clash, starting the cluster again: %s", strings.TrimSpace(ee.stderr))
+		if why, ok := PortClash(err); ok && attempt < attempts {
+			tb.Logf("port clash, starting the cluster again: %s", why)
 			c.killAll()
 			continue
 		}
@@ -148,7 +149,7 @@ func (c *Cluster) start(attempt int) error {
 	}
 	wg.Wait()
 	for _, err := range errs {
-		if _, ok := err.(*exitedError); ok {
+		if _, ok := PortClash(err); ok {
 			return err
 		}
 	}
@@ -290,17 +291,12 @@ func (c *Cluster) Status(i int) (ClusterStatus, error) {
 // of them, and returns its index. The test fails after timeout.
 func (c *Cluster) LeaderAmong(timeout time.Duration, idx ...int) int {
 	c.tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		leader, err := c.agree(idx)
-		if err == nil {
-			return leader
-		}
-		if time.Now().After(deadline) {
-			c.tb.Fatalf("no agreed leader among %v within %v: %v", c.names(idx), timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	leader := -1
+	poll.Until(c.tb, timeout, fmt.Sprintf("an agreed leader among %v", c.names(idx)), func() (err error) {
+		leader, err = c.agree(idx)
+		return err
+	})
+	return leader
 }
 
 // Leader waits until the running members agree on a leader and returns it.

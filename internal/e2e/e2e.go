@@ -8,10 +8,9 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/regd/regd/internal/freeport"
 	"io"
 	"net/http"
 	"os"
@@ -23,6 +22,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/regd/regd/internal/freeport"
+	"github.com/regd/regd/internal/poll"
+	"github.com/regd/regd/internal/syncbuf"
 )
 
 var build struct {
@@ -104,8 +107,8 @@ func CleanEnv(extra ...string) []string {
 type Proc struct {
 	tb     testing.TB
 	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout syncbuf.Buffer // written by os/exec's copying goroutines
+	stderr syncbuf.Buffer
 	done   chan struct{} // closed when the process has exited
 	state  *os.ProcessState
 }
@@ -223,41 +226,54 @@ func (p *Proc) WaitReady(baseURL string, timeout time.Duration) {
 }
 
 func (p *Proc) waitReady(baseURL string, timeout time.Duration) error {
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	last := "no answer yet"
-	for {
+	return p.WaitReadyWith(&http.Client{Timeout: time.Second}, baseURL, timeout)
+}
+
+// WaitReadyWith polls baseURL+"/readyz" with c (a TLS client, say) until it
+// answers 200, and returns an error when timeout passes first or, at once,
+// an *ExitedError when the process exits.
+func (p *Proc) WaitReadyWith(c *http.Client, baseURL string, timeout time.Duration) error {
+	err := poll.Wait(timeout, func() error {
+		if p.Exited() {
+			return poll.Stop(&ExitedError{Code: p.exitCode(), Stderr: p.Stderr()})
+		}
 		resp, err := c.Get(baseURL + "/readyz")
-		if err == nil {
-			io.Copy(io.Discard, resp.Body) //nolint:errcheck // draining only
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("regd pid %d not ready at %s within %v: %s", p.Pid(), baseURL, timeout, last)
+		io.Copy(io.Discard, resp.Body) //nolint:errcheck // draining only
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
 		}
-		select {
-		case <-p.done:
-			return &exitedError{code: p.exitCode(), stderr: p.Stderr()}
-		case <-tick.C:
-		}
+		return nil
+	})
+	var ee *ExitedError
+	if err != nil && !errors.As(err, &ee) {
+		return fmt.Errorf("regd pid %d not ready at %s: %w", p.Pid(), baseURL, err)
 	}
+	return err
 }
 
-type exitedError struct {
-	code   int
-	stderr string
+// ExitedError is WaitReadyWith's answer when the process exited first.
+type ExitedError struct {
+	Code   int
+	Stderr string
 }
 
-func (e *exitedError) Error() string {
-	return fmt.Sprintf("regd exited with code %d before it was ready", e.code)
+func (e *ExitedError) Error() string {
+	return fmt.Sprintf("regd exited with code %d before it was ready", e.Code)
+}
+
+// PortClash reports whether err says that regd exited because a port
+// reserved for it was taken meanwhile (exit 2, "cannot listen"), and what
+// regd said: then the caller starts it again on fresh ports.
+func PortClash(err error) (string, bool) {
+	var ee *ExitedError
+	if errors.As(err, &ee) && ee.Code == 2 && strings.Contains(ee.Stderr, "cannot listen") {
+		return strings.TrimSpace(ee.Stderr), true
+	}
+	return "", false
 }
 
 // Node is the set of addresses and the data dir one test node runs with.
@@ -311,8 +327,8 @@ func StartNode(tb testing.TB, bin, dir string, env []string, extra ...string) (*
 		if err == nil {
 			return p, n
 		}
-		if ee, ok := err.(*exitedError); ok && ee.code == 2 && strings.Contains(ee.stderr, "cannot listen") && i < attempts {
-			tb.Logf("port clash, retrying: %s", strings.TrimSpace(ee.stderr))
+		if why, ok := PortClash(err); ok && i < attempts {
+			tb.Logf("port clash, retrying: %s", why)
 			continue
 		}
 		tb.Fatal(err)
@@ -401,23 +417,4 @@ func ExitCodeString(code int) string {
 		return "killed by a signal"
 	}
 	return "exit " + strconv.Itoa(code)
-}
-
-// syncBuffer is a bytes.Buffer safe for the copying goroutine of os/exec
-// and the test reading it at the same time.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

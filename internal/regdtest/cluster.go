@@ -23,7 +23,9 @@ import (
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/freeport"
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/server"
+	"github.com/regd/regd/internal/syncbuf"
 	"github.com/regd/regd/node"
 )
 
@@ -57,7 +59,7 @@ type Cluster struct {
 	t       testing.TB
 	opts    Options
 	Members []*Member
-	logs    *logBuffer
+	logs    *syncbuf.Buffer
 }
 
 // Member is one node of a Cluster.
@@ -86,7 +88,7 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	if o.MinFreeBytes == 0 {
 		o.MinFreeBytes = 1 << 20
 	}
-	c := &Cluster{t: t, opts: o, logs: &logBuffer{}}
+	c := &Cluster{t: t, opts: o, logs: &syncbuf.Buffer{}}
 	peers := make([]string, n)
 	// One token for the whole cluster: etcd derives member and cluster IDs
 	// from it, so members with different tokens reject each other.
@@ -132,7 +134,7 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	t.Cleanup(func() {
 		c.closeAll()
 		if t.Failed() {
-			t.Logf("cluster logs (last 64 KiB):\n%s", c.logs.tail(64<<10))
+			t.Logf("cluster logs (last 64 KiB):\n%s", c.logs.Tail(64<<10))
 		}
 	})
 	// Members of a new cluster become ready only together.
@@ -157,21 +159,16 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 func (c *Cluster) start(i int) error {
 	m := c.Members[i]
 	var ln net.Listener
-	var err error
 	// The port was just released by the previous run of this member (or
 	// reserved by freeAddr); retry briefly in case the OS holds it.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	err := poll.Wait(5*time.Second, func() (err error) {
 		ln, err = net.Listen("tcp", m.HTTPAddr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	lg := c.logs.logger(m.Name)
+	lg := memberLogger(c.logs, m.Name)
 	cfg := m.nodeCfg
 	cfg.Logger = lg.Named("etcd").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
 	srv, err := server.Start(context.Background(), server.Config{
@@ -302,7 +299,7 @@ func (c *Cluster) Running() []int {
 func (c *Cluster) WaitLeader(t testing.TB) int {
 	t.Helper()
 	var leader int
-	Eventually(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, "the running members agree on a leader", func() error {
 		var id uint64
 		leader = -1
 		for _, i := range c.Running() {
@@ -351,26 +348,6 @@ func (c *Cluster) EtcdClient(t testing.TB, i int) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-// Eventually polls f until it returns nil or the timeout passes.
-func Eventually(t testing.TB, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	delay := 10 * time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(delay)
-		if delay < 200*time.Millisecond {
-			delay *= 2
-		}
-	}
 }
 
 // Do sends a request with an optional JSON body and returns the status, the
@@ -442,36 +419,10 @@ func mustURLs(t testing.TB, s string) []url.URL {
 	return []url.URL{*u}
 }
 
-// logBuffer collects every member's logs; they are printed only when a test
-// fails. It never writes to testing.T, which would panic when etcd logs
-// from a goroutine after the test returned.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) Sync() error { return nil }
-
-func (b *logBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.buf.Bytes()
-	if len(s) > n {
-		s = s[len(s)-n:]
-	}
-	return string(s)
-}
-
 // Lines returns the log lines so far that contain substr.
 func (c *Cluster) LogLines(substr string) []string {
 	var out []string
-	for _, l := range strings.Split(c.logs.tail(1<<30), "\n") {
+	for _, l := range strings.Split(c.logs.String(), "\n") {
 		if strings.Contains(l, substr) {
 			out = append(out, l)
 		}
@@ -479,8 +430,11 @@ func (c *Cluster) LogLines(substr string) []string {
 	return out
 }
 
-func (b *logBuffer) logger(name string) *zap.Logger {
+// memberLogger logs member name's lines into logs. The logs are printed
+// only when a test fails; they never go to testing.T, which panics when
+// etcd logs from a goroutine after the test returned.
+func memberLogger(logs *syncbuf.Buffer, name string) *zap.Logger {
 	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
-	core := zapcore.NewCore(enc, zapcore.AddSync(b), zapcore.DebugLevel)
+	core := zapcore.NewCore(enc, logs, zapcore.DebugLevel)
 	return zap.New(core).With(zap.String("member", name))
 }

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/internal/syncbuf"
 	"github.com/regd/regd/node"
 )
 
@@ -20,7 +21,7 @@ func StartEtcd(t testing.TB) *node.Node {
 	t.Helper()
 	peer := "http://" + freeAddr(t)
 	client := "http://" + freeAddr(t)
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	n, err := node.Start(context.Background(), node.Config{
 		Name:                "solo",
 		DataDir:             t.TempDir(),
@@ -31,7 +32,7 @@ func StartEtcd(t testing.TB) *node.Node {
 		InitialCluster:      "solo=" + peer,
 		ClusterState:        "new",
 		ClusterToken:        fmt.Sprintf("regdtest-solo-%d", time.Now().UnixNano()),
-		Logger:              logs.logger("solo").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
+		Logger:              memberLogger(logs, "solo").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
 		TickMs:              50,
 		ElectionMs:          750,
 		ReadyTimeout:        30 * time.Second,
@@ -43,7 +44,7 @@ func StartEtcd(t testing.TB) *node.Node {
 	t.Cleanup(func() {
 		n.Close()
 		if t.Failed() {
-			t.Logf("etcd logs (last 16 KiB):\n%s", logs.tail(16<<10))
+			t.Logf("etcd logs (last 16 KiB):\n%s", logs.Tail(16<<10))
 		}
 	})
 	return n

@@ -3,12 +3,14 @@ package regdtest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/registry"
 )
 
@@ -43,7 +45,7 @@ func (c *Cluster) MoveLeader(t testing.TB, to int) {
 	if _, err := cli.MoveLeader(ctx, c.Members[to].Server().Node().ID()); err != nil {
 		t.Fatalf("move leader from %s to %s: %v", c.Members[from].Name, c.Members[to].Name, err)
 	}
-	Eventually(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, "leadership moves to "+c.Members[to].Name, func() error {
 		if now := c.WaitLeader(t); now != to {
 			return fmt.Errorf("leader is %s, not %s", c.Members[now].Name, c.Members[to].Name)
 		}
@@ -75,7 +77,7 @@ func (c *Cluster) CompactToHead(t testing.TB, cli *clientv3.Client) int64 {
 func WaitLeaseMarker(t testing.TB, cli *clientv3.Client, lease int64) {
 	t.Helper()
 	key := registry.Keys{}.LeaseMarker(lease)
-	Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, "the lease marker of "+key, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		resp, err := cli.Get(ctx, key)
@@ -93,7 +95,7 @@ func WaitLeaseMarker(t testing.TB, cli *clientv3.Client, lease int64) {
 // revoked).
 func WaitLeaseGone(t testing.TB, cli *clientv3.Client, lease int64) {
 	t.Helper()
-	Eventually(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, fmt.Sprintf("lease %x gone", lease), func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(lease))
@@ -106,4 +108,40 @@ func WaitLeaseGone(t testing.TB, cli *clientv3.Client, lease int64) {
 		}
 		return nil
 	})
+}
+
+// History is etcd's history from revision from to revision to, both
+// included: every event a watch from from delivers up to to. Tests use it
+// to see what a step wrote, not merely that the revision moved.
+func History(t testing.TB, cli *clientv3.Client, from, to int64) []*clientv3.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []*clientv3.Event
+	for resp := range cli.Watch(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithRev(from)) {
+		if err := resp.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision > to {
+				return out
+			}
+			out = append(out, ev)
+		}
+		if resp.Header.Revision >= to && len(out) > 0 && out[len(out)-1].Kv.ModRevision == to {
+			return out
+		}
+	}
+	t.Fatalf("history %d..%d: watch ended early", from, to)
+	return nil
+}
+
+// BackgroundWrite reports whether key is one that leader-only work writes
+// on its own schedule, under the default layout: the expiry reporter's
+// cursor, ledger and lease markers, and the compactor's revision clock. A
+// test that a request wrote nothing allows these, and nothing else.
+func BackgroundWrite(key string) bool {
+	k := registry.Keys{}
+	return strings.HasPrefix(key, k.ExpiryCursor()) || strings.HasPrefix(key, k.ExpiryLog()) ||
+		strings.HasPrefix(key, k.LeaseMarkers()) || key == registry.HistoryClockKey
 }

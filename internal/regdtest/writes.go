@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/regd/regd/internal/poll"
 )
 
 // WriteMonitor keeps registering a probe instance through one REST address
@@ -70,7 +72,7 @@ func (w *WriteMonitor) Accepted() int {
 func (w *WriteMonitor) Finish(t testing.TB, timeout time.Duration) time.Duration {
 	t.Helper()
 	n := w.Accepted()
-	Eventually(t, timeout, func() error {
+	poll.Until(t, timeout, "a write accepted after the failure", func() error {
 		if w.Accepted() <= n {
 			return fmt.Errorf("no write accepted since the failure")
 		}
