@@ -21,7 +21,9 @@ type answerWriter struct {
 	packErr error
 }
 
-func (w *answerWriter) LocalAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (w *answerWriter) LocalAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}
+}
 func (w *answerWriter) RemoteAddr() net.Addr {
 	if w.tcp {
 		return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5353}

@@ -147,7 +147,7 @@ func TestGRPCNamingMirror(t *testing.T) {
 			return nil
 		})
 	}
-	noneTo(10*time.Second) // all three reached
+	noneTo(10 * time.Second) // all three reached
 	t.Logf("calls %v", counts())
 
 	patch := func(id, body string) {
