@@ -285,16 +285,16 @@ func TestDNSFollowsChanges(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, 5*time.Second, addrs("10.0.0.1", "10.0.0.2"))
+	regdtest.Await(t, 5*time.Second, addrs("10.0.0.1", "10.0.0.2"))
 
 	patch(t, m, "api", "a1", `{"status":"draining"}`)
-	t.Logf("drain gone from DNS after %v", eventually(t, time.Second, addrs("10.0.0.2")))
+	t.Logf("drain gone from DNS after %v", regdtest.Await(t, time.Second, addrs("10.0.0.2")))
 	patch(t, m, "api", "a1", `{"status":"up"}`)
-	t.Logf("undrain back in DNS after %v", eventually(t, time.Second, addrs("10.0.0.1", "10.0.0.2")))
+	t.Logf("undrain back in DNS after %v", regdtest.Await(t, time.Second, addrs("10.0.0.1", "10.0.0.2")))
 	if code, _, out := regdtest.Do(t, http.MethodDelete, m.URL("/v1/services/api/instances/a2"), nil); code != http.StatusNoContent {
 		t.Fatalf("deregister: %d %s", code, out)
 	}
-	t.Logf("deregistration gone from DNS after %v", eventually(t, time.Second, addrs("10.0.0.1")))
+	t.Logf("deregistration gone from DNS after %v", regdtest.Await(t, time.Second, addrs("10.0.0.1")))
 }
 
 // TestDNSClusterAnswersAlike: every member of a 3-member cluster answers
@@ -329,7 +329,7 @@ func TestDNSClusterAnswersAlike(t *testing.T) {
 	// Writes through every member; member 0 answers with all of them
 	// once its view has applied them (DNS never waits for a quorum).
 	var want string
-	eventually(t, 5*time.Second, func() error {
+	regdtest.Await(t, 5*time.Second, func() error {
 		var err error
 		want, err = answers(c.Members[0])
 		if err == nil && (!strings.Contains(want, "SRV 1 50 443 p4.pay.instance.regd.") || !strings.Contains(want, "p5.pay.instance.regd. NXDOMAIN") || strings.Contains(want, "10.0.2.6")) {
@@ -341,7 +341,7 @@ func TestDNSClusterAnswersAlike(t *testing.T) {
 		t.Fatalf("member 0 answered:\n%s", want)
 	}
 	for i := 1; i < 3; i++ {
-		eventually(t, 5*time.Second, func() error {
+		regdtest.Await(t, 5*time.Second, func() error {
 			got, err := answers(c.Members[i])
 			if err == nil && got != want {
 				err = fmt.Errorf("member %d answered\n%s\nmember 0\n%s", i, got, want)

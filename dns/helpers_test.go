@@ -98,20 +98,3 @@ func records(rrs []mdns.RR) []string {
 	slices.Sort(out)
 	return out
 }
-
-// eventually polls f until it returns nil or d passes, and returns how long
-// it took.
-func eventually(t testing.TB, d time.Duration, f func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := f()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			t.Fatalf("not within %v: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

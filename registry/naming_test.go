@@ -129,7 +129,7 @@ func TestGRPCNamingMirror(t *testing.T) {
 	// every other server at least once.
 	noneTo := func(within time.Duration, skip ...int) time.Duration {
 		t.Helper()
-		return eventually(t, within, func() error {
+		return regdtest.Await(t, within, func() error {
 			before := counts()
 			for range 30 {
 				call()
@@ -174,7 +174,7 @@ func TestGRPCNamingMirror(t *testing.T) {
 	reg("g2", addrs[2], map[string]any{"ttl": 2})
 	t.Logf("expired g2: no new calls after %v", noneTo(15*time.Second, 1, 2))
 	var exp struct{ Expirations []registry.Expiration }
-	eventually(t, 10*time.Second, func() error {
+	regdtest.Await(t, 10*time.Second, func() error {
 		_, _, body := regdtest.Do(t, http.MethodGet, m.URL("/v1/expirations"), nil)
 		regdtest.MustJSON(t, body, &exp)
 		if len(exp.Expirations) != 1 || exp.Expirations[0].ID != "g2" || exp.Expirations[0].Service != "greeter" {
@@ -195,20 +195,5 @@ func TestGRPCNamingMirror(t *testing.T) {
 	}
 	if n := m.Server().View().InvalidValues(); n != 0 {
 		t.Errorf("%d keys counted as invalid instance values", n)
-	}
-}
-
-func eventually(t *testing.T, d time.Duration, f func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := f()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			t.Fatalf("not within %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -407,6 +407,24 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 	}
 }
 
+// Await polls f every 5 ms until it returns nil, and returns how long
+// that took; it fails the test when timeout passes first. For measuring
+// how soon a change shows (Eventually backs off, which blurs that).
+func Await(t testing.TB, timeout time.Duration, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := f()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Do sends a request with an optional JSON body and returns the status, the
 // headers and the body. It fails the test only on transport errors.
 func Do(t testing.TB, method, url string, body any) (int, http.Header, []byte) {
