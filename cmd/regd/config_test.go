@@ -300,6 +300,10 @@ func TestEnv(t *testing.T) {
 		"REGD_MAX_CONNS":                   "200",
 		"REGD_MAX_WATCHES_PER_CLIENT":      "5",
 		"REGD_CORS_ALLOWED_ORIGINS":        "*",
+		"REGD_DNS_ADDR":                    "127.0.0.1:5353",
+		"REGD_DNS_DOMAIN":                  "disco",
+		"REGD_DNS_TTL":                     "5s",
+		"REGD_GRPC_NAMING_PREFIX":          "/grpc/",
 	}
 
 	t.Run("env fills unset flags", func(t *testing.T) {
@@ -328,8 +332,12 @@ func TestEnv(t *testing.T) {
 				MaxConns:            200,
 				MaxWatchesPerClient: 5,
 				CORSAllowedOrigins:  []string{"*"},
+				DNSDomain:           "disco.",
+				DNSTTL:              5 * time.Second,
+				GRPCNamingPrefix:    "/grpc/",
 			},
 			HTTPAddr:        "0.0.0.0:9090",
+			DNSAddr:         "127.0.0.1:5353",
 			LogLevel:        zapcore.WarnLevel,
 			EtcdLogLevel:    zapcore.DebugLevel,
 			ShutdownTimeout: 3 * time.Second,
