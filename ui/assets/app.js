@@ -120,18 +120,31 @@ function Empty({ children }) {
 
 // Dialog is a modal <dialog>: focus moves into it, Escape closes it, and
 // focus returns to where it was.
+//
+// onClose hears only closes the person made (Escape), never the page's
+// own: the browser fires a dialog's close event in a task of its own, queued
+// when the dialog closes, and input runs before such tasks on a busy
+// machine. A dialog the page closed (its action done) would otherwise
+// report its close after a click that opened the next dialog, and close
+// that one (TestBrowserDrain). So the listener lives only while the dialog
+// is mounted, and goes before the page closes it.
 function Dialog({ title, onClose, children, labelledBy }) {
   const ref = useRef();
+  const closed = useRef(onClose);
+  closed.current = onClose;
   useEffect(() => {
     const d = ref.current;
     const before = document.activeElement;
+    const onCloseEvent = () => closed.current();
+    d.addEventListener('close', onCloseEvent);
     if (!d.open) d.showModal();
     return () => {
+      d.removeEventListener('close', onCloseEvent);
       if (d.open) d.close();
       if (before && before.focus && document.contains(before)) before.focus();
     };
   }, []);
-  return html`<dialog ref=${ref} aria-labelledby=${labelledBy} onClose=${onClose}>
+  return html`<dialog ref=${ref} aria-labelledby=${labelledBy}>
     <h2 id=${labelledBy}>${title}</h2>
     ${children}
   </dialog>`;
@@ -179,17 +192,28 @@ function TokenDialog({ current, onDone, onClose }) {
 }
 
 // Confirm asks before a write. The safe choice (Cancel) has the focus.
-function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose }) {
+// Escape still closes it while the request runs (a drain may wait up to a
+// minute for its handshake); the request goes on, onConfirm reports its
+// outcome, and a failure then goes to notify, since the dialog that would
+// have shown it is gone. A closed Confirm never calls onClose again: by
+// then another dialog may be open.
+function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose, notify }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
+  const mounted = useRef(true);
+  useEffect(() => () => { mounted.current = false; }, []);
   async function submit(e) {
     e.preventDefault();
     setBusy(true);
     setError(null);
     try {
       await onConfirm(new FormData(e.currentTarget));
-      onClose();
+      if (mounted.current) onClose();
     } catch (err) {
+      if (!mounted.current) {
+        notify(`${title.replace(/\?$/, '')} failed: ${err.message}`);
+        return;
+      }
       setError(err);
       setBusy(false);
     }
@@ -436,12 +460,12 @@ function Service({ name, canWrite, features, onToken, notify }) {
         <time>${fmtTime(r.at)}</time> <span class=${'pill ' + (r.type === 'expire' ? 'bad' : r.type === 'register' ? 'ok' : 'warn')}>${r.type}</span> <code>${r.id}</code>
       </li>`)}</ol>` : null}
     ${action && action.kind === 'deregister' ? html`<${Confirm} title=${'Deregister ' + action.inst.id + '?'} confirmLabel="Deregister" danger
-        onConfirm=${() => deregister(action.inst)} onClose=${() => setAction(null)}>
+        onConfirm=${() => deregister(action.inst)} onClose=${() => setAction(null)} notify=${notify}>
       <p><code>${name}/${action.inst.id}</code> (<code>${action.inst.address}</code>) disappears from lists and watches at once. It is not reported as an expiry; if its process is still running and heartbeating, its next heartbeat gets 404 and it registers again.</p>
     <//>` : null}
     ${action && (action.kind === 'drain' || action.kind === 'undrain') ? html`<${Confirm}
         title=${(action.kind === 'drain' ? 'Drain ' : 'Undrain ') + action.inst.id + '?'} confirmLabel=${action.kind === 'drain' ? 'Drain' : 'Undrain'}
-        onConfirm=${form => setStatus(action.inst, action.kind === 'drain' ? 'draining' : 'up', form)} onClose=${() => setAction(null)}>
+        onConfirm=${form => setStatus(action.inst, action.kind === 'drain' ? 'draining' : 'up', form)} onClose=${() => setAction(null)} notify=${notify}>
       <p>${action.kind === 'drain'
         ? html`<code>${name}/${action.inst.id}</code> stays registered (its lease and heartbeats go on) but leaves discovery answers, so clients stop sending it new work.`
         : html`<code>${name}/${action.inst.id}</code> returns to discovery answers.`}</p>
