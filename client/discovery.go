@@ -195,16 +195,7 @@ func (d *Discovery) Close() {
 }
 
 // Instances is a copy of the current instances, sorted by id.
-func (d *Discovery) Instances() []Instance {
-	d.mu.Lock()
-	s := d.sortedLocked()
-	d.mu.Unlock()
-	out := make([]Instance, len(s))
-	for i, in := range s {
-		out[i] = in.clone()
-	}
-	return out
-}
+func (d *Discovery) Instances() []Instance { return d.List().Instances }
 
 // Pick returns the next instance round-robin, or false when there is none.
 func (d *Discovery) Pick() (Instance, bool) {

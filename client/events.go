@@ -51,3 +51,17 @@ func (d *Discovery) notify(ev Event) {
 		f(ev)
 	}
 }
+
+// List is the current instances (as Instances) with the revision they
+// reflect (as Revision), read together: the list a program that acts once
+// per change hands on.
+func (d *Discovery) List() InstanceList {
+	d.mu.Lock()
+	s, rev := d.sortedLocked(), d.rev
+	d.mu.Unlock()
+	out := InstanceList{Service: d.service, Instances: make([]Instance, len(s)), Revision: rev}
+	for i, in := range s {
+		out.Instances[i] = in.clone()
+	}
+	return out
+}
