@@ -21,6 +21,8 @@ func normalise(s string) string {
 		re   *regexp.Regexp
 		with string
 	}{
+		{regexp.MustCompile(`(?m)^(list|reset|register|update|deregister|expire) +\d+(\.\d+)? `), "$1 <event-id> "},
+		{regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b`), "<time>"},
 		{regexp.MustCompile(`("revision": ?)\d+`), `$1<rev>`},
 		{regexp.MustCompile(`("lease_id": ?)"\d+"`), `$1"<lease>"`},
 		{regexp.MustCompile(`"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"`), `"<time>"`},
@@ -54,9 +56,10 @@ func TestE2ECommands(t *testing.T) {
 	// A watch first, so that it sees every change below; its first line is
 	// the (empty) list it starts from.
 	watch := e2e.StartEnv(t, bin, t.TempDir(), e2e.CleanEnv(), "watch", "web", "-w", "json", ep)
-	e2e.Eventually(t, 10*time.Second, "the watch's first list", func() error {
-		if !strings.Contains(watch.Stdout(), `"event":"list"`) {
-			return fmt.Errorf("stdout %q, stderr %q", watch.Stdout(), watch.Stderr())
+	watchTable := e2e.StartEnv(t, bin, t.TempDir(), e2e.CleanEnv(), "watch", "web", ep)
+	e2e.Eventually(t, 10*time.Second, "the watches' first list", func() error {
+		if !strings.Contains(watch.Stdout(), `"event":"list"`) || !strings.HasPrefix(watchTable.Stdout(), "list ") {
+			return fmt.Errorf("stdout %q and %q, stderr %q and %q", watch.Stdout(), watchTable.Stdout(), watch.Stderr(), watchTable.Stderr())
 		}
 		return nil
 	})
@@ -68,6 +71,7 @@ func TestE2ECommands(t *testing.T) {
 	golden(t, "e2e-ls", normalise(cli("ls", "-w", "json")))
 	golden(t, "e2e-ls-web", normalise(cli("ls", "web", "-w", "json")))
 	golden(t, "e2e-ls-web-filtered", normalise(cli("ls", "web", "--status", "any", "--meta", "zone=b", "-w", "json")))
+	golden(t, "e2e-ls-table", normalise(cli("ls")+cli("ls", "web", "--status", "any")))
 	// The watch's stream is the one subscriber of web: the drain's
 	// handshake waits until it has been sent the change.
 	golden(t, "e2e-drain", normalise(cli("drain", "web", "w1", "--wait", "10s", "-w", "json")))
@@ -83,6 +87,7 @@ func TestE2ECommands(t *testing.T) {
 		return nil
 	})
 	golden(t, "e2e-expirations", normalise(cli("expirations", "--service", "gone", "--limit", "5", "-w", "json")))
+	golden(t, "e2e-expirations-table", normalise(cli("expirations", "--service", "gone")))
 
 	// What a script must tell apart: exit 1 and regd's own message.
 	for _, tc := range []struct {
@@ -110,17 +115,20 @@ func TestE2ECommands(t *testing.T) {
 
 	// The watch saw each change of web once, in order; w2 never, as it was
 	// not up. SIGINT ends it with exit 0.
-	e2e.Eventually(t, 10*time.Second, "the deregistration in the watch", func() error {
-		if !strings.Contains(watch.Stdout(), `"event":"deregister"`) {
-			return fmt.Errorf("stdout %q", watch.Stdout())
+	e2e.Eventually(t, 10*time.Second, "the deregistration in the watches", func() error {
+		if !strings.Contains(watch.Stdout(), `"event":"deregister"`) || !strings.Contains(watchTable.Stdout(), "deregister ") {
+			return fmt.Errorf("stdout %q and %q", watch.Stdout(), watchTable.Stdout())
 		}
 		return nil
 	})
-	watch.Signal(syscall.SIGINT)
-	if code := watch.Wait(10 * time.Second); code != 0 {
-		t.Errorf("watch after SIGINT: exit %d, stderr %q", code, watch.Stderr())
+	for _, w := range []*e2e.Proc{watch, watchTable} {
+		w.Signal(syscall.SIGINT)
+		if code := w.Wait(10 * time.Second); code != 0 {
+			t.Errorf("watch after SIGINT: exit %d, stderr %q", code, w.Stderr())
+		}
 	}
 	golden(t, "e2e-watch", normalise(watch.Stdout()))
+	golden(t, "e2e-watch-table", normalise(watchTable.Stdout()))
 	if got := e2e.Do(t, http.MethodGet, n.URL()+"/v1/services/web/instances/w3", ""); got.Status != http.StatusNotFound {
 		t.Errorf("w3 after deregister: %d %s", got.Status, got.Body)
 	}

@@ -62,6 +62,9 @@ func eventLine(ev client.Event) string {
 		for i, in := range l.Instances {
 			ids[i] = in.ID
 		}
+		if len(ids) == 0 {
+			return fmt.Sprintf("%-10s %-12s 0 instances", ev.Type, ev.ID)
+		}
 		return fmt.Sprintf("%-10s %-12s %d instances: %s", ev.Type, ev.ID, len(ids), strings.Join(ids, " "))
 	}
 	var in client.Instance
