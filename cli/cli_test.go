@@ -43,7 +43,7 @@ func fakeRegd(t *testing.T) (*httptest.Server, *[]string) {
 	mux.Handle("POST /v1/cluster/members/fd422379fda50e48/promote", js(200, `{"name":"m4","id":"fd422379fda50e48","peer_urls":["http://10.0.0.4:2380"],"client_urls":["http://10.0.0.4:2379"],"is_leader":false,"is_learner":false}`))
 	mux.Handle("DELETE /v1/cluster/members/fd422379fda50e48", js(204, ""))
 	mux.Handle("DELETE /v1/cluster/members/91bc3c398fb3c146", js(409, `{"error":{"code":"quorum_at_risk","message":"removing member 91bc3c398fb3c146 would leave 2 voting members of which 1 are up"}}`))
-	mux.Handle("GET /v1/export", js(200, `{"instances":[{"service":"db","id":"d1","address":"10.1.0.1:5432","metadata":{},"status":"up","weight":100,"ttl":30,"lease_id":"7","registered_at":"2026-11-22T03:10:35Z","revision":5},{"service":"web","id":"w1","address":"10.1.0.2:80","metadata":{"zone":"a","rack":"r2"},"status":"draining","weight":5,"ttl":10,"lease_id":"8","registered_at":"2026-11-22T03:10:36Z","revision":6}],"revision":9}`))
+	mux.Handle("GET /v1/export", js(200, `{"instances":[{"service":"db","id":"d1","address":"10.1.0.1:5432","metadata":{},"status":"up","weight":100,"ttl":30,"lease_id":"7","registered_at":"2026-11-22T03:10:35Z","revision":5},{"service":"web","id":"w1","address":"10.1.0.2:80","metadata":{"zone":"a","rack":"r2"},"status":"draining","weight":50,"ttl":10,"lease_id":"8","registered_at":"2026-11-22T03:10:36Z","revision":6}],"revision":9}`))
 	mux.HandleFunc("GET /v1/snapshot", func(w http.ResponseWriter, r *http.Request) {
 		got = append(got, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
 		w.Header().Set("Content-Type", "application/octet-stream")
