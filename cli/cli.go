@@ -329,6 +329,18 @@ func (c *call) logger(level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(c.env.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
+// oneShot is what a command that makes requests and ends needs: the
+// client, and ctx bounded by --command-timeout plus wait (the time regd
+// may hold the answer on purpose). Call cancel even after an error.
+func (c *call) oneShot(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc, *client.Client, error) {
+	cl, err := c.client()
+	if err != nil {
+		return ctx, func() {}, nil, err
+	}
+	ctx, cancel := c.withTimeout(ctx, wait)
+	return ctx, cancel, cl, nil
+}
+
 // withTimeout bounds a command's requests: --command-timeout plus the
 // time regd may hold the answer on purpose (a drain handshake's wait).
 func (c *call) withTimeout(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {

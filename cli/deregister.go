@@ -24,18 +24,14 @@ service has been sent the removal (the drain handshake), and says how many.`,
 		},
 		run: func(ctx context.Context, c *call, args []string) error {
 			h := c.extra.(*handshakeFlags)
-			if len(args) != 2 {
-				return usagef("deregister needs SERVICE ID")
-			}
-			if err := h.check(); err != nil {
+			if err := h.check("deregister", args); err != nil {
 				return err
 			}
-			cl, err := c.client()
+			ctx, cancel, cl, err := c.oneShot(ctx, h.wait)
+			defer cancel()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := c.withTimeout(ctx, h.wait)
-			defer cancel()
 			obs, err := cl.DeregisterKnown(ctx, args[0], args[1], h.wait)
 			if err != nil {
 				return err

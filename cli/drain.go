@@ -58,18 +58,14 @@ answer waits until every subscriber of the service has been sent the change
 
 func setStatus(ctx context.Context, c *call, args []string, name, status, done string) error {
 	h := c.extra.(*handshakeFlags)
-	if len(args) != 2 {
-		return usagef("%s needs SERVICE ID", name)
-	}
-	if err := h.check(); err != nil {
+	if err := h.check(name, args); err != nil {
 		return err
 	}
-	cl, err := c.client()
+	ctx, cancel, cl, err := c.oneShot(ctx, h.wait)
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := c.withTimeout(ctx, h.wait)
-	defer cancel()
 	in, obs, err := cl.SetStatus(ctx, args[0], args[1], status, h.wait)
 	if err != nil {
 		return err

@@ -36,12 +36,11 @@ Deregistrations are never listed. -w json prints GET /v1/expirations.`,
 			if f.limit < 0 {
 				return usagef("--limit %d: must not be negative", f.limit)
 			}
-			cl, err := c.client()
+			ctx, cancel, cl, err := c.oneShot(ctx, 0)
+			defer cancel()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := c.withTimeout(ctx, 0)
-			defer cancel()
 			l, err := cl.Expirations(ctx, f.service, f.limit)
 			if err != nil {
 				return err

@@ -22,7 +22,11 @@ func (h *handshakeFlags) bind(fs *flag.FlagSet, def time.Duration) {
 	fs.BoolVar(&h.strict, "strict", false, "exit 1 when --wait ended before every subscriber and member had the change (default: exit 0, and say so on stderr)")
 }
 
-func (h *handshakeFlags) check() error {
+// check checks the arguments of command name (SERVICE ID) and the flags.
+func (h *handshakeFlags) check(name string, args []string) error {
+	if len(args) != 2 {
+		return usagef("%s needs SERVICE ID", name)
+	}
 	if h.wait < 0 {
 		return usagef("--wait %s: must not be negative", h.wait)
 	}

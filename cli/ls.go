@@ -49,12 +49,11 @@ func runLs(ctx context.Context, c *call, args []string) error {
 	if err := checkStatus("status", f.status, true); err != nil {
 		return err
 	}
-	cl, err := c.client()
+	ctx, cancel, cl, err := c.oneShot(ctx, 0)
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := c.withTimeout(ctx, 0)
-	defer cancel()
 	if len(args) == 0 {
 		l, err := cl.Services(ctx)
 		if err != nil {

@@ -49,12 +49,11 @@ func runRegister(ctx context.Context, c *call, args []string) error {
 	if err := checkStatus("status", f.status, false); err != nil {
 		return err
 	}
-	cl, err := c.client()
+	ctx, cancel, cl, err := c.oneShot(ctx, 0)
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := c.withTimeout(ctx, 0)
-	defer cancel()
 	in, created, err := cl.Register(ctx, args[0], args[1], client.Registration{
 		Address: args[2], TTL: f.ttl, Weight: f.weight.ptr(), Status: f.status, Metadata: f.meta,
 	})
