@@ -203,12 +203,15 @@ wait:
 }
 
 // drainThenReport drains the instance with the handshake, waiting up to
-// wait, and says on stderr how far it got.
+// wait, and says on stderr how far it got; nothing when ctx was cancelled
+// because CMD exited meanwhile.
 func drainThenReport(ctx context.Context, c *call, reg *client.Registrar, name string, wait time.Duration) {
 	ctx, cancel := c.withTimeout(ctx, wait)
 	defer cancel()
 	obs, err := reg.Drain(ctx, wait)
 	switch {
+	case errors.Is(err, context.Canceled):
+		// CMD exited during the drain: there is nothing left to pass on.
 	case err != nil:
 		fmt.Fprintf(c.env.Stderr, "regd run: SIGTERM: could not drain %s (%s); passing SIGTERM on\n", name, message(err))
 	case !obs.Complete():
