@@ -155,20 +155,19 @@ func (c *Client) Deregister(ctx context.Context, service, id string, wait time.D
 	return c.deregister(ctx, service, id, wait, false)
 }
 
-// deregister is Deregister; with known, regd's 404 is an error when it
-// answers the first attempt (nothing of ours can have removed the instance
-// before), and taken as an earlier attempt's success after a failed one.
+// deregister is Deregister; with known, regd's 404 is an error unless an
+// earlier attempt reached a node (its answer was lost, so it may have
+// removed the instance): then it is taken as that attempt's success.
 func (c *Client) deregister(ctx context.Context, service, id string, wait time.Duration, known bool) (Observed, error) {
 	var obs Observed
-	tried := false
+	reached := false // an earlier attempt got to a node, and may have been applied
 	err := c.attempts(ctx, func(base string) error {
 		resp, err := c.send(ctx, http.MethodDelete, base, instancePath(service, id)+waitQuery(wait), "", nil, wait)
-		first := !tried
-		tried = true
-		if IsNotFound(err) && !(known && first) {
+		if IsNotFound(err) && (!known || reached) {
 			return nil
 		}
 		if err != nil {
+			reached = reached || !isDialError(err)
 			return err
 		}
 		resp.Body.Close()

@@ -87,9 +87,10 @@ func (c *Client) Register(ctx context.Context, service, id string, reg Registrat
 }
 
 // DeregisterKnown is Deregister for an instance the caller believes is
-// registered: regd's 404 on the first attempt is returned (IsNotFound)
-// instead of being taken for success. A 404 after a failed attempt still
-// counts as that attempt's success (its answer was lost).
+// registered: regd's 404 is returned (IsNotFound) instead of being taken
+// for success, unless an earlier attempt reached a node and failed
+// (a timeout, a 503): its answer was lost and it may have removed the
+// instance, so the 404 counts as its success.
 func (c *Client) DeregisterKnown(ctx context.Context, service, id string, wait time.Duration) (Observed, error) {
 	return c.deregister(ctx, service, id, wait, true)
 }
