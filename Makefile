@@ -30,7 +30,7 @@ test-unit:
 test-e2e:
 	$(GO) test -race -count=1 -tags e2e -run E2E -timeout 15m ./...
 
-# gofmt, go vet, the import rules (api, ui and cli must not pull in etcd's server
+# gofmt, go vet, the import rules (api, dns, ui and cli must not pull in etcd's server
 # code, and nothing may import the command), and the error codes: one list
 # (registry/errors.go), never a literal code elsewhere, every code documented
 # (api/errcodes_test.go).
@@ -42,7 +42,7 @@ lint:
 		exit 1; \
 	fi
 	$(GO) vet -tags e2e ./...
-	@for pkg in ./api ./ui ./cli; do \
+	@for pkg in ./api ./dns ./ui ./cli; do \
 		deps=$$($(GO) list -deps $$pkg) || exit 1; \
 		bad=$$(echo "$$deps" | grep '^go\.etcd\.io/etcd/server' || true); \
 		if [ -n "$$bad" ]; then \

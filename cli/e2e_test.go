@@ -119,7 +119,7 @@ func TestE2EMembers(t *testing.T) {
 		f = strings.NewReplacer("<client-url>", n4.ClientURL, "<host:port>", n4.HTTPAddr, "<dir>", n4.DataDir).Replace(f)
 		args = append(args, f)
 	}
-	p4 := e2e.Start(t, bin, t.TempDir(), append(args, "--auth-token-file", tokens)...)
+	p4 := e2e.Start(t, bin, t.TempDir(), append(args, "--dns-addr", n4.DNSAddr, "--auth-token-file", tokens)...)
 	p4.WaitReady(n4.URL(), 30*time.Second)
 	if ms := members(t, bin, n4.URL()); len(ms) != 4 {
 		t.Fatalf("m4 sees %d members: %+v", len(ms), ms)
@@ -319,7 +319,7 @@ func TestE2ESnapshotRestore(t *testing.T) {
 		t.Fatalf("snapshot restore -w json: %v %q", err, out)
 	}
 	began := time.Now()
-	args := append(restored.Flags, "--http-addr", b.HTTPAddr, "--listen-client-urls", b.ClientURL, "--advertise-client-urls", b.ClientURL, "--auth-token-file", tokens)
+	args := append(restored.Flags, "--http-addr", b.HTTPAddr, "--listen-client-urls", b.ClientURL, "--advertise-client-urls", b.ClientURL, "--dns-addr", b.DNSAddr, "--auth-token-file", tokens)
 	pb := e2e.Start(t, bin, t.TempDir(), args...)
 	pb.WaitReady(b.URL(), 30*time.Second)
 	t.Logf("restored node ready %s after its start", time.Since(began).Round(time.Millisecond))

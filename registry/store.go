@@ -43,6 +43,9 @@ type Options struct {
 	// (retry.go). nil: calls are still retried, but only after their
 	// answer or a third of the deadline.
 	Leadership Leadership
+	// NamingPrefix turns on the gRPC naming mirror (naming.go): every up
+	// instance is also <NamingPrefix><service>/<id> on its lease. "": off.
+	NamingPrefix string
 }
 
 // Store reads and writes instances in etcd.
@@ -83,7 +86,7 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 	}
 	return &Store{
 		cli:       cli,
-		keys:      Keys{Prefix: opts.Prefix},
+		keys:      Keys{Prefix: opts.Prefix, NamingPrefix: opts.NamingPrefix},
 		lg:        opts.Logger,
 		timeout:   opts.Timeout,
 		now:       time.Now,
@@ -160,7 +163,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	// still have been applied, and revoking would turn it into a deletion.
 	// An unused lease simply runs out. The transaction is safe to repeat
 	// (idempotent.go).
-	reg, err := s.put(ctx, service, id, r.Address, string(buf), grant.ID)
+	reg, err := s.put(ctx, service, id, r.Address, string(buf), grant.ID, s.mirror(service, id, r.Address, status, r.Metadata, int64(grant.ID))...)
 	if err != nil {
 		return Instance{}, false, AsError(err)
 	}
@@ -226,6 +229,7 @@ func (s *Store) deregister(ctx context.Context, service, id string, extra ...cli
 		if owned {
 			ops = append(ops, clientv3.OpDelete(metaKey))
 		}
+		ops = append(ops, s.mirrorDelete(service, id)...)
 		ops = append(ops, extra...)
 		var resp *clientv3.TxnResponse
 		retried, err := s.do(ctx, func(ctx context.Context) error {
