@@ -73,8 +73,9 @@ func (in Instance) clone() Instance {
 	return in
 }
 
-// instanceList is the body of a list response and of a reset event.
-type instanceList struct {
+// InstanceList is one service's instances at one revision: the body of
+// GET /v1/services/{service}/instances and of a watch stream's reset event.
+type InstanceList struct {
 	Service   string     `json:"service"`
 	Instances []Instance `json:"instances"`
 	Revision  int64      `json:"revision"`

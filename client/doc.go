@@ -66,9 +66,9 @@
 // "overloaded", 429, 408 and other 5xx. regd retries what a leader change
 // interrupts itself, so during a rolling restart (docs/operations.md) only
 // requests to the member being stopped fail over; the watch resumes on
-// the next node with Last-Event-ID, missing nothing. regd's command-line
-// client and `regd run`, when they exist, must use this package for the
-// same behaviour.
+// the next node with Last-Event-ID, missing nothing. regd's command line
+// (package cli: `regd ls`, `regd drain`, `regd watch`, `regd run`, ...) is
+// built on this package, so it behaves the same.
 //
 // Against a regd with access tokens (--auth-token-file), set Config.Token:
 // a write token for a Registrar; a read token for a Discovery, needed only

@@ -303,18 +303,13 @@ func (r *Registrar) reqTimeout() time.Duration {
 
 func (r *Registrar) register(ctx context.Context) error {
 	base := r.base()
-	body := map[string]any{"address": r.address, "ttl": r.ttl}
-	if len(r.metadata) > 0 {
-		body["metadata"] = r.metadata
-	}
-	if r.weight != nil {
-		body["weight"] = *r.weight
-	}
+	reg := Registration{Address: r.address, TTL: r.ttl, Metadata: r.metadata, Weight: r.weight}
 	r.mu.Lock()
-	if r.status != "" && r.status != StatusUp {
-		body["status"] = r.status
+	if r.status != StatusUp {
+		reg.Status = r.status
 	}
 	r.mu.Unlock()
+	body := reg.body()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var inst Instance
