@@ -50,6 +50,8 @@ type Options struct {
 	// Auth, when set, makes every member check bearer tokens
 	// (server.Config.Auth); the test keeps it to change the tokens.
 	Auth *api.Auth
+	// Checks configures the registry's health checks (server.Config.Checks).
+	Checks server.ChecksConfig
 }
 
 // Cluster is a set of in-process regd nodes forming one etcd cluster.
@@ -186,6 +188,7 @@ func (c *Cluster) start(i int) error {
 		DefragMinFree:       c.opts.DefragMinFree,
 		RequestTimeout:      c.opts.RequestTimeout,
 		Auth:                c.opts.Auth,
+		Checks:              c.opts.Checks,
 	})
 	if err != nil {
 		return err

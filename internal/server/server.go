@@ -59,6 +59,9 @@ type Config struct {
 	// CORSAllowedOrigins are the origins (scheme://host[:port], or "*"
 	// for any) whose browser pages may call the REST API; empty: no CORS.
 	CORSAllowedOrigins []string
+	// Checks configures the health checks the registry runs
+	// (checks.go).
+	Checks ChecksConfig
 }
 
 // ErrRemoved is the Fatal error of a node whose member was removed from
@@ -133,7 +136,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
 		// Requests caught by a leader change are retried as soon as this
 		// member knows the new leader (registry/retry.go).
-		Leadership: n,
+		Leadership:    n,
+		CheckFailover: checkFailover(cfg.Node),
 	})
 	view := registry.NewView(store, registry.ViewOptions{MemberID: n.ID()})
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -181,6 +185,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:    lg.Named("compactor"),
 		Metrics:   metrics,
 	}).Run)
+	leader.OnLead(newChecker(cfg, store, view, n, lg, metrics).Run)
 	registerBackendMetrics(metrics, n)
 	admin := cluster.NewAdmin(n)
 	a := api.New(api.Config{
