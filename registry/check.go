@@ -393,6 +393,13 @@ func GRPCTarget(target string) (addr, service string) {
 	return addr, service
 }
 
+// leaseCheckpointInterval is etcd's lease checkpoint interval (5 min; not
+// settable through embed in v3.7). The primary lessor checkpoints the
+// remaining TTL of leases longer than it, and a new leader's lessor starts
+// those from the remaining TTL as of the last checkpoint, not from the
+// full TTL (lessor.Promote).
+const leaseCheckpointInterval = 5 * time.Minute
+
 // CheckTTL is the lease TTL granted to an instance registered with check
 // c, given the TTL the registration asked for (or the default) and
 // failover, the time a change of check owner may take (Options.CheckFailover).
@@ -408,18 +415,24 @@ func GRPCTarget(target string) (addr, service string) {
 //     election timeouts, during which its lessor still counts down;
 //   - when the owner dies, no lease runs down until a new leader's lessor
 //     is promoted, which gives every lease an election timeout plus its
-//     full TTL (etcd's lessor.Promote; the remaining TTL as of the last
-//     checkpoint for leases over etcd's 5 min checkpoint interval), and the
-//     new owner renews each lease within one interval of its start.
+//     full TTL (etcd's lessor.Promote), and the new owner renews each
+//     lease within one interval of its start.
 //
 // So the TTL is at least interval + timeout + failover (whole seconds,
-// rounded up), failover being two election timeouts and a second. A larger
-// TTL asked for is kept: it is how long the instance stays after the
-// registry stops checking it (no member leads).
+// rounded up), failover being two election timeouts and a second. A TTL
+// over etcd's checkpoint interval (5 min) is promoted with what was left
+// of it at the last checkpoint instead, which after a renewal an interval
+// ago may be one interval less: such a TTL is at least two intervals +
+// timeout + failover. A larger TTL asked for is kept: it is how long the
+// instance stays once no member checks it.
 func CheckTTL(ttl int64, c Check, failover time.Duration) int64 {
-	need := time.Duration(c.Interval) + time.Duration(c.Timeout) + failover
-	secs := int64((need + time.Second - 1) / time.Second)
-	return max(ttl, secs)
+	secs := func(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
+	margin := time.Duration(c.Timeout) + failover
+	ttl = max(ttl, secs(time.Duration(c.Interval)+margin))
+	if time.Duration(ttl)*time.Second > leaseCheckpointInterval {
+		ttl = max(ttl, secs(2*time.Duration(c.Interval)+margin))
+	}
+	return ttl
 }
 
 // cutOutput keeps at most MaxCheckOutput bytes of a probe's output, cut on

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/checks"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
 )
@@ -68,6 +70,7 @@ func TestConfigDefaults(t *testing.T) {
 			MaxInFlight:         4096,
 			MaxConns:            8192,
 			MaxWatchesPerClient: 64,
+			Checks:              server.ChecksConfig{MaxConcurrent: 256, AllowedCIDRs: checks.DefaultAllowedCIDRs},
 		},
 		HTTPAddr:        "127.0.0.1:8080",
 		LogLevel:        zapcore.InfoLevel,
@@ -157,6 +160,7 @@ func TestConfigParse(t *testing.T) {
 				"--auto-tls", "--insecure", "--max-inflight=10", "--max-conns=20", "--max-watches-per-client=3",
 				"--min-free-bytes=0", "--quota-backend-bytes=1048576", "--enable-pprof",
 				"--cors-allowed-origins", "https://UI.example, http://127.0.0.1:3000",
+				"--check-max-concurrent=7", "--check-allowed-cidrs=10.0.0.0/8, fd00::/8,192.168.1.1",
 			},
 			check: func(t *testing.T, c *Config) {
 				want := Config{
@@ -183,6 +187,9 @@ func TestConfigParse(t *testing.T) {
 						MaxWatchesPerClient: 3,
 						EnablePprof:         true,
 						CORSAllowedOrigins:  []string{"https://ui.example", "http://127.0.0.1:3000"},
+						Checks: server.ChecksConfig{MaxConcurrent: 7, AllowedCIDRs: []netip.Prefix{
+							netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.168.1.1/32"),
+						}},
 					},
 					HTTPAddr:        ":0",
 					LogLevel:        zapcore.DebugLevel,

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/checks"
 	"github.com/regd/regd/cluster"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
@@ -87,6 +88,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Var(newInt(&c.Server.MaxWatchesPerClient, api.DefaultMaxWatchesPerClient), "max-watches-per-client", "maximum `number` of watch streams and blocking queries one client IP may hold open; beyond it 429")
 	fs.Var(newFreeBytes(&n.MinFreeBytes, node.DefaultMinFreeBytes), "min-free-bytes", "free `bytes` kept in the data dir's file system: below them writes are refused (503 storage_full) and etcd's NOSPACE alarm is raised until space is freed; 0 turns the guard off")
 	fs.Var(newInt(&n.QuotaBackendBytes, 0), "quota-backend-bytes", "etcd: raise the NOSPACE alarm when the backend database exceeds this many `bytes` (0: etcd's default, 2 GiB)")
+	fs.Var(newInt(&c.Server.Checks.MaxConcurrent, cluster.DefaultCheckMaxConcurrent), "check-max-concurrent", "maximum `number` of health-check probes in flight on the leader, which runs every check")
+	fs.Var(newCIDRs(&c.Server.Checks.AllowedCIDRs, checks.DefaultAllowedCIDRs), "check-allowed-cidrs", "comma-separated `networks` (CIDR) that health checks may connect to, every address a target resolves to checked at each connection; 0.0.0.0/0,::/0 allows any")
 	fs.Var(newBool(&c.ShowVersion), "version", "print the version and exit")
 }
 
