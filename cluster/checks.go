@@ -43,9 +43,10 @@ type CheckStore interface {
 }
 
 // CheckSource is where the check owner learns of checked instances
-// (registry.View): a list and the changes after it.
+// (registry.View): a list and the changes after it, followed as regd's own
+// (the drain handshake does not wait for it).
 type CheckSource interface {
-	SubscribeFromList(ctx context.Context, service string, f registry.Filter) (registry.InstanceList, *registry.Subscription, error)
+	Follow(ctx context.Context, service string, f registry.Filter) (registry.InstanceList, *registry.Subscription, error)
 }
 
 // Prober runs one probe (checks.Prober).
@@ -234,7 +235,7 @@ func (t *term) claim(stale registry.CheckFence) bool {
 // checked ones until the subscription ends (it fell behind, the view
 // stopped) or the term does.
 func (t *term) follow() error {
-	list, sub, err := t.c.cfg.View.SubscribeFromList(t.ctx, "", registry.Filter{Status: registry.StatusAny})
+	list, sub, err := t.c.cfg.View.Follow(t.ctx, "", registry.Filter{Status: registry.StatusAny})
 	if err != nil {
 		return err
 	}

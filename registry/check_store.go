@@ -195,3 +195,12 @@ func (s *Store) EndCheck(ctx context.Context, f CheckFence, service, id string, 
 	}
 	return nil
 }
+
+// Follow is SubscribeFromList for regd's own followers of the registry
+// (the check owner): the list, and a subscription to every event after it
+// that concerns the instances f selects. The drain handshake neither
+// counts nor waits for it: its X-Regd-Observed counts clients' streams and
+// blocking queries only.
+func (v *View) Follow(ctx context.Context, service string, f Filter) (InstanceList, *Subscription, error) {
+	return v.subscribeFromList(ctx, service, f, true)
+}
