@@ -34,6 +34,12 @@ const DefaultCheckMaxConcurrent = 256
 // heartbeats do (a renewal is a round trip within the leader, one ReadIndex).
 const checkRenewParallel = 32
 
+// checkPublishParallel bounds the health writes in flight: they are raft
+// writes, and a burst of them (a thousand registrations, each with its
+// first result) must not starve the registrations and the lease renewals.
+// A write that waits is coalesced with the check's later changes.
+const checkPublishParallel = 4
+
 // CheckStore is what the check owner writes through (registry.Store).
 type CheckStore interface {
 	ClaimChecks(ctx context.Context, member string) (registry.CheckFence, error)
@@ -139,10 +145,14 @@ func (c *Checker) Run(ctx context.Context) {
 		probes:   make(chan struct{}, c.cfg.MaxConcurrent),
 		renewals: make(chan struct{}, checkRenewParallel),
 	}
+	t.publishWake = make(chan struct{}, 1)
 	defer c.running.Set(0)
 	defer t.wg.Wait()
 	if !t.claim(registry.CheckFence{}) {
 		return
+	}
+	for range checkPublishParallel {
+		t.wg.Go(t.publisher)
 	}
 	for ctx.Err() == nil {
 		err := t.follow()
@@ -173,6 +183,8 @@ type entry struct {
 	failures  int              // consecutive failing probes
 	status    string           // of the last probe; "" before the first
 	published *registry.Health // as last written (or found in the record)
+	want      *registry.Health // to be written by a publisher; nil: nothing
+	queued    bool             // in term.publishQ
 }
 
 // term is one term's checking state.
@@ -189,6 +201,9 @@ type term struct {
 	probes   chan struct{} // a slot per probe in flight
 	renewals chan struct{}
 	wg       sync.WaitGroup
+
+	publishQ    []*entry      // entries whose want awaits a publisher; guarded by mu
+	publishWake chan struct{} // a value when publishQ may be non-empty
 
 	renewLogged time.Time
 }
@@ -449,6 +464,14 @@ func (t *term) record(e *entry, res checks.Result, at time.Time) {
 	end := !res.Passing && failures >= e.check.Failures
 	publish := !end && (e.published == nil || e.published.Status != h.Status || e.published.ConsecutiveFailures != h.ConsecutiveFailures)
 	fence := t.fence
+	switch {
+	case publish:
+		t.queuePublishLocked(e, h)
+	default:
+		// The end writes the final health itself; a state back to
+		// what the record says cancels a write still waiting.
+		e.want = nil
+	}
 	t.mu.Unlock()
 
 	lg := t.c.lg.With(zap.String("service", e.service), zap.String("id", e.id), zap.String("check", e.check.Kind()+" "+e.check.Target()))
@@ -461,34 +484,32 @@ func (t *term) record(e *entry, res checks.Result, at time.Time) {
 		lg.Debug("first health check result", zap.String("status", h.Status), zap.String("output", h.Output))
 	}
 
-	var err error
-	switch {
-	case end:
-		err = t.c.cfg.Store.EndCheck(t.ctx, fence, e.service, e.id, e.lease, h)
-		if err == nil {
-			t.c.removed.Inc()
-			lg.Warn("instance removed: its health check failed", zap.Int("consecutive-failures", failures), zap.String("lease", strconv.FormatInt(e.lease, 10)), zap.String("output", h.Output))
-			t.mu.Lock()
-			e.ended = true
-			t.mu.Unlock()
-			return
-		}
-	case publish:
-		if _, err = t.c.cfg.Store.PublishHealth(t.ctx, fence, e.service, e.id, e.lease, h); err == nil {
-			t.mu.Lock()
-			e.published = &h
-			t.mu.Unlock()
-			return
-		}
-	default:
+	if !end {
 		return
 	}
+	err := t.c.cfg.Store.EndCheck(t.ctx, fence, e.service, e.id, e.lease, h)
+	if err == nil {
+		t.c.removed.Inc()
+		lg.Warn("instance removed: its health check failed", zap.Int("consecutive-failures", failures), zap.String("lease", strconv.FormatInt(e.lease, 10)), zap.String("output", h.Output))
+		t.mu.Lock()
+		e.ended = true
+		t.mu.Unlock()
+		return
+	}
+	t.writeFailed(e, err, lg, true)
+}
+
+// writeFailed handles a health write or an EndCheck that failed.
+func (t *term) writeFailed(e *entry, err error, lg *zap.Logger, end bool) {
 	switch {
 	case t.ctx.Err() != nil:
 	case errors.Is(err, registry.ErrNotCheckOwner):
 		// A claim after ours: a deposed leader's late claim, or we are
 		// the deposed one and will stop within Backstop. Claim again
 		// while this term lasts; the next probe writes again.
+		t.mu.Lock()
+		fence := t.fence
+		t.mu.Unlock()
 		lg.Warn("another member claimed the health checks; claiming them again", zap.Error(err))
 		t.claim(fence)
 	case registry.AsError(err).Kind == registry.KindNotFound:
@@ -499,6 +520,82 @@ func (t *term) record(e *entry, res checks.Result, at time.Time) {
 		// Not written: the state in memory stays ahead of the record,
 		// and the next probe writes it (or ends the lease) again.
 		lg.Warn("writing a health check's result failed; the next probe tries again", zap.Bool("remove", end), zap.Error(err))
+	}
+}
+
+// queuePublishLocked makes h the health to write for e, for a publisher.
+// A health already waiting with the same status and count is kept (its
+// checked_at is when the state began); another replaces it. Call with
+// t.mu held.
+func (t *term) queuePublishLocked(e *entry, h registry.Health) {
+	if e.removed || e.ended {
+		return
+	}
+	if w := e.want; w == nil || w.Status != h.Status || w.ConsecutiveFailures != h.ConsecutiveFailures {
+		e.want = &h
+	}
+	if !e.queued {
+		e.queued = true
+		t.publishQ = append(t.publishQ, e)
+		select {
+		case t.publishWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// publisher writes the health of queued entries, one at a time, until the
+// term ends.
+func (t *term) publisher() {
+	for {
+		t.mu.Lock()
+		var e *entry
+		if len(t.publishQ) > 0 {
+			e = t.publishQ[0]
+			t.publishQ[0] = nil
+			t.publishQ = t.publishQ[1:]
+			if len(t.publishQ) > 0 {
+				select { // another publisher may take the rest
+				case t.publishWake <- struct{}{}:
+				default:
+				}
+			}
+		}
+		var h *registry.Health
+		var fence registry.CheckFence
+		if e != nil {
+			e.queued = false
+			h, fence = e.want, t.fence
+			if e.removed || e.ended {
+				h = nil
+			}
+		}
+		t.mu.Unlock()
+		if e == nil {
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-t.publishWake:
+			}
+			continue
+		}
+		if h == nil {
+			continue
+		}
+		_, err := t.c.cfg.Store.PublishHealth(t.ctx, fence, e.service, e.id, e.lease, *h)
+		t.mu.Lock()
+		if err == nil {
+			e.published = h
+		}
+		if e.want == h {
+			// Written, or failed: a failed one is queued again by the
+			// next probe, which finds the record behind.
+			e.want = nil
+		}
+		t.mu.Unlock()
+		if err != nil {
+			t.writeFailed(e, err, t.c.lg.With(zap.String("service", e.service), zap.String("id", e.id)), false)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regd/regd/cluster"
 	"github.com/regd/regd/internal/checktest"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/internal/server"
@@ -127,16 +128,16 @@ func TestChecks(t *testing.T) {
 	g := registerChecked(t, m, "db", "grpc", rpc.Addr(), map[string]any{"grpc": rpc.Addr()}, 2, nil)
 	registerChecked(t, m, "db", "flood", web.Addr(), map[string]any{"http": web.URL("flood")}, 3, nil)
 	web.Set("flood", checktest.Flood)
-	// The TTL of a checked instance covers an interval, a timeout and a
-	// change of owner (registry.CheckTTL): 1 s + 0.9 s + 2 × 750 ms + 1 s
-	// with the test clusters' election timeout, so 5 s; a larger TTL
-	// asked for is kept.
+	// The TTL of a checked instance covers three intervals, a timeout
+	// and a change of owner (registry.CheckTTL): 3 × 1 s + 0.9 s + 2 ×
+	// 750 ms + 1 s with the test clusters' election timeout, so 7 s; a
+	// larger TTL asked for is kept.
 	if h.TTL != registry.DefaultTTL {
 		t.Errorf("granted TTL %d, want the default %d (above the minimum)", h.TTL, registry.DefaultTTL)
 	}
 	short := registerChecked(t, m, "db", "short", "127.0.0.1:1", map[string]any{"tcp": tcp.Addr()}, 2, map[string]any{"ttl": 2})
-	if short.TTL != 5 {
-		t.Errorf("ttl 2 with a 1s check: granted %d, want 5 (interval + timeout + 2 election timeouts + 1s)", short.TTL)
+	if short.TTL != 7 {
+		t.Errorf("ttl 2 with a 1s check: granted %d, want 7 (3 intervals + timeout + 2 election timeouts + 1s)", short.TTL)
 	}
 	if want := (registry.Check{HTTP: web.URL("web"), Interval: registry.Duration(time.Second), Timeout: registry.Duration(900 * time.Millisecond), Failures: 3}); *h.Check != want {
 		t.Errorf("check %+v, want %+v", *h.Check, want)
@@ -229,18 +230,24 @@ func testChecksFailover(t *testing.T, how string) {
 	}
 	for i := range 3 {
 		id := fmt.Sprintf("bad%d", i)
-		doomed = append(doomed, registerChecked(t, m, "svc", id, "127.0.0.1:1", map[string]any{"http": web.URL(id)}, 3, nil))
+		doomed = append(doomed, registerChecked(t, m, "svc", id, "127.0.0.1:1", map[string]any{"http": web.URL(id)}, 5, nil))
 	}
 	for _, in := range append(slices.Clone(healthy), doomed...) {
 		waitHealth(t, c, "svc", in.ID, 20*time.Second, passing)
 	}
-	// The doomed ones fail once or twice under the first owner...
+	// The doomed ones (5 failures allowed) fail once or more under the
+	// first owner...
 	for _, in := range doomed {
 		web.Set(in.ID, checktest.Failing)
 	}
-	for _, in := range doomed {
-		waitHealth(t, c, "svc", in.ID, 20*time.Second, func(h registry.Health) bool { return h.Status == registry.HealthFailing })
-	}
+	regdtest.Eventually(t, 20*time.Second, func() error {
+		for _, in := range doomed {
+			if got, _ := getInstance(t, m, "svc", in.ID); got.Health == nil || got.Health.Status != registry.HealthFailing {
+				return fmt.Errorf("%s: health %+v", in.ID, got.Health)
+			}
+		}
+		return nil
+	})
 	// ...and the owner goes away.
 	failedAt := time.Now()
 	t.Logf("instances failing %s after the start", failedAt.Sub(began))
@@ -258,11 +265,11 @@ func testChecksFailover(t *testing.T, how string) {
 	}
 	leading := time.Now() // the new leader leads at the latest now
 	// A positive marker: an instance without a check and without
-	// heartbeats, registered now, whose TTL (7 s) outlasts what any
+	// heartbeats, registered now, whose TTL (9 s) outlasts what any
 	// checked lease left unrenewed would have had after the failover
-	// (election timeout + its full 5 s TTL from the new leader's
+	// (election timeout + its full 7 s TTL from the new leader's
 	// promotion). Its report comes after any false expiry would have.
-	marker := register(t, c.Members[newOwner], "svc", "marker", "127.0.0.1:2", 7)
+	marker := register(t, c.Members[newOwner], "svc", "marker", "127.0.0.1:2", 9)
 	waitCheckExpiries(t, c, doomed, []registry.Instance{marker}, healthyIDs, map[string]string{
 		"svc/bad0": "503 Service Unavailable", "svc/bad1": "503 Service Unavailable", "svc/bad2": "503 Service Unavailable",
 	})
@@ -292,23 +299,33 @@ func testChecksFailover(t *testing.T, how string) {
 			t.Errorf("%s: the new owner's first probe came %s after it was seen leading; want within one interval", in.ID, resumed)
 		}
 		after := ps[first:]
+		overlap := 0
 		for _, p := range after {
-			if p.Member != newName {
-				t.Errorf("%s: probe by %s at %s after the new owner %s took over at %s", in.ID, p.Member, p.At.Format(time.StampMilli), newName, ps[first].At.Format(time.StampMilli))
+			if p.Member == newName {
+				continue
 			}
+			// A deposed owner that still runs stops its probes within
+			// cluster.Backstop of learning it lost leadership: at most
+			// one of its probes may come after the new owner's first
+			// (a second of slack for a loaded machine). A killed or
+			// stopped one ended its checks before the new one began.
+			if how == "move" && p.At.Sub(ps[first].At) < cluster.Backstop+time.Second {
+				overlap++
+				t.Logf("%s: the old owner %s probed %s after the new owner's first probe", in.ID, p.Member, p.At.Sub(ps[first].At))
+				continue
+			}
+			t.Errorf("%s: probe by %s at %s after the new owner %s took over at %s", in.ID, p.Member, p.At.Format(time.StampMilli), newName, ps[first].At.Format(time.StampMilli))
+		}
+		if overlap > 1 {
+			t.Errorf("%s: %d probes by the deposed owner after the new owner's first; want at most one", in.ID, overlap)
 		}
 		span := after[len(after)-1].At.Sub(after[0].At)
-		if limit := int(span/checkInterval) + 2; len(after) > limit || len(after) < 3 {
+		if limit := int(span/checkInterval) + 2 + overlap; len(after) > limit || len(after) < 3 {
 			t.Errorf("%s: %d probes in %s by the new owner; want one per interval", in.ID, len(after), span)
 		}
-		// The overlap: the old owner's probes after the failover began
-		// (none when it was killed or stopped: its checks stop first).
 		for _, p := range ps[:first] {
 			if p.At.After(failedAt) && p.Member == oldName {
-				t.Logf("%s: the old owner probed %s after the failover began", in.ID, p.At.Sub(failedAt))
-				if how != "move" {
-					t.Errorf("%s: the old owner probed after it was %sed", in.ID, how)
-				}
+				t.Logf("%s: the old owner probed %s after the %s began, before the new owner's first probe", in.ID, p.At.Sub(failedAt), how)
 			}
 		}
 	}

@@ -393,46 +393,40 @@ func GRPCTarget(target string) (addr, service string) {
 	return addr, service
 }
 
-// leaseCheckpointInterval is etcd's lease checkpoint interval (5 min; not
-// settable through embed in v3.7). The primary lessor checkpoints the
-// remaining TTL of leases longer than it, and a new leader's lessor starts
-// those from the remaining TTL as of the last checkpoint, not from the
-// full TTL (lessor.Promote).
-const leaseCheckpointInterval = 5 * time.Minute
-
 // CheckTTL is the lease TTL granted to an instance registered with check
 // c, given the TTL the registration asked for (or the default) and
-// failover, the time a change of check owner may take (Options.CheckFailover).
+// failover, the time a change of check owner may take (Options.CheckFailover):
+// at least three intervals + timeout + failover, rounded up to whole
+// seconds; a larger TTL asked for is kept.
 //
 // The owner renews the lease at each of the check's intervals, passing or
 // failing, until failures probes in a row failed; then it ends the lease
-// itself (Store.EndCheck). The TTL only has to outlast the longest gap
-// between two renewals, so that no healthy instance ever expires:
+// itself (Store.EndCheck). So it heartbeats the instance as the client kits
+// do, at a third of its TTL, and the TTL outlasts every gap between two
+// renewals that leaves a healthy instance in place:
 //
-//   - in a steady state, one interval, plus a probe's timeout as a margin;
+//   - in a steady state, two renewals may be late or lost (an overloaded
+//     owner, a slow quorum) and the third still comes in time, a
+//     timeout to spare;
 //   - when the owner stops gracefully, its checks stop before it hands
 //     leadership over (server.Close), and the hand-over takes at most two
-//     election timeouts, during which its lessor still counts down;
+//     election timeouts (failover is two election timeouts and a second),
+//     while its lessor still counts down from a renewal at most an
+//     interval old;
 //   - when the owner dies, no lease runs down until a new leader's lessor
 //     is promoted, which gives every lease an election timeout plus its
-//     full TTL (etcd's lessor.Promote), and the new owner renews each
-//     lease within one interval of its start.
+//     full TTL (etcd's lessor.Promote; for TTLs over etcd's 5 min lease
+//     checkpoint interval, the remaining TTL as of the last checkpoint,
+//     which after a renewal at most an interval old is still over two
+//     intervals), and the new owner renews each lease within one interval
+//     of its start.
 //
-// So the TTL is at least interval + timeout + failover (whole seconds,
-// rounded up), failover being two election timeouts and a second. A TTL
-// over etcd's checkpoint interval (5 min) is promoted with what was left
-// of it at the last checkpoint instead, which after a renewal an interval
-// ago may be one interval less: such a TTL is at least two intervals +
-// timeout + failover. A larger TTL asked for is kept: it is how long the
-// instance stays once no member checks it.
+// A longer TTL costs nothing while the checks run: the instance leaves when
+// its check fails (EndCheck), or when it is deregistered; the TTL only
+// bounds how long it stays once no member checks it.
 func CheckTTL(ttl int64, c Check, failover time.Duration) int64 {
-	secs := func(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
-	margin := time.Duration(c.Timeout) + failover
-	ttl = max(ttl, secs(time.Duration(c.Interval)+margin))
-	if time.Duration(ttl)*time.Second > leaseCheckpointInterval {
-		ttl = max(ttl, secs(2*time.Duration(c.Interval)+margin))
-	}
-	return ttl
+	need := 3*time.Duration(c.Interval) + time.Duration(c.Timeout) + failover
+	return max(ttl, int64((need+time.Second-1)/time.Second))
 }
 
 // cutOutput keeps at most MaxCheckOutput bytes of a probe's output, cut on
