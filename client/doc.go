@@ -52,6 +52,16 @@
 // instances in one request (Heartbeats), for agents and sidecars that keep
 // many instances registered.
 //
+// Something that cannot heartbeat (a database, a vendor program) is
+// registered once with a [Check] that regd runs itself: while the check
+// passes regd keeps the lease alive, and after its failures in a row regd
+// removes the instance (an expiry with cause "check_failed").
+//
+//	_, _, err := client.New(cfg).Register(ctx, "pg", "primary", client.Registration{
+//		Address: "10.0.0.5:5432",
+//		Check:   &client.Check{TCP: "10.0.0.5:5432", Interval: 5 * time.Second},
+//	})
+//
 // Start's context bounds only the initial registration or list; the
 // background work (heartbeats, the watch) runs until Close.
 //

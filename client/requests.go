@@ -50,6 +50,10 @@ type Registration struct {
 	Weight *int
 	// Status is StatusUp, StatusDraining or StatusOutOfService; "": up.
 	Status string
+	// Check, when set, makes regd keep the instance alive by probing it
+	// (no heartbeats; TTL 0 then means at least what the check needs);
+	// nil: the instance must be heartbeaten.
+	Check *Check
 }
 
 func (r Registration) body() map[string]any {
@@ -66,12 +70,18 @@ func (r Registration) body() map[string]any {
 	if r.Status != "" {
 		b["status"] = r.Status
 	}
+	if r.Check != nil {
+		b["check"] = *r.Check
+	}
 	return b
 }
 
 // Register registers (or registers again) one instance, once: nothing
 // heartbeats it afterwards, so its lease runs out after the TTL unless
-// something renews it (a Registrar keeps an instance of its own alive).
+// something renews it (a Registrar keeps an instance of its own alive) or
+// regd checks it (Registration.Check: a database, a program without a
+// client). A 400 (a bad name, address, TTL, metadata, or check: code
+// "invalid_check") is returned at once as an *APIError.
 // created is true when regd answered 201 (a new instance), false for 200
 // (it replaced a live one, or a retry found the first attempt's
 // registration: registering is idempotent).

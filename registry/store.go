@@ -46,6 +46,10 @@ type Options struct {
 	// NamingPrefix turns on the gRPC naming mirror (naming.go): every up
 	// instance is also <NamingPrefix><service>/<id> on its lease. "": off.
 	NamingPrefix string
+	// CheckFailover is the part of a checked instance's lease TTL that
+	// covers a change of check owner (CheckTTL): two election timeouts and
+	// a second; 0: DefaultCheckFailover.
+	CheckFailover time.Duration
 }
 
 // Store reads and writes instances in etcd.
@@ -63,8 +67,9 @@ type Store struct {
 	ttlMu    sync.Mutex
 	ttlCache map[int64]int64
 
-	writeGate func() error
-	retry     retryState
+	writeGate     func() error
+	retry         retryState
+	checkFailover time.Duration
 }
 
 const maxTTLCache = 65536
@@ -84,6 +89,9 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultTimeout
 	}
+	if opts.CheckFailover == 0 {
+		opts.CheckFailover = DefaultCheckFailover
+	}
 	return &Store{
 		cli:       cli,
 		keys:      Keys{Prefix: opts.Prefix, NamingPrefix: opts.NamingPrefix},
@@ -93,6 +101,8 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 		ttlCache:  make(map[int64]int64),
 		writeGate: opts.WriteGate,
 		retry:     retryState{lead: opts.Leadership, stopping: make(chan struct{})},
+
+		checkFailover: opts.CheckFailover,
 	}
 }
 
@@ -143,6 +153,13 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	if err != nil {
 		return Instance{}, false, err
 	}
+	check, err := ResolveCheck(r)
+	if err != nil {
+		return Instance{}, false, err
+	}
+	if check != nil {
+		ttl = CheckTTL(ttl, *check, s.checkFailover)
+	}
 	if err := s.gate(); err != nil {
 		return Instance{}, false, err
 	}
@@ -155,6 +172,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	}
 	m := meta{Address: r.Address, Metadata: r.Metadata, TTL: grant.TTL, Lease: int64(grant.ID), RegisteredAt: s.now().UTC()}
 	m.setLifecycle(status, weight)
+	m.Check = check
 	buf, err := json.Marshal(m)
 	if err != nil {
 		return Instance{}, false, AsError(err)

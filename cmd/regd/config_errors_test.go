@@ -34,6 +34,12 @@ func TestConfigErrors(t *testing.T) {
 		{name: "no name", args: []string{"-=x"}, prefix: `"-=x": not a flag`},
 		{name: "flag value from env unparsable", env: map[string]string{"REGD_INSECURE": "yes please"}, prefix: `--insecure "yes please" (from REGD_INSECURE): must be true or false`},
 
+		// health checks
+		{name: "check-max-concurrent 0", args: []string{"--check-max-concurrent=0"}, prefix: `--check-max-concurrent "0": must be at least 1`},
+		{name: "check-allowed-cidrs empty", args: []string{"--check-allowed-cidrs="}, prefix: `--check-allowed-cidrs "": no networks given`},
+		{name: "check-allowed-cidrs bad network", args: []string{"--check-allowed-cidrs=10.0.0.0/8,10.0.0.0/33"}, prefix: `--check-allowed-cidrs "10.0.0.0/8,10.0.0.0/33": "10.0.0.0/33" is not a network`},
+		{name: "check-allowed-cidrs name", env: map[string]string{"REGD_CHECK_ALLOWED_CIDRS": "intranet"}, prefix: `--check-allowed-cidrs "intranet" (from REGD_CHECK_ALLOWED_CIDRS): "intranet" is neither`},
+
 		// --name
 		{name: "name empty", args: []string{"--name="}, prefix: `--name "": `},
 		{name: "name with equals", args: []string{"--name=a=b"}, prefix: `--name "a=b": `},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/checks"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
 )
@@ -69,6 +71,7 @@ func TestConfigDefaults(t *testing.T) {
 			MaxConns:            8192,
 			MaxWatchesPerClient: 64,
 			DNSDomain:           "regd.",
+			Checks:              server.ChecksConfig{MaxConcurrent: 256, AllowedCIDRs: checks.DefaultAllowedCIDRs},
 		},
 		HTTPAddr:        "127.0.0.1:8080",
 		DNSAddr:         "127.0.0.1:8600",
@@ -160,6 +163,7 @@ func TestConfigParse(t *testing.T) {
 				"--min-free-bytes=0", "--quota-backend-bytes=1048576", "--enable-pprof",
 				"--cors-allowed-origins", "https://UI.example, http://127.0.0.1:3000",
 				"--dns-addr=[::1]:53", "--dns-domain=Disco.Example", "--dns-ttl=1m", "--grpc-naming-prefix=/grpc/",
+				"--check-max-concurrent=7", "--check-allowed-cidrs=10.0.0.0/8, fd00::/8,192.168.1.1",
 			},
 			check: func(t *testing.T, c *Config) {
 				want := Config{
@@ -189,6 +193,9 @@ func TestConfigParse(t *testing.T) {
 						DNSDomain:           "disco.example.",
 						DNSTTL:              time.Minute,
 						GRPCNamingPrefix:    "/grpc/",
+						Checks: server.ChecksConfig{MaxConcurrent: 7, AllowedCIDRs: []netip.Prefix{
+							netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.168.1.1/32"),
+						}},
 					},
 					HTTPAddr:        ":0",
 					DNSAddr:         "[::1]:53",

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/checks"
 	"github.com/regd/regd/cluster"
 	"github.com/regd/regd/dns"
 	"github.com/regd/regd/internal/server"
@@ -93,6 +94,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Server.DNSDomain, "dns-domain", dns.DefaultDomain, "`domain` DNS answers for: <service>.service.<domain>, _<service>._tcp.service.<domain>, <id>.<service>.instance.<domain>")
 	fs.Var(newDuration(&c.Server.DNSTTL, 0), "dns-ttl", "TTL of DNS records and of negative answers, as a `duration` of whole seconds, 0s-24h; 0s: clients ask again each time")
 	fs.StringVar(&c.Server.GRPCNamingPrefix, "grpc-naming-prefix", "", "write each up instance also as an etcd gRPC naming endpoint under this key `prefix` (<prefix><service>/<id>), for etcd's gRPC resolver (etcd:///<prefix><service>); empty: off")
+	fs.Var(newInt(&c.Server.Checks.MaxConcurrent, cluster.DefaultCheckMaxConcurrent), "check-max-concurrent", "maximum `number` of health-check probes in flight on the leader, which runs every check")
+	fs.Var(newCIDRs(&c.Server.Checks.AllowedCIDRs, checks.DefaultAllowedCIDRs), "check-allowed-cidrs", "comma-separated `networks` (CIDR) that health checks may connect to, every address a target resolves to checked at each connection; 0.0.0.0/0,::/0 allows any")
 	fs.Var(newBool(&c.ShowVersion), "version", "print the version and exit")
 }
 

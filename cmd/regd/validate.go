@@ -82,6 +82,7 @@ func (c *Config) Validate() error {
 		{"max-inflight", c.Server.MaxInFlight},
 		{"max-conns", c.Server.MaxConns},
 		{"max-watches-per-client", c.Server.MaxWatchesPerClient},
+		{"check-max-concurrent", c.Server.Checks.MaxConcurrent},
 	} {
 		if f.v < 1 {
 			return c.fail(f.name, "must be at least 1")

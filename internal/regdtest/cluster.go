@@ -58,6 +58,8 @@ type Options struct {
 	DNSTTL    time.Duration
 	// GRPCNamingPrefix is --grpc-naming-prefix; "": no mirror.
 	GRPCNamingPrefix string
+	// Checks configures the registry's health checks (server.Config.Checks).
+	Checks server.ChecksConfig
 }
 
 // Cluster is a set of in-process regd nodes forming one etcd cluster.
@@ -220,6 +222,7 @@ func (c *Cluster) start(i int) error {
 		DNSDomain:        c.opts.DNSDomain,
 		DNSTTL:           c.opts.DNSTTL,
 		GRPCNamingPrefix: c.opts.GRPCNamingPrefix,
+		Checks:           c.opts.Checks,
 	})
 	if err != nil {
 		return err

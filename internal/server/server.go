@@ -72,6 +72,9 @@ type Config struct {
 	// GRPCNamingPrefix turns on the gRPC naming mirror
 	// (registry/naming.go); "": off.
 	GRPCNamingPrefix string
+	// Checks configures the health checks the registry runs
+	// (checks.go).
+	Checks ChecksConfig
 }
 
 // ErrRemoved is the Fatal error of a node whose member was removed from
@@ -153,8 +156,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
 		// Requests caught by a leader change are retried as soon as this
 		// member knows the new leader (registry/retry.go).
-		Leadership:   n,
-		NamingPrefix: cfg.GRPCNamingPrefix,
+		Leadership:    n,
+		NamingPrefix:  cfg.GRPCNamingPrefix,
+		CheckFailover: checkFailover(cfg.Node),
 	})
 	view := registry.NewView(store, registry.ViewOptions{MemberID: n.ID()})
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -202,6 +206,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:    lg.Named("compactor"),
 		Metrics:   metrics,
 	}).Run)
+	leader.OnLead(newChecker(cfg, store, view, n, lg, metrics).Run)
 	registerBackendMetrics(metrics, n)
 	admin := cluster.NewAdmin(n)
 	a := api.New(api.Config{
