@@ -216,6 +216,9 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"register", "web", "w1", "10.0.0.1:80", "--weight", "heavy"}, `regd register: --weight "heavy": not a whole number`},
 		{[]string{"register", "web", "w1", "10.0.0.1:80", "--status", "any"}, `regd register: --status "any": want up, draining, out_of_service`},
 		{[]string{"register", "web", "w1", "10.0.0.1:80", "--ttl"}, "regd register: flag --ttl needs a value"},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--check-tcp", "10.0.0.1:80", "--check-http", "http://10.0.0.1/"}, "regd register: give one of --check-http, --check-tcp and --check-grpc"},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--check-interval", "5s"}, "regd register: --check-interval, --check-timeout and --check-failures need --check-http, --check-tcp or --check-grpc"},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--check-tcp", "10.0.0.1:80", "--check-failures", "x"}, `regd register: --check-failures "x": `},
 		{[]string{"deregister", "web"}, "regd deregister: deregister needs SERVICE ID"},
 		{[]string{"deregister", "web", "w1", "--wait", "-1s"}, "regd deregister: --wait -1s: must not be negative"},
 		{[]string{"drain", "web", "w1", "--wait", "soon"}, `regd drain: --wait "soon": parse error`},
@@ -229,6 +232,7 @@ func TestBadUsage(t *testing.T) {
 		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80"}, "regd run: no command to run: regd run --service S --address A -- CMD [ARGS...]"},
 		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80", "--drain-on-term", "-5s", "true"}, "regd run: --drain-on-term -5s: must not be negative"},
 		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80", "--colour", "true"}, "regd run: unknown flag --colour"},
+		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80", "--check-grpc", "10.0.0.1:9", "--check-tcp", "10.0.0.1:9", "true"}, "regd run: give one of --check-http, --check-tcp and --check-grpc"},
 		{[]string{"ls", "--command-timeout", "0s"}, "regd ls: --command-timeout 0s: must be more than 0"},
 		{[]string{"ls", "-w", "yaml"}, `regd ls: -w "yaml": want table or json`},
 	}

@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"flag"
 	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/regd/regd/client"
 )
 
 // metaFlag is a repeatable --meta key=value flag.
@@ -76,4 +80,44 @@ func checkStatus(flag, s string, allowAny bool) error {
 		want += " or any"
 	}
 	return usagef("--%s %q: want %s", flag, s, want)
+}
+
+// checkFlags are the --check-* flags of register and run: a health check
+// regd runs for the instance (contract v2, "Health checks run by the
+// registry"). regd validates the check (400 invalid_check); only the
+// shape is checked here.
+type checkFlags struct {
+	http, tcp, grpc   string
+	interval, timeout time.Duration
+	failures          int
+}
+
+func (f *checkFlags) add(fs *flag.FlagSet) {
+	fs.StringVar(&f.http, "check-http", "", "health check: regd GETs this `URL` (http:// or https://), passing on a 2xx answer")
+	fs.StringVar(&f.tcp, "check-tcp", "", "health check: regd connects to this `host:port`, passing when it is accepted")
+	fs.StringVar(&f.grpc, "check-grpc", "", "health check: grpc.health.v1 Check at `host:port[/service]`, passing on SERVING")
+	fs.DurationVar(&f.interval, "check-interval", 0, "`duration` between probes, 1s–1h (default regd's, 10s)")
+	fs.DurationVar(&f.timeout, "check-timeout", 0, "`duration` a probe may take, below the interval (default regd's, 2s)")
+	fs.IntVar(&f.failures, "check-failures", 0, "failed probes in a row before regd removes the instance, `1-100` (default regd's, 3)")
+}
+
+// check is the check the flags describe; nil when no --check-http, -tcp
+// or -grpc was given (then --check-interval and the others are an error).
+func (f *checkFlags) check() (*client.Check, error) {
+	kinds := 0
+	for _, s := range []string{f.http, f.tcp, f.grpc} {
+		if s != "" {
+			kinds++
+		}
+	}
+	if kinds > 1 {
+		return nil, usagef("give one of --check-http, --check-tcp and --check-grpc")
+	}
+	if kinds == 0 {
+		if f.interval != 0 || f.timeout != 0 || f.failures != 0 {
+			return nil, usagef("--check-interval, --check-timeout and --check-failures need --check-http, --check-tcp or --check-grpc")
+		}
+		return nil, nil
+	}
+	return &client.Check{HTTP: f.http, TCP: f.tcp, GRPC: f.grpc, Interval: f.interval, Timeout: f.timeout, Failures: f.failures}, nil
 }

@@ -24,6 +24,7 @@ type runFlags struct {
 	weight               intFlag
 	meta                 metaFlag
 	drainOnTerm          time.Duration
+	check                checkFlags
 }
 
 // forwardedSignals are the signals regd run passes on to its command.
@@ -43,11 +44,17 @@ func init() {
 		summary:     "register an instance, run a command, keep the instance alive while it runs",
 		usage: `Usage:
   regd run --service S --address A [--id I] [--ttl N] [--weight N] [--meta key=value]...
+           [--check-http URL | --check-tcp HOST:PORT | --check-grpc HOST:PORT[/SVC]]
+           [--check-interval D] [--check-timeout D] [--check-failures N]
            [--drain-on-term D] [--] CMD [ARGS...]
 
 Registers instance I of service S at address A, starts CMD, and keeps the
 instance alive while CMD runs: heartbeats every third of the TTL, on the
 next endpoint when one fails, and registers it again if regd lost it (404).
+With a --check-* flag regd also probes CMD's endpoint: after --check-failures
+failed probes in a row it removes the instance (expiry cause check_failed)
+even though regd run heartbeats, and regd run registers it again at its next
+heartbeat, to be checked afresh.
 When CMD exits, regd run deregisters the instance (never an expiry) and
 exits with CMD's code: 128+N when CMD died of signal N, as shells report it.
 The first argument that is not a flag starts CMD ('--' may mark it).
@@ -74,6 +81,7 @@ is deregistered in every case.`,
 			fs.IntVar(&f.ttl, "ttl", client.DefaultTTL, "the lease's TTL in whole `seconds`, 2–3600: how long the instance outlives regd run if it is killed")
 			fs.Var(&f.weight, "weight", "relative share of traffic, `0-10000` (default regd's, 100)")
 			fs.Var(f.meta, "meta", "metadata `key=value` (repeatable)")
+			f.check.add(fs)
 			fs.DurationVar(&f.drainOnTerm, "drain-on-term", 0, "on SIGTERM, drain first and wait up to this `duration` (at most 60s) until every watcher has seen it, then pass SIGTERM on; 0: pass it on at once")
 			c.extra = f
 		},
@@ -93,6 +101,10 @@ func runRun(ctx context.Context, c *call, args []string) error {
 	case f.drainOnTerm < 0:
 		return usagef("--drain-on-term %s: must not be negative", f.drainOnTerm)
 	}
+	check, err := f.check.check()
+	if err != nil {
+		return err
+	}
 	id := f.id
 	if id == "" {
 		id = defaultInstanceID()
@@ -111,7 +123,7 @@ func runRun(ctx context.Context, c *call, args []string) error {
 	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
 
-	reg := client.NewRegistrar(cfg, f.service, id, f.address, client.RegistrarOptions{TTL: f.ttl, Metadata: f.meta, Weight: f.weight.ptr()})
+	reg := client.NewRegistrar(cfg, f.service, id, f.address, client.RegistrarOptions{TTL: f.ttl, Metadata: f.meta, Weight: f.weight.ptr(), Check: check})
 	// Close deregisters; regd run's context may have ended (a signal), the
 	// deregistration must happen all the same.
 	deregister := func() {
