@@ -4,6 +4,7 @@ package cli_test
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -21,7 +22,7 @@ func normalise(s string) string {
 		re   *regexp.Regexp
 		with string
 	}{
-		{regexp.MustCompile(`(?m)^(list|reset|register|update|deregister|expire) +\d+(\.\d+)? `), "$1 <event-id> "},
+		{regexp.MustCompile(`(?m)^(list|reset|register|update|deregister|expire) +\d+(\.\d+)? +`), "$1 <event-id> "}, // and the padding, which follows the ids' width
 		{regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b`), "<time>"},
 		{regexp.MustCompile(`("revision": ?)\d+`), `$1<rev>`},
 		{regexp.MustCompile(`("lease_id": ?)"\d+"`), `$1"<lease>"`},
@@ -98,6 +99,7 @@ func TestE2ECommands(t *testing.T) {
 		{[]string{"drain", "web", "nope"}, "(HTTP 404 not_found)"},
 		{[]string{"register", "web", "w4", "10.0.0.4"}, "(HTTP 400 invalid_address)"},
 		{[]string{"register", "web", "w4", "10.0.0.4:80", "--ttl", "1"}, "(HTTP 400 "},
+		{[]string{"register", "web", "w4", "10.0.0.4:80", "--check-tcp", "10.0.0.4:80", "--check-interval", "500ms"}, "(HTTP 400 invalid_check)"},
 		{[]string{"ls", "bad/name"}, "regd ls: "},
 	} {
 		code, out, errOut := regd(t, bin, "", append(tc.args, ep)...)
@@ -132,4 +134,39 @@ func TestE2ECommands(t *testing.T) {
 	if got := e2e.Do(t, http.MethodGet, n.URL()+"/v1/services/web/instances/w3", ""); got.Status != http.StatusNotFound {
 		t.Errorf("w3 after deregister: %d %s", got.Status, got.Body)
 	}
+
+	// An instance regd checks: no heartbeats; kept while the TCP check
+	// passes, removed and reported with cause check_failed once the port
+	// closes (one failure allowed).
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := backend.Addr().String()
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	out := cli("register", "pg", "p1", addr, "--check-tcp", addr, "--check-interval", "1s", "--check-timeout", "500ms", "--check-failures", "1", "-w", "json")
+	if !strings.Contains(out, `"tcp": "`+addr+`"`) || !strings.Contains(out, `"interval": "1s"`) {
+		t.Errorf("register --check-tcp answered %s; want the check", out)
+	}
+	e2e.Eventually(t, 20*time.Second, "pg/p1's first passing probe", func() error {
+		if out := cli("ls", "pg", "-w", "json"); !strings.Contains(out, `"passing"`) {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	backend.Close()
+	e2e.Eventually(t, 30*time.Second, "pg/p1 reported with cause check_failed", func() error {
+		if out := cli("expirations", "--service", "pg", "-w", "json"); !strings.Contains(out, `"check_failed"`) {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
 }
