@@ -311,6 +311,8 @@ func TestEnv(t *testing.T) {
 		"REGD_DNS_DOMAIN":                  "disco",
 		"REGD_DNS_TTL":                     "5s",
 		"REGD_GRPC_NAMING_PREFIX":          "/grpc/",
+		"REGD_CHECK_MAX_CONCURRENT":        "9",
+		"REGD_CHECK_ALLOWED_CIDRS":         "10.1.0.0/16",
 	}
 
 	t.Run("env fills unset flags", func(t *testing.T) {
@@ -342,6 +344,7 @@ func TestEnv(t *testing.T) {
 				DNSDomain:           "disco.",
 				DNSTTL:              5 * time.Second,
 				GRPCNamingPrefix:    "/grpc/",
+				Checks:              server.ChecksConfig{MaxConcurrent: 9, AllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
 			},
 			HTTPAddr:        "0.0.0.0:9090",
 			DNSAddr:         "127.0.0.1:5353",
