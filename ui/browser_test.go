@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -501,6 +502,43 @@ func TestBrowser(t *testing.T) {
 		if u := origin + "/v1/services/orders/watch?status=any"; !ex.requested(u) {
 			t.Errorf("the expiry page did not follow %s", u)
 		}
+	})
+
+	t.Run("health checks", func(t *testing.T) {
+		// An instance the registry checks (TCP, one failure allowed): the
+		// Health column appears with the probe's result, and once the port
+		// closes the row goes and the expiry report says check_failed with
+		// the probe's output.
+		backend, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := backend.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		addr := backend.Addr().String()
+		register(t, origin, "db", "pg1", map[string]any{"address": addr,
+			"check": map[string]any{"tcp": addr, "interval": "1s", "timeout": "500ms", "failures": 1}})
+		tb := openTab(t, bctx, origin)
+		tb.navigate(origin + "/ui/#/services/db")
+		tb.waitJS("pg1 passing", rowJS("pg1")+`?.querySelector('[data-field="health"]')?.textContent === "passing"`, 15*time.Second)
+		if cols := eval[string](tb, `[...document.querySelectorAll('table.instances th')].map(th => th.textContent).join(",")`); !strings.Contains(cols, "Health") {
+			t.Errorf("instance columns %q lack Health", cols)
+		}
+		if title := eval[string](tb, rowJS("pg1")+`.querySelector('[data-field="health"]').title`); !strings.Contains(title, "TCP check of "+addr) {
+			t.Errorf("health tooltip %q does not name the check", title)
+		}
+		backend.Close()
+		tb.waitJS("pg1 removed", `!`+rowJS("pg1")+` && [...document.querySelectorAll('.recent li')].some(li => li.textContent.includes('expire') && li.textContent.includes('pg1'))`, 20*time.Second)
+		tb.navigate(origin + "/ui/#/expirations?service=db")
+		tb.waitJS("the check_failed report", `document.querySelector('tr[data-expiry="db/pg1"] [data-field="cause"]')?.textContent === "check_failed" &&
+			document.querySelector('tr[data-expiry="db/pg1"] [data-field="output"]')?.textContent.includes("`+addr+`")`, 20*time.Second)
 	})
 
 	t.Run("write token", func(t *testing.T) {
