@@ -272,7 +272,17 @@ func (b *bench) checks(ctx context.Context, rep *checksReport, interval, window 
 			g.Go(func() error {
 				body, _ := json.Marshal(map[string]any{"address": address(int64(i)), "check": map[string]any{"http": ep.url(i)},
 					"interval": interval.String(), "failures": checkFailures})
-				return b.h.do(ctx, http.MethodPut, "http://"+o.targets[i%len(o.targets)]+"/v1/services/"+svc+"/instances/"+checkID(i), body, expect(http.StatusCreated, http.StatusOK))
+				// Retried as registerAll does: a loaded quorum answers 503
+				// now and then, and registering is idempotent.
+				var err error
+				for attempt := range 5 {
+					err = b.h.do(ctx, http.MethodPut, "http://"+o.targets[i%len(o.targets)]+"/v1/services/"+svc+"/instances/"+checkID(i), body, expect(http.StatusCreated, http.StatusOK))
+					if err == nil || ctx.Err() != nil {
+						break
+					}
+					time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
+				}
+				return err
 			})
 		}
 		err := g.Wait()
