@@ -92,22 +92,6 @@ func heartbeatOK(t testing.TB, m *regdtest.Member, service, id string) {
 	}
 }
 
-// nothingWritten fails the test if anything but leader-only work's own
-// bookkeeping (regdtest.BackgroundWrite) was written since revision
-// before: what a refused request must leave behind.
-func nothingWritten(t testing.TB, cli *clientv3.Client, before int64) {
-	t.Helper()
-	after := clusterRev(t, cli)
-	if after == before {
-		return
-	}
-	for _, ev := range regdtest.History(t, cli, before+1, after) {
-		if !regdtest.BackgroundWrite(string(ev.Kv.Key)) {
-			t.Fatalf("revision moved from %d to %d: %s %q was written", before, after, ev.Type, ev.Kv.Key)
-		}
-	}
-}
-
 // clusterRev is the cluster's current revision, read linearizably.
 func clusterRev(t testing.TB, cli *clientv3.Client) int64 {
 	t.Helper()

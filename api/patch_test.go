@@ -184,7 +184,7 @@ func testBadPatches(t *testing.T, lc lifecycle) {
 		{"bad service", "/v1/services/..a%21/instances/b1", "", "", `{"status":"draining"}`, 400, "invalid_service_name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := clusterRev(t, cli)
+			before := markStore(t, cli)
 			code, hdr, out := sendTyped(t, http.MethodPatch, m1.URL(tc.path+tc.query), tc.ctype, tc.body)
 			if code != tc.status || wErrorCode(out) != tc.code {
 				t.Fatalf("%d %s, want %d %s", code, out, tc.status, tc.code)
@@ -210,7 +210,7 @@ func testBadPatches(t *testing.T, lc lifecycle) {
 		}
 		return nil
 	})
-	before := clusterRev(t, cli)
+	before := markStore(t, cli)
 	code, _, out := sendTyped(t, http.MethodPatch, m0.URL("/v1/services/badp/instances/plain"), "", `{"status":"draining"}`)
 	if code != http.StatusConflict || wErrorCode(out) != "plain_instance" {
 		t.Fatalf("PATCH of a plain key: %d %s", code, out)

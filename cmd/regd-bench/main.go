@@ -236,6 +236,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q after the workload", fs.Args())
 	}
 	all := append(append(slices.Clone(workloads), scaleWorkloads...), lifecycleWorkloads...)
+	all = append(all, "checks") // checks.go
 	if !slices.Contains(all, o.workload) {
 		return nil, fmt.Errorf("unknown workload %q; one of %s", o.workload, strings.Join(all, ", "))
 	}
@@ -316,13 +317,11 @@ func (o *options) scaleDefaults() error {
 	}
 	def("expiry-wait", func() { o.expiryWait = time.Duration(o.ttl)*time.Second + 150*time.Second })
 	def("hold", func() { o.hold = 2 * o.interval })
-	for _, p := range listflag.Split(*o.rawPids) {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 {
-			return fmt.Errorf("--pids: %q is not a process id", p)
-		}
-		o.pids = append(o.pids, n)
+	pids, err := parsePids(*o.rawPids)
+	if err != nil {
+		return err
 	}
+	o.pids = pids
 	o.dataDirs = listflag.Split(*o.rawDataDirs)
 	o.systems = listflag.Split(*o.rawSystems)
 	o.ops = listflag.Split(*o.rawOps)
@@ -387,6 +386,19 @@ func (o *options) scaleDefaults() error {
 	return nil
 }
 
+// parsePids reads --pids: comma-separated process ids, each at least 1.
+func parsePids(s string) ([]int, error) {
+	var pids []int
+	for _, p := range listflag.Split(s) {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--pids: %q is not a process id", p)
+		}
+		pids = append(pids, n)
+	}
+	return pids, nil
+}
+
 func validName(s string) bool {
 	if s == "" {
 		return false
@@ -423,6 +435,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if slices.Contains(lifecycleWorkloads, o.workload) {
 		return runLifecycle(ctx, o, stdout, stderr)
+	}
+	if o.workload == "checks" {
+		return runChecks(ctx, o, stdout, stderr)
 	}
 	rep, err := newBench(o, stderr).run(ctx)
 	if rep != nil {

@@ -18,10 +18,12 @@ import (
 // The pace between calls: the first retry comes soon, because most
 // conditions hold within milliseconds in-process; later ones back off to
 // maxPace so that a long wait (an election, a lease running out) does not
-// keep two cores busy reading ledgers.
+// keep two cores busy reading ledgers. Measure keeps to measurePace: its
+// answer is a time, which a back-off would blur.
 const (
-	firstPace = 10 * time.Millisecond
-	maxPace   = 100 * time.Millisecond
+	firstPace   = 10 * time.Millisecond
+	maxPace     = 100 * time.Millisecond
+	measurePace = 5 * time.Millisecond
 )
 
 // Until calls f until it returns nil. When timeout passes first, it fails t
@@ -41,8 +43,26 @@ func Until(t testing.TB, timeout time.Duration, what string, f func() error) {
 // wraps one that was); otherwise, once timeout has passed, an error that
 // names timeout and wraps f's last error.
 func Wait(timeout time.Duration, f func() error) error {
+	return wait(timeout, firstPace, maxPace, f)
+}
+
+// Measure is Until for a test that reports how soon a condition holds (a
+// drained instance gone from DNS, a deregistered one from a resolver): it
+// calls f every 5 ms, never backing off, and returns the time from the
+// call until f returned nil, to within that pace.
+func Measure(t testing.TB, timeout time.Duration, what string, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := wait(timeout, measurePace, measurePace, f); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return time.Since(start)
+}
+
+// wait calls f until it returns nil, a Stop error, or timeout passes; the
+// pace between calls starts at pace and doubles up to most.
+func wait(timeout, pace, most time.Duration, f func() error) error {
 	deadline := time.Now().Add(timeout)
-	pace := firstPace
 	for {
 		err := f()
 		if err == nil {
@@ -57,7 +77,7 @@ func Wait(timeout time.Duration, f func() error) error {
 		}
 		// The polling pace; what is waited for is f's condition.
 		time.Sleep(min(pace, left))
-		pace = min(2*pace, maxPace)
+		pace = min(2*pace, most)
 	}
 }
 

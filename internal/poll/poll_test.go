@@ -72,6 +72,26 @@ func TestStopIsFoundWhenWrapped(t *testing.T) {
 	}
 }
 
+func TestMeasureKeepsAFinePace(t *testing.T) {
+	calls := 0
+	start := time.Now()
+	took := poll.Measure(t, 5*time.Second, "a condition that holds at 300ms", func() error {
+		calls++
+		if time.Since(start) < 300*time.Millisecond {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if took < 300*time.Millisecond || took > time.Since(start) {
+		t.Errorf("Measure = %v, want the time until the condition held (300ms) at most the call's", took)
+	}
+	// Wait would have backed off to 100ms: about 7 calls in 300ms. At
+	// 5ms, Measure makes many more, even on a loaded machine.
+	if calls < 15 {
+		t.Errorf("%d calls in 300ms: Measure backed off", calls)
+	}
+}
+
 func TestThroughoutLooksForTheWholeSpan(t *testing.T) {
 	calls := 0
 	start := time.Now()

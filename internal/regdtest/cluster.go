@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/dns"
 	"github.com/regd/regd/internal/freeport"
 	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/server"
@@ -52,6 +53,15 @@ type Options struct {
 	// Auth, when set, makes every member check bearer tokens
 	// (server.Config.Auth); the test keeps it to change the tokens.
 	Auth *api.Auth
+	// DNS serves DNS on each member's DNSAddr (UDP and TCP), for
+	// DNSDomain ("": regd.) with DNSTTL.
+	DNS       bool
+	DNSDomain string
+	DNSTTL    time.Duration
+	// GRPCNamingPrefix is --grpc-naming-prefix; "": no mirror.
+	GRPCNamingPrefix string
+	// Checks configures the registry's health checks (server.Config.Checks).
+	Checks server.ChecksConfig
 }
 
 // Cluster is a set of in-process regd nodes forming one etcd cluster.
@@ -67,6 +77,7 @@ type Member struct {
 	Name      string
 	HTTPAddr  string // host:port of the REST API, stable across restarts
 	ClientURL string // the embedded etcd's client URL, for plain etcd clients
+	DNSAddr   string // host:port of DNS (UDP and TCP) with Options.DNS
 	dataDir   string
 	nodeCfg   node.Config
 
@@ -99,6 +110,9 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 			HTTPAddr:  freeAddr(t),
 			ClientURL: "http://" + freeAddr(t),
 			dataDir:   t.TempDir(),
+		}
+		if o.DNS {
+			m.DNSAddr = freeAddr(t)
 		}
 		peerURL := "http://" + freeAddr(t)
 		peers[i] = m.Name + "=" + peerURL
@@ -168,6 +182,19 @@ func (c *Cluster) start(i int) error {
 	if err != nil {
 		return err
 	}
+	var dnsUDP net.PacketConn
+	var dnsTCP net.Listener
+	if m.DNSAddr != "" {
+		// As above: the port may be held a moment after a restart.
+		err = poll.Wait(5*time.Second, func() (err error) {
+			dnsUDP, dnsTCP, err = dns.Listen(m.DNSAddr)
+			return err
+		})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	lg := memberLogger(c.logs, m.Name)
 	cfg := m.nodeCfg
 	cfg.Logger = lg.Named("etcd").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
@@ -183,6 +210,13 @@ func (c *Cluster) start(i int) error {
 		DefragMinFree:       c.opts.DefragMinFree,
 		RequestTimeout:      c.opts.RequestTimeout,
 		Auth:                c.opts.Auth,
+
+		DNSPacketConn:    dnsUDP,
+		DNSListener:      dnsTCP,
+		DNSDomain:        c.opts.DNSDomain,
+		DNSTTL:           c.opts.DNSTTL,
+		GRPCNamingPrefix: c.opts.GRPCNamingPrefix,
+		Checks:           c.opts.Checks,
 	})
 	if err != nil {
 		return err
