@@ -614,14 +614,16 @@ cmd_remove() {
 	[ -n "$id" ] || die "$target is not in the cluster's member list"
 	# Through the other members: the quorum rule may refuse (409, final).
 	# A 503 (no leader yet after the member died, a change that did not
-	# apply in time) is retried until the timeout; a retry of a removal that
-	# did apply answers 404.
+	# apply in time) or the command's own deadline passing first (regd
+	# answers that 503 after as long as --command-timeout; an election
+	# under load outlasts both) is retried until the timeout; a retry of a
+	# removal that did apply answers 404.
 	local deadline=$((SECONDS + timeout))
 	while ! out=$(regd_client "$target" members remove "$id" 2>&1); do
 		if [[ $out == *"HTTP 404"* ]]; then
 			break
 		fi
-		[[ $out == *"HTTP 503"* ]] && [ $SECONDS -lt $deadline ] || die "regd members remove $target ($id) failed: $out"
+		[[ $out == *"HTTP 503"* || $out == *"deadline exceeded"* ]] && [ $SECONDS -lt $deadline ] || die "regd members remove $target ($id) failed: $out"
 		sleep 1
 	done
 	echo "$prog: removed $target (ID $id) from the cluster"
