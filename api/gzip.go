@@ -12,7 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// Compression: JSON responses of minGzipSize or more are gzip-compressed
+// Compression: JSON responses (and the web UI's HTML, CSS, JavaScript and
+// SVG) of minGzipSize or more are gzip-compressed
 // when the request's Accept-Encoding allows gzip (the contract; a
 // 1,500-instance list is 320 KB of JSON and about a tenth of that
 // compressed). Never a stream (class stream: an SSE event must reach the
@@ -133,7 +134,7 @@ func (w *gzipWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-// compressible: JSON, no encoding of its own, a status with a body, and
+// compressible: JSON or a UI file, no encoding of its own, a status with a body, and
 // not declared (Content-Length) smaller than minGzipSize.
 func (w *gzipWriter) compressible() bool {
 	h := w.Header()
@@ -143,11 +144,17 @@ func (w *gzipWriter) compressible() bool {
 	switch {
 	case w.status == http.StatusNoContent, w.status == http.StatusNotModified, w.status >= 100 && w.status < 200:
 		return false
+	case w.status == http.StatusPartialContent:
+		return false // a range of the uncompressed file (RFC 9110 §14)
 	}
 	if n, err := strconv.Atoi(h.Get(echo.HeaderContentLength)); err == nil && n < minGzipSize {
 		return false
 	}
 	mt, _, _ := mime.ParseMediaType(h.Get(echo.HeaderContentType))
+	switch mt {
+	case "text/html", "text/css", "text/javascript", "image/svg+xml":
+		return true // the web UI's files (ui/): text that shrinks to a third
+	}
 	return mt == echo.MIMEApplicationJSON || strings.HasSuffix(mt, "+json")
 }
 

@@ -280,6 +280,29 @@ func TestGzipOnANode(t *testing.T) {
 		t.Fatalf("the gzip list: %d instances, revision %d, header %s", len(l.Instances), l.Revision, zipped.header.Get(api.HeaderRevision))
 	}
 
+	// The web UI's files too; a range of one is a range of the file, never
+	// compressed.
+	js := getRaw(t, http.MethodGet, m.URL("/ui/app.js"), "")
+	jsz := getRaw(t, http.MethodGet, m.URL("/ui/app.js"), "gzip")
+	if len(js.body) < 1024 || jsz.header.Get("Content-Encoding") != "gzip" || !bytes.Equal(gunzip(t, jsz.body), js.body) || len(jsz.body) >= len(js.body) {
+		t.Fatalf("/ui/app.js (%d bytes) with gzip: %d bytes, %v", len(js.body), len(jsz.body), jsz.header)
+	}
+	rreq, err := http.NewRequest(http.MethodGet, m.URL("/ui/app.js"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rreq.Header.Set("Accept-Encoding", "gzip")
+	rreq.Header.Set("Range", "bytes=0-99")
+	rresp, err := http.DefaultTransport.RoundTrip(rreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(rresp.Body)
+	rresp.Body.Close()
+	if rresp.StatusCode != http.StatusPartialContent || rresp.Header.Get("Content-Encoding") != "" || !bytes.Equal(part, js.body[:100]) {
+		t.Fatalf("a range of /ui/app.js with gzip: %d %v, %d bytes", rresp.StatusCode, rresp.Header, len(part))
+	}
+
 	req, err := http.NewRequest(http.MethodGet, m.URL("/v1/services/user/watch"), nil)
 	if err != nil {
 		t.Fatal(err)

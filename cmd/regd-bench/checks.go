@@ -483,7 +483,16 @@ func (b *bench) checksFailure(ctx context.Context, ep *healthEndpoint, svc strin
 			return json.Unmarshal(body, &out)
 		})
 		if err != nil {
-			return f, err
+			// A loaded cluster answers 503 now and then: poll again
+			// until the deadline, as for reports not there yet.
+			if ctx.Err() != nil || time.Now().After(deadline) {
+				return f, err
+			}
+			b.logf("checks: reading the expiry reports: %v; again", err)
+			if !sleepCtx(ctx, 500*time.Millisecond) {
+				return f, ctx.Err()
+			}
+			continue
 		}
 		got := 0
 		for _, e := range out.Expirations {
