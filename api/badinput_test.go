@@ -162,13 +162,7 @@ func badInputCases() []badCase {
 // TestBadInput sends every malformed request to a fresh single-node cluster,
 // then checks that none of them wrote anything.
 func TestBadInput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
-	c := regdtest.StartCluster(t, 1)
-	m := c.Members[0]
-	cli := c.EtcdClient(t, 0)
-	mark := markStore(t, cli)
+	m, cli, mark := freshNode(t)
 
 	for _, tc := range badInputCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,6 +202,19 @@ func TestBadInput(t *testing.T) {
 		}
 		nothingWritten(t, cli, mark)
 	})
+}
+
+// freshNode starts a one-member cluster for a table of requests that must
+// be refused, and returns its member, an etcd client and the mark that
+// nothingWritten checks from.
+func freshNode(t *testing.T) (*regdtest.Member, *clientv3.Client, storeMark) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := regdtest.StartCluster(t, 1)
+	cli := c.EtcdClient(t, 0)
+	return c.Members[0], cli, markStore(t, cli)
 }
 
 // storeMark is where a check that requests wrote nothing starts: the

@@ -99,13 +99,7 @@ func checkBody(check, extra string) string {
 // TestCheckSpecs: every bad check is 400 with its code and writes nothing
 // (no key, record, marker or lease); good ones get the defaults.
 func TestCheckSpecs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
-	c := regdtest.StartCluster(t, 1)
-	m := c.Members[0]
-	cli := c.EtcdClient(t, 0)
-	mark := markStore(t, cli)
+	m, cli, mark := freshNode(t)
 	for _, tc := range badCheckBodies {
 		t.Run(tc.name, func(t *testing.T) {
 			status, hdr, body := send(t, http.MethodPut, m.URL("/v1/services/db/instances/d1"), checkBody(tc.check, tc.extra))

@@ -138,10 +138,11 @@ func History(t testing.TB, cli *clientv3.Client, from, to int64) []*clientv3.Eve
 
 // BackgroundWrite reports whether key is one that leader-only work writes
 // on its own schedule, under the default layout: the expiry reporter's
-// cursor, ledger and lease markers, and the compactor's revision clock. A
-// test that a request wrote nothing allows these, and nothing else.
+// cursor, ledger and lease markers, the compactor's revision clock, and
+// the check owner's claim at the start of its term. A test that a request
+// wrote nothing allows these, and nothing else.
 func BackgroundWrite(key string) bool {
 	k := registry.Keys{}
 	return strings.HasPrefix(key, k.ExpiryCursor()) || strings.HasPrefix(key, k.ExpiryLog()) ||
-		strings.HasPrefix(key, k.LeaseMarkers()) || key == registry.HistoryClockKey
+		strings.HasPrefix(key, k.LeaseMarkers()) || key == registry.HistoryClockKey || key == k.ChecksOwner()
 }
