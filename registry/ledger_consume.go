@@ -106,30 +106,74 @@ func (c *Consumer) Run(ctx context.Context) error {
 				}
 			}
 		case resp, ok := <-wch:
+			var evs []*clientv3.Event
+			stop := &resp
+			if ok {
+				evs, stop, ok = gather(wch, resp)
+			}
+			if len(evs) > 0 {
+				var lost, last int64
+				cur, last, lost, err = c.consume(ctx, cur, evs, time.Now())
+				if err != nil {
+					return err
+				}
+				if lost != 0 {
+					return c.reconcile(ctx, cur, lost)
+				}
+				seen = max(seen, last)
+			}
 			if !ok {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return errors.New("history watch closed")
 			}
-			if resp.CompactRevision != 0 {
-				return c.reconcile(ctx, cur, resp.CompactRevision)
-			}
-			if err := resp.Err(); err != nil {
-				return err
-			}
-			if len(resp.Events) == 0 {
+			if stop == nil {
 				continue
 			}
-			var lost, last int64
-			cur, last, lost, err = c.consume(ctx, cur, resp.Events, time.Now())
-			if err != nil {
+			if stop.CompactRevision != 0 {
+				return c.reconcile(ctx, cur, stop.CompactRevision)
+			}
+			if err := stop.Err(); err != nil {
 				return err
 			}
-			if lost != 0 {
-				return c.reconcile(ctx, cur, lost)
+		}
+	}
+}
+
+// maxConsumeEvents bounds the events one consume takes up (gather), and
+// gatherWait is how long it waits for the next response: the client's
+// watch hands responses over one at a time through a goroutine of its own,
+// so "nothing queued right now" is often only that goroutine not having
+// run yet.
+const (
+	maxConsumeEvents = 8192
+	gatherWait       = time.Millisecond
+)
+
+// gather returns the events of first and of the responses the watch has
+// delivered since, without waiting for more, up to maxConsumeEvents: while
+// one batch commits, the next piles up, so a mass expiry makes the commits
+// larger rather than the consumer later (etcd sends a synced watcher one
+// response per revision). It stops at a response that is not plain events
+// (a compaction, an error) and returns it as stop, after the events before
+// it; ok is false when the watch closed.
+func gather(wch clientv3.WatchChan, first clientv3.WatchResponse) (evs []*clientv3.Event, stop *clientv3.WatchResponse, ok bool) {
+	for resp := first; ; {
+		if resp.CompactRevision != 0 || resp.Err() != nil {
+			return evs, &resp, true
+		}
+		evs = append(evs, resp.Events...)
+		if len(evs) >= maxConsumeEvents {
+			return evs, nil, true
+		}
+		select {
+		case resp, ok = <-wch:
+			if !ok {
+				return evs, nil, false
 			}
-			seen = max(seen, last)
+		case <-time.After(gatherWait):
+			return evs, nil, true
 		}
 	}
 }
