@@ -176,6 +176,11 @@ type ledgerEntry struct {
 	ExpiredAt  time.Time `json:"expired_at"`
 	ReportedBy string    `json:"reported_by"`
 	Revision   int64     `json:"revision"`
+	// Deadline and ReportedAt: the lease's deadline as the leader's
+	// lessor knew it, and when the entry was written (regd with
+	// issue 17's ledger fields; absent before).
+	Deadline   *time.Time `json:"deadline,omitempty"`
+	ReportedAt *time.Time `json:"reported_at,omitempty"`
 }
 
 // ledgerLimit is the most entries GET /v1/expirations returns at once.
