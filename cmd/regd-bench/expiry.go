@@ -64,7 +64,7 @@ type expiryResult struct {
 	LagServer          *loadgen.Latency `json:"lag_server_ms,omitempty"`
 	ServerLagEntries   int64            `json:"server_lag_entries,omitempty"`
 	ServerDeadlineSkew *loadgen.Latency `json:"server_deadline_skew_ms,omitempty"`
-	ReportedBy map[string]int64 `json:"reported_by"`
+	ReportedBy         map[string]int64 `json:"reported_by"`
 	// Meanwhile: REST reads (list of an other service) and single
 	// heartbeats of other instances, closed loop at --concurrency, and
 	// the keeper's renewals of the others.
