@@ -248,7 +248,7 @@ func (s *scaleRun) costSystem(ctx context.Context, be backend, r *costResult) er
 			gz := []string{"Accept-Encoding: gzip"}
 			var plain atomic.Int64
 			fn = func(ctx context.Context, _ int, seq int64) (int, error) {
-				return 0, s.h.doConn(ctx, http.MethodGet, "http://"+o.targets[seq%nt]+"/v1/services/"+svc+"/instances", gz, nil, func(c *loadgen.Conn) error {
+				return 0, s.h.doConn(ctx, http.MethodGet, "http://"+o.targets[seq%nt]+"/v1/services/"+svc+"/instances", gz, nil, func(c *loadgen.Reply) error {
 					if c.Status != http.StatusOK {
 						return statusErr(c.Status, c.Body)
 					}
