@@ -30,8 +30,8 @@ test-unit:
 test-e2e:
 	$(GO) test -race -count=1 -tags e2e -run E2E -timeout 15m ./...
 
-# gofmt, go vet, the import rules (api, ui and cli must not pull in etcd's server
-# code, and nothing may import the command), and the error codes: one list
+# gofmt, go vet, the import rules (api, dns, ui and cli must not pull in etcd's server
+# code, checks no etcd at all, and nothing may import the command), and the error codes: one list
 # (registry/errors.go), never a literal code elsewhere, every code documented
 # (api/errcodes_test.go).
 lint:
@@ -42,7 +42,7 @@ lint:
 		exit 1; \
 	fi
 	$(GO) vet -tags e2e ./...
-	@for pkg in ./api ./ui ./cli; do \
+	@for pkg in ./api ./dns ./ui ./cli; do \
 		deps=$$($(GO) list -deps $$pkg) || exit 1; \
 		bad=$$(echo "$$deps" | grep '^go\.etcd\.io/etcd/server' || true); \
 		if [ -n "$$bad" ]; then \
@@ -51,6 +51,12 @@ lint:
 			exit 1; \
 		fi; \
 	done
+	@bad=$$($(GO) list -deps ./checks | grep '^go\.etcd\.io/' || true); \
+	if [ -n "$$bad" ]; then \
+		echo "lint: ./checks (the health checks' probes) must not depend on etcd; it pulls in:"; \
+		echo "$$bad"; \
+		exit 1; \
+	fi
 	@imports=$$($(GO) list -tags e2e -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./...) || exit 1; \
 	bad=$$(echo "$$imports" | awk '{ for (i = 2; i <= NF; i++) if ($$i ~ /^github\.com\/regd\/regd\/cmd(\/|$$)/) print $$1 " imports " $$i }'); \
 	if [ -n "$$bad" ]; then \

@@ -74,6 +74,9 @@ func (fakeView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: 2}
 }
 func (fakeView) Changed(string) (int64, <-chan struct{}) { return 2, nil }
+func (fakeView) List(service string, _ registry.Filter) registry.InstanceList {
+	return registry.InstanceList{Service: service, Instances: []registry.Instance{}, Revision: 2}
+}
 func (fakeView) Subscribe(context.Context, string, registry.Filter, registry.EventID) (*registry.Subscription, error) {
 	return nil, errors.New("fakeView: no subscriptions")
 }

@@ -206,21 +206,28 @@ func TestBadInput(t *testing.T) {
 		if status != http.StatusOK || len(services.Services) != 0 {
 			t.Fatalf("services after bad input: %d %s", status, body)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for _, prefix := range []string{"/service/", registry.InternalPrefix + "meta/", registry.InternalPrefix + "lease/"} {
-			resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, kv := range resp.Kvs {
-				t.Errorf("bad input wrote key %q", kv.Key)
-			}
-		}
-		if after := leaseIDs(t, cli); !slices.Equal(after, leasesBefore) {
-			t.Errorf("bad input granted leases: before %v, after %v", leasesBefore, after)
-		}
+		nothingWritten(t, cli, leasesBefore)
 	})
+}
+
+// nothingWritten fails the test if the registry holds any instance key,
+// meta record or lease marker, or if the leases differ from before.
+func nothingWritten(t *testing.T, cli *clientv3.Client, leasesBefore []int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, prefix := range []string{"/service/", registry.InternalPrefix + "meta/", registry.InternalPrefix + "lease/"} {
+		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range resp.Kvs {
+			t.Errorf("bad input wrote key %q", kv.Key)
+		}
+	}
+	if after := leaseIDs(t, cli); !slices.Equal(after, leasesBefore) {
+		t.Errorf("bad input granted leases: before %v, after %v", leasesBefore, after)
+	}
 }
 
 func leaseIDs(t *testing.T, cli *clientv3.Client) []int64 {

@@ -73,7 +73,8 @@ func (v *benchView) WaitRev(context.Context, int64) error { return nil }
 func (v *benchView) Services() registry.ServiceList {
 	return registry.ServiceList{Revision: v.list.Revision}
 }
-func (v *benchView) Changed(string) (int64, <-chan struct{}) { return v.list.Revision, nil }
+func (v *benchView) Changed(string) (int64, <-chan struct{})            { return v.list.Revision, nil }
+func (v *benchView) List(string, registry.Filter) registry.InstanceList { return v.list }
 func (v *benchView) Subscribe(context.Context, string, registry.Filter, registry.EventID) (*registry.Subscription, error) {
 	return nil, errors.New("benchView: no subscriptions")
 }

@@ -36,6 +36,9 @@ func (paramView) Services() registry.ServiceList {
 	return registry.ServiceList{Services: []registry.ServiceSummary{}, Revision: paramRev}
 }
 func (paramView) Changed(string) (int64, <-chan struct{}) { return paramRev, nil }
+func (paramView) List(service string, _ registry.Filter) registry.InstanceList {
+	return registry.InstanceList{Service: service, Instances: []registry.Instance{}, Revision: paramRev}
+}
 
 // Streams cannot be opened on this fake: a valid watch request gets as far
 // as subscribing and answers 503.

@@ -77,6 +77,7 @@ func (s *Server) routes() []route {
 		{method: http.MethodDelete, path: "/v1/cluster/members/:id", class: classAdmin, handler: s.removeMember},
 		{method: http.MethodGet, path: "/v1/snapshot", class: classAdmin, handler: s.snapshot},
 		{method: http.MethodGet, path: "/v1/export", class: classRead, handler: s.export},
+		{method: http.MethodGet, path: "/v1/prometheus/targets", class: classRead, handler: s.prometheusTargets},
 		{method: http.MethodGet, path: "/v1/auth/token", class: classRead, handler: s.tokenScope},
 		{method: http.MethodGet, path: "/healthz", class: classProbe, handler: s.healthz},
 		{method: http.MethodGet, path: "/readyz", class: classProbe, handler: s.readyz},

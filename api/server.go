@@ -54,6 +54,9 @@ type View interface {
 	// lists, listbody.go, relies on it); else it is made per call.
 	InstancesJSON(service string, f registry.Filter) (encoded []byte, rev int64, shared bool)
 	Services() registry.ServiceList
+	// List is the service's instances that f selects, sorted by id;
+	// service "": every service's, sorted by service then id.
+	List(service string, f registry.Filter) registry.InstanceList
 	// Changed is the revision of the service list's last change and a
 	// channel closed at its next one (service "": the list).
 	Changed(service string) (int64, <-chan struct{})

@@ -4,10 +4,17 @@
 // to the server, whose flags and REGD_* variables stay as they are.
 //
 // Every command talks to regd's REST API through the Go client kit
-// (package client), so failover across --endpoints exists once, there.
-// Commands live in one file each (members.go, snapshot.go, export.go) and
-// register themselves in the table below; output goes through one printer
-// (-w table|json) so that a command only builds its value and its table.
+// (package client), so failover across --endpoints exists once, there:
+// `regd run` keeps its instance alive with a client.Registrar, `regd
+// watch` follows the service with a client.Discovery, one-shot requests go
+// through a client.Client (with FailFast: when no endpoint can be
+// connected to the command fails at once; other failures are retried,
+// on the next endpoint first, until --command-timeout). Commands live in
+// one file each (ls.go, register.go, deregister.go, drain.go,
+// expirations.go, watch.go, run.go, members.go, snapshot.go, export.go)
+// and register themselves in the table below; output goes through one
+// printer (-w table|json, printers.go) so that a command only builds its
+// value and its table.
 //
 // The approach: the standard library's flag package, one FlagSet per
 // command, with the global client flags added to each, and a small parser
@@ -20,8 +27,9 @@
 // that matters.
 //
 // Exit codes, which scripts can rely on: 0 success; 1 a request failed
-// (regd's error message on stderr); 2 bad usage (the command's usage on
-// stderr). --help prints the usage on stdout and exits 0.
+// (regd's error message on stderr); 2 bad usage (one line naming the flag
+// or argument, then the command's usage, on stderr). --help prints the
+// usage on stdout and exits 0. `regd run` exits with its command's code.
 package cli
 
 import (
@@ -33,10 +41,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/regd/regd/client"
 )
@@ -50,6 +60,9 @@ const (
 
 // Env is the process the command runs in; tests run commands in-process.
 type Env struct {
+	// Stdin is what `regd run` passes on to its command; nil: nothing
+	// (the null device).
+	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 	// Restore makes a data dir from a snapshot (node.Restore, which
@@ -67,6 +80,9 @@ type command struct {
 	// gets the positional arguments.
 	setup func(fs *flag.FlagSet, c *call)
 	run   func(ctx context.Context, c *call, args []string) error
+	// commandLine: the first argument starts a command line of its own
+	// (`regd run ... -- CMD ARGS`): flags end there, `--` or not.
+	commandLine bool
 }
 
 var commands = map[string]*command{}
@@ -85,9 +101,13 @@ type call struct {
 	endpoints string
 	token     string
 	cacert    string
-	output    string // table or json
-	extra     any    // the command's own flags, set by its setup
+	output    string        // table or json
+	timeout   time.Duration // --command-timeout
+	extra     any           // the command's own flags, set by its setup
 }
+
+// DefaultCommandTimeout is --command-timeout's default (etcdctl's too).
+const DefaultCommandTimeout = 5 * time.Second
 
 // usageError is bad usage: exit 2 with the command's usage.
 type usageError struct{ msg string }
@@ -95,6 +115,13 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// exitCode ends a command with a code of its own and nothing more on
+// stderr: `regd run` passes its command's code on, `--strict` says that a
+// drain handshake ended short (what happened is already on stderr).
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit code %d", int(e)) }
 
 // Main runs `regd <args...>` as a client command and returns the exit code.
 func Main(ctx context.Context, args []string, env Env) int {
@@ -122,7 +149,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	}
 	c := &call{env: env}
 	fs := newFlagSet(cmd, c)
-	rest, err := parse(fs, args[1:])
+	rest, err := parse(fs, args[1:], cmd.commandLine)
 	if errors.Is(err, flag.ErrHelp) {
 		printUsage(env.Stdout, cmd, fs)
 		return ExitOK
@@ -133,10 +160,15 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if err == nil {
 		err = cmd.run(ctx, c, rest)
 	}
-	var ue *usageError
+	var (
+		ue   *usageError
+		code exitCode
+	)
 	switch {
 	case err == nil:
 		return ExitOK
+	case errors.As(err, &code):
+		return int(code)
 	case errors.As(err, &ue):
 		fmt.Fprintf(env.Stderr, "regd %s: %s\n\n", cmd.name, ue.msg)
 		printUsage(env.Stderr, cmd, fs)
@@ -168,6 +200,7 @@ func newFlagSet(cmd *command, c *call) *flag.FlagSet {
 	fs.StringVar(&c.cacert, "cacert", "", "PEM `file` of the CA that signed the REST API's certificate (https endpoints)")
 	fs.StringVar(&c.output, "w", "table", "output `format`: table or json (default table)")
 	fs.StringVar(&c.output, "write-out", "table", "same as -w `format`")
+	fs.DurationVar(&c.timeout, "command-timeout", DefaultCommandTimeout, "how long a request may take, retries on other endpoints included (plus --wait where there is one); watch and run: their first request")
 	if cmd.setup != nil {
 		cmd.setup(fs, c)
 	}
@@ -175,8 +208,9 @@ func newFlagSet(cmd *command, c *call) *flag.FlagSet {
 }
 
 // parse sets the flags in args, which may come before, between and after
-// the arguments (`--` ends the flags), and returns the arguments.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+// the arguments (`--` ends the flags), and returns the arguments. With
+// commandLine the first argument ends the flags too.
+func parse(fs *flag.FlagSet, args []string, commandLine bool) ([]string, error) {
 	var rest []string
 	for len(args) > 0 {
 		arg := args[0]
@@ -185,6 +219,9 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 			return append(rest, args...), nil
 		}
 		if len(arg) < 2 || arg[0] != '-' {
+			if commandLine {
+				return append([]string{arg}, args...), nil
+			}
 			rest = append(rest, arg)
 			continue
 		}
@@ -222,6 +259,9 @@ func (c *call) validate() error {
 	}
 	if c.output != "table" && c.output != "json" {
 		return usagef("-w %q: want table or json", c.output)
+	}
+	if c.timeout <= 0 {
+		return usagef("--command-timeout %s: must be more than 0", c.timeout)
 	}
 	for _, e := range c.endpointList() {
 		if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
@@ -271,6 +311,42 @@ func (c *call) admin() (*client.Admin, error) {
 	return client.NewAdmin(cfg), nil
 }
 
+// client is a client.Client for one-shot requests: failover across
+// --endpoints, and a failure at once when none of them can be connected
+// to (FailFast).
+func (c *call) client() (*client.Client, error) {
+	cfg, err := c.config()
+	if err != nil {
+		return nil, err
+	}
+	return client.NewWithOptions(cfg, client.ClientOptions{FailFast: true}), nil
+}
+
+// logger writes what the client kit does on its own (failovers, retries,
+// re-registrations) to stderr, from level up: for the long-running
+// commands, watch and run.
+func (c *call) logger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(c.env.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// oneShot is what a command that makes requests and ends needs: the
+// client, and ctx bounded by --command-timeout plus wait (the time regd
+// may hold the answer on purpose). Call cancel even after an error.
+func (c *call) oneShot(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc, *client.Client, error) {
+	cl, err := c.client()
+	if err != nil {
+		return ctx, func() {}, nil, err
+	}
+	ctx, cancel := c.withTimeout(ctx, wait)
+	return ctx, cancel, cl, nil
+}
+
+// withTimeout bounds a command's requests: --command-timeout plus the
+// time regd may hold the answer on purpose (a drain handshake's wait).
+func (c *call) withTimeout(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout+extra)
+}
+
 // print writes v as JSON with -w json, else calls table.
 func (c *call) print(v any, table func(w io.Writer)) error {
 	if c.output == "json" {
@@ -292,7 +368,7 @@ func printCommands(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("Usage: regd <command> [arguments] [flags]   (regd alone, or with flags, is the server: regd --help)\n\nCommands:\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(&b, "  %-12s %s\n", n, commands[n].summary)
 	}
 	b.WriteString("\n`regd help <command>` or `regd <command> --help` shows a command's usage and flags.\n")
 	b.WriteString("Exit codes: 0 success, 1 a request failed (the message on stderr), 2 bad usage.\n")

@@ -43,7 +43,7 @@ func fakeRegd(t *testing.T) (*httptest.Server, *[]string) {
 	mux.Handle("POST /v1/cluster/members/fd422379fda50e48/promote", js(200, `{"name":"m4","id":"fd422379fda50e48","peer_urls":["http://10.0.0.4:2380"],"client_urls":["http://10.0.0.4:2379"],"is_leader":false,"is_learner":false}`))
 	mux.Handle("DELETE /v1/cluster/members/fd422379fda50e48", js(204, ""))
 	mux.Handle("DELETE /v1/cluster/members/91bc3c398fb3c146", js(409, `{"error":{"code":"quorum_at_risk","message":"removing member 91bc3c398fb3c146 would leave 2 voting members of which 1 are up"}}`))
-	mux.Handle("GET /v1/export", js(200, `{"instances":[{"service":"db","id":"d1","address":"10.1.0.1:5432","metadata":{},"ttl":30,"lease_id":"7","registered_at":"2026-11-22T03:10:35Z","revision":5},{"service":"web","id":"w1","address":"10.1.0.2:80","metadata":{"zone":"a","rack":"r2"},"ttl":10,"lease_id":"8","registered_at":"2026-11-22T03:10:36Z","revision":6}],"revision":9}`))
+	mux.Handle("GET /v1/export", js(200, `{"instances":[{"service":"db","id":"d1","address":"10.1.0.1:5432","metadata":{},"status":"up","weight":100,"ttl":30,"lease_id":"7","registered_at":"2026-11-22T03:10:35Z","revision":5},{"service":"web","id":"w1","address":"10.1.0.2:80","metadata":{"zone":"a","rack":"r2"},"status":"draining","weight":50,"ttl":10,"lease_id":"8","registered_at":"2026-11-22T03:10:36Z","revision":6}],"revision":9}`))
 	mux.HandleFunc("GET /v1/snapshot", func(w http.ResponseWriter, r *http.Request) {
 		got = append(got, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
 		w.Header().Set("Content-Type", "application/octet-stream")
@@ -195,5 +195,60 @@ func TestSnapshotChecksum(t *testing.T) {
 		if _, err := os.Stat(f); err == nil {
 			t.Errorf("%s left behind", f)
 		}
+	}
+}
+
+// TestBadUsage: every command's bad usage exits 2 before anything is
+// sent, with one line that names the flag or argument, then the usage.
+func TestBadUsage(t *testing.T) {
+	ts, got := fakeRegd(t)
+	env := map[string]string{"REGD_ENDPOINTS": ts.URL}
+	tests := []struct {
+		args []string
+		line string // the first line of stderr
+	}{
+		{[]string{"ls", "a", "b"}, "regd ls: ls takes at most one SERVICE"},
+		{[]string{"ls", "--status", "up"}, "regd ls: --status and --meta filter one service's instances: regd ls SERVICE --status ..."},
+		{[]string{"ls", "web", "--status", "sleeping"}, `regd ls: --status "sleeping": want up, draining, out_of_service or any`},
+		{[]string{"ls", "web", "--meta", "zone"}, `regd ls: --meta "zone": want key=value`},
+		{[]string{"ls", "web", "--meta", "a=1", "--meta", "a=2"}, `regd ls: --meta "a=2": key "a" given twice`},
+		{[]string{"register", "web", "w1"}, "regd register: register needs SERVICE ID ADDRESS"},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--weight", "heavy"}, `regd register: --weight "heavy": not a whole number`},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--status", "any"}, `regd register: --status "any": want up, draining, out_of_service`},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--ttl"}, "regd register: flag --ttl needs a value"},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--check-tcp", "10.0.0.1:80", "--check-http", "http://10.0.0.1/"}, "regd register: give one of --check-http, --check-tcp and --check-grpc"},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--check-interval", "5s"}, "regd register: --check-interval, --check-timeout and --check-failures need --check-http, --check-tcp or --check-grpc"},
+		{[]string{"register", "web", "w1", "10.0.0.1:80", "--check-tcp", "10.0.0.1:80", "--check-failures", "x"}, `regd register: --check-failures "x": `},
+		{[]string{"deregister", "web"}, "regd deregister: deregister needs SERVICE ID"},
+		{[]string{"deregister", "web", "w1", "--wait", "-1s"}, "regd deregister: --wait -1s: must not be negative"},
+		{[]string{"drain", "web", "w1", "--wait", "soon"}, `regd drain: --wait "soon": parse error`},
+		{[]string{"undrain", "web", "w1", "w2"}, "regd undrain: undrain needs SERVICE ID"},
+		{[]string{"expirations", "web"}, "regd expirations: expirations takes no arguments (--service S picks one service)"},
+		{[]string{"expirations", "--limit", "-3"}, "regd expirations: --limit -3: must not be negative"},
+		{[]string{"watch"}, "regd watch: watch needs one SERVICE"},
+		{[]string{"watch", "web", "--exec"}, "regd watch: flag --exec needs a value"},
+		{[]string{"run", "--address", "10.0.0.1:80", "--", "true"}, "regd run: --service is required"},
+		{[]string{"run", "--service", "web", "true"}, "regd run: --address is required"},
+		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80"}, "regd run: no command to run: regd run --service S --address A -- CMD [ARGS...]"},
+		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80", "--drain-on-term", "-5s", "true"}, "regd run: --drain-on-term -5s: must not be negative"},
+		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80", "--colour", "true"}, "regd run: unknown flag --colour"},
+		{[]string{"run", "--service", "web", "--address", "10.0.0.1:80", "--check-grpc", "10.0.0.1:9", "--check-tcp", "10.0.0.1:9", "true"}, "regd run: give one of --check-http, --check-tcp and --check-grpc"},
+		{[]string{"ls", "--command-timeout", "0s"}, "regd ls: --command-timeout 0s: must be more than 0"},
+		{[]string{"ls", "-w", "yaml"}, `regd ls: -w "yaml": want table or json`},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, env, tc.args...)
+			first, rest, _ := strings.Cut(r.stderr, "\n")
+			if r.code != cli.ExitUsage || !strings.HasPrefix(first, tc.line) || r.stdout != "" {
+				t.Fatalf("exit %d, stdout %q, first line of stderr %q; want 2 and %q", r.code, r.stdout, first, tc.line)
+			}
+			if !strings.HasPrefix(rest, "\nUsage:\n  regd "+tc.args[0]) {
+				t.Errorf("the line is not followed by the command's usage: %q", rest)
+			}
+		})
+	}
+	if len(*got) != 0 {
+		t.Errorf("bad usage sent requests: %q", *got)
 	}
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sort"
-	"strings"
-	"text/tabwriter"
 )
 
 func init() {
@@ -27,20 +24,17 @@ and other registries can read (a snapshot is what regd restores from).`,
 			if err != nil {
 				return err
 			}
+			ctx, cancel := c.withTimeout(ctx, 0)
+			defer cancel()
 			ex, err := a.Export(ctx)
 			if err != nil {
 				return err
 			}
 			return c.print(ex, func(w io.Writer) {
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				tw := newTable(w)
 				fmt.Fprintln(tw, "SERVICE\tID\tADDRESS\tTTL\tMETADATA")
 				for _, in := range ex.Instances {
-					var md []string
-					for k, v := range in.Metadata {
-						md = append(md, k+"="+v)
-					}
-					sort.Strings(md)
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", in.Service, in.ID, in.Address, in.TTL, orDash(strings.Join(md, ",")))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", in.Service, in.ID, in.Address, in.TTL, orDash(metaString(in.Metadata)))
 				}
 				tw.Flush()
 				fmt.Fprintf(w, "%d instances at revision %d\n", len(ex.Instances), ex.Revision)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/regd/regd/client"
 )
@@ -35,6 +34,8 @@ with the printed flags, promote it (docs/operations.md).`,
 }
 
 func runMembers(ctx context.Context, c *call, args []string) error {
+	ctx, cancel := c.withTimeout(ctx, 0)
+	defer cancel()
 	if len(args) == 0 {
 		return membersList(ctx, c)
 	}
@@ -77,7 +78,7 @@ func membersList(ctx context.Context, c *call) error {
 		return err
 	}
 	return c.print(st, func(w io.Writer) {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		tw := newTable(w)
 		fmt.Fprintln(tw, "ID\tNAME\tROLE\tPEER URLS\tCLIENT URLS")
 		for _, m := range st.Members {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ID, orDash(m.Name), role(m), strings.Join(m.PeerURLs, ","), orDash(strings.Join(m.ClientURLs, ",")))

@@ -66,15 +66,29 @@ type Instance struct {
 	Revision int64 `json:"revision"`
 	// RegisteredAt is zero for keys written by plain etcd clients.
 	RegisteredAt time.Time `json:"registered_at,omitzero"`
+	// Check is the health check regd runs for the instance; nil: none.
+	Check *Check `json:"check,omitempty"`
+	// Health is what regd last published of it; nil before the first
+	// probe, and without a check.
+	Health *Health `json:"health,omitempty"`
 }
 
 func (in Instance) clone() Instance {
 	in.Metadata = maps.Clone(in.Metadata)
+	if in.Check != nil {
+		c := *in.Check
+		in.Check = &c
+	}
+	if in.Health != nil {
+		h := *in.Health
+		in.Health = &h
+	}
 	return in
 }
 
-// instanceList is the body of a list response and of a reset event.
-type instanceList struct {
+// InstanceList is one service's instances at one revision: the body of
+// GET /v1/services/{service}/instances and of a watch stream's reset event.
+type InstanceList struct {
 	Service   string     `json:"service"`
 	Instances []Instance `json:"instances"`
 	Revision  int64      `json:"revision"`

@@ -504,6 +504,15 @@ func TestDiscoveryReset(t *testing.T) {
 	}
 	d := client.NewDiscovery(cfgFor(c, 2), "inv")
 	rec := record(d)
+	var (
+		evMu   sync.Mutex
+		events []client.Event
+	)
+	d.OnEvent(func(ev client.Event) {
+		evMu.Lock()
+		events = append(events, ev)
+		evMu.Unlock()
+	})
 	if err := d.Start(ctx); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -536,5 +545,22 @@ func TestDiscoveryReset(t *testing.T) {
 	}
 	if d.Revision() <= before {
 		t.Errorf("Revision() = %d, not past %d", d.Revision(), before)
+	}
+	// OnEvent saw the list Start began with, then the reset: once each,
+	// with the lists as regd sent them.
+	evMu.Lock()
+	defer evMu.Unlock()
+	var types []string
+	for _, ev := range events {
+		types = append(types, ev.Type)
+	}
+	if !slices.Equal(types, []string{client.EventList, client.EventReset}) {
+		t.Fatalf("OnEvent types %v, want [list reset]", types)
+	}
+	var first, reset client.InstanceList
+	regdtest.MustJSON(t, events[0].Data, &first)
+	regdtest.MustJSON(t, events[1].Data, &reset)
+	if len(first.Instances) != 2 || len(reset.Instances) != 2 || reset.Instances[1].ID != "c" || events[0].ID != fmt.Sprint(before) {
+		t.Errorf("list event %s %s, reset event %s", events[0].ID, events[0].Data, events[1].Data)
 	}
 }

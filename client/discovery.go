@@ -57,6 +57,7 @@ type Discovery struct {
 	mu         sync.Mutex
 	onRegister []func(Instance)
 	onDeregist []func(Instance, string)
+	onEvent    []func(Event)
 	state      map[string]Instance
 	sorted     []Instance // state sorted by id; nil when it must be rebuilt
 	rev        int64      // the newest revision applied
@@ -133,12 +134,20 @@ func (d *Discovery) Start(ctx context.Context) error {
 
 	p := pacer{bo: backoff{base: 100 * time.Millisecond, max: 5 * time.Second}, nodes: len(d.c.bases)}
 	node := 0
-	var list instanceList
+	var (
+		list InstanceList
+		raw  json.RawMessage
+	)
 	for {
 		base := d.c.node(node)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := d.c.do(rctx, http.MethodGet, base, "/v1/services/"+url.PathEscape(d.service)+"/instances", nil, &list)
+		_, err := d.c.do(rctx, http.MethodGet, base, "/v1/services/"+url.PathEscape(d.service)+"/instances", nil, &raw)
 		cancel()
+		if err == nil {
+			if err = json.Unmarshal(raw, &list); err != nil {
+				err = fmt.Errorf("regd: list: %w", err)
+			}
+		}
 		if err == nil {
 			break
 		}
@@ -163,6 +172,7 @@ func (d *Discovery) Start(ctx context.Context) error {
 	calls := d.resetLocked(list)
 	d.mu.Unlock()
 	d.dispatch(calls)
+	d.notify(Event{Type: EventList, ID: strconv.FormatInt(list.Revision, 10), Data: raw})
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -185,16 +195,7 @@ func (d *Discovery) Close() {
 }
 
 // Instances is a copy of the current instances, sorted by id.
-func (d *Discovery) Instances() []Instance {
-	d.mu.Lock()
-	s := d.sortedLocked()
-	d.mu.Unlock()
-	out := make([]Instance, len(s))
-	for i, in := range s {
-		out[i] = in.clone()
-	}
-	return out
-}
+func (d *Discovery) Instances() []Instance { return d.List().Instances }
 
 // Pick returns the next instance round-robin, or false when there is none.
 func (d *Discovery) Pick() (Instance, bool) {
@@ -267,7 +268,7 @@ func (d *Discovery) dispatch(calls []call) {
 // resetLocked replaces the state with list and returns the callbacks for
 // the differences: removed instances first (reason "reset"), then new or
 // changed ones, by id.
-func (d *Discovery) resetLocked(list instanceList) []call {
+func (d *Discovery) resetLocked(list InstanceList) []call {
 	var calls []call
 	fresh := make(map[string]Instance, len(list.Instances))
 	for _, in := range list.Instances {
@@ -315,7 +316,7 @@ func (d *Discovery) applyLocked(ev sseEvent) ([]call, error) {
 	}
 	switch ev.Event {
 	case "reset":
-		var list instanceList
+		var list InstanceList
 		if err := json.Unmarshal([]byte(ev.Data), &list); err != nil {
 			return nil, fmt.Errorf("regd client: reset event: %w", err)
 		}
@@ -472,5 +473,6 @@ func (d *Discovery) stream(ctx context.Context, base string) error {
 			return err
 		}
 		d.dispatch(calls)
+		d.notify(Event{Type: ev.Event, ID: ev.ID, Data: json.RawMessage(ev.Data)})
 	}
 }

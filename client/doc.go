@@ -52,6 +52,16 @@
 // instances in one request (Heartbeats), for agents and sidecars that keep
 // many instances registered.
 //
+// Something that cannot heartbeat (a database, a vendor program) is
+// registered once with a [Check] that regd runs itself: while the check
+// passes regd keeps the lease alive, and after its failures in a row regd
+// removes the instance (an expiry with cause "check_failed").
+//
+//	_, _, err := client.New(cfg).Register(ctx, "pg", "primary", client.Registration{
+//		Address: "10.0.0.5:5432",
+//		Check:   &client.Check{TCP: "10.0.0.5:5432", Interval: 5 * time.Second},
+//	})
+//
 // Start's context bounds only the initial registration or list; the
 // background work (heartbeats, the watch) runs until Close.
 //
@@ -66,9 +76,9 @@
 // "overloaded", 429, 408 and other 5xx. regd retries what a leader change
 // interrupts itself, so during a rolling restart (docs/operations.md) only
 // requests to the member being stopped fail over; the watch resumes on
-// the next node with Last-Event-ID, missing nothing. regd's command-line
-// client and `regd run`, when they exist, must use this package for the
-// same behaviour.
+// the next node with Last-Event-ID, missing nothing. regd's command line
+// (package cli: `regd ls`, `regd drain`, `regd watch`, `regd run`, ...) is
+// built on this package, so it behaves the same.
 //
 // Against a regd with access tokens (--auth-token-file), set Config.Token:
 // a write token for a Registrar; a read token for a Discovery, needed only

@@ -85,24 +85,37 @@ type HeartbeatResult struct {
 // for concurrent use.
 type Client struct {
 	c    *conn
+	opts ClientOptions
 	node atomic.Uint64
 }
 
 // New returns a Client of the cluster cfg names.
 func New(cfg Config) *Client { return &Client{c: newConn(cfg)} }
 
-// attempts runs f on the nodes in turn, with backoff, until it succeeds, a
-// retry cannot help, or ctx ends.
+// attempts runs f on the nodes in turn until it succeeds, a retry cannot
+// help, or ctx ends: a node that cannot serve is left for the next one at
+// once (failover), and once every node has been tried the client backs off
+// (the pacer, as Registrar and Discovery do). With FailFast, a round in
+// which no node could be connected to ends the attempts.
 func (c *Client) attempts(ctx context.Context, f func(base string) error) error {
-	bo := backoff{base: 100 * time.Millisecond, max: 2 * time.Second}
+	p := pacer{bo: backoff{base: 100 * time.Millisecond, max: 2 * time.Second}, nodes: len(c.c.bases)}
+	unreachable := 0 // nodes in a row that could not be connected to
 	for {
 		i := c.node.Load()
 		err := f(c.c.node(int(i % uint64(len(c.c.bases)))))
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
+		if isDialError(err) {
+			unreachable++
+		} else {
+			unreachable = 0
+		}
+		if c.opts.FailFast && unreachable >= len(c.c.bases) {
+			return err
+		}
 		c.node.CompareAndSwap(i, i+1)
-		if !sleep(ctx, bo.next()) {
+		if !sleep(ctx, p.next(err)) {
 			return err
 		}
 	}
@@ -139,13 +152,22 @@ func (c *Client) Patch(ctx context.Context, service, id string, p Patch, wait ti
 // instance already gone is no error (a retry after a lost answer finds it
 // gone; Observed is then zero).
 func (c *Client) Deregister(ctx context.Context, service, id string, wait time.Duration) (Observed, error) {
+	return c.deregister(ctx, service, id, wait, false)
+}
+
+// deregister is Deregister; with known, regd's 404 is an error unless an
+// earlier attempt reached a node (its answer was lost, so it may have
+// removed the instance): then it is taken as that attempt's success.
+func (c *Client) deregister(ctx context.Context, service, id string, wait time.Duration, known bool) (Observed, error) {
 	var obs Observed
+	reached := false // an earlier attempt got to a node, and may have been applied
 	err := c.attempts(ctx, func(base string) error {
 		resp, err := c.send(ctx, http.MethodDelete, base, instancePath(service, id)+waitQuery(wait), "", nil, wait)
-		if IsNotFound(err) {
+		if IsNotFound(err) && (!known || reached) {
 			return nil
 		}
 		if err != nil {
+			reached = reached || !isDialError(err)
 			return err
 		}
 		resp.Body.Close()

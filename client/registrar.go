@@ -22,6 +22,12 @@ type RegistrarOptions struct {
 	// Weight is registered with the instance (0–10000); nil: regd's
 	// default, 100.
 	Weight *int
+	// Check, when set, is a health check regd runs for the instance as
+	// well: regd removes the instance after the check's failures even
+	// while the Registrar heartbeats. regd may grant a longer TTL than
+	// asked for, to cover the check; the Registrar heartbeats at a third
+	// of the TTL granted.
+	Check *Check
 }
 
 // Registrar keeps one instance registered: see the package documentation.
@@ -32,6 +38,7 @@ type Registrar struct {
 	ttl                  int
 	metadata             map[string]string
 	weight               *int
+	check                *Check
 
 	life context.Context // ends at Close: stops Start's retries and the heartbeats
 	kill context.CancelFunc
@@ -72,6 +79,7 @@ func NewRegistrar(cfg Config, service, id, address string, opts RegistrarOptions
 		ttl:      ttl,
 		metadata: maps.Clone(opts.Metadata),
 		weight:   opts.Weight,
+		check:    opts.Check,
 	}
 }
 
@@ -303,18 +311,13 @@ func (r *Registrar) reqTimeout() time.Duration {
 
 func (r *Registrar) register(ctx context.Context) error {
 	base := r.base()
-	body := map[string]any{"address": r.address, "ttl": r.ttl}
-	if len(r.metadata) > 0 {
-		body["metadata"] = r.metadata
-	}
-	if r.weight != nil {
-		body["weight"] = *r.weight
-	}
+	reg := Registration{Address: r.address, TTL: r.ttl, Metadata: r.metadata, Weight: r.weight, Check: r.check}
 	r.mu.Lock()
-	if r.status != "" && r.status != StatusUp {
-		body["status"] = r.status
+	if r.status != StatusUp {
+		reg.Status = r.status
 	}
 	r.mu.Unlock()
+	body := reg.body()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var inst Instance

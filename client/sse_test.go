@@ -95,7 +95,7 @@ func TestApplyResume(t *testing.T) {
 		return calls
 	}
 	d.mu.Lock()
-	d.resetLocked(instanceList{Service: "s", Revision: 10, Instances: []Instance{{ID: "a", Address: "h:1", LeaseID: "1", Revision: 3}}})
+	d.resetLocked(InstanceList{Service: "s", Revision: 10, Instances: []Instance{{ID: "a", Address: "h:1", LeaseID: "1", Revision: 3}}})
 	d.mu.Unlock()
 	if got := d.resumeFrom(); got != "10" {
 		t.Fatalf("resume after list = %q, want 10", got)

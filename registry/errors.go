@@ -68,6 +68,7 @@ const (
 	CodeInvalidMetadata  = "invalid_metadata"     // too many pairs or bytes, a bad key, a null value
 	CodeInvalidStatus    = "invalid_status"       // status not up, draining or out_of_service
 	CodeInvalidWeight    = "invalid_weight"       // weight outside 0..MaxWeight
+	CodeInvalidCheck     = "invalid_check"        // a health check without one target, with settings out of range, a bad URL or address
 	CodeInvalidJSON      = "invalid_json"         // a body that is not the JSON the route takes
 	CodeInvalidParameter = "invalid_parameter"    // a malformed query parameter or header
 	CodeInvalidMember    = "invalid_member"       // a member's name or peer URLs are malformed

@@ -47,8 +47,9 @@ type registered struct {
 // registration attaches keys to it, so the key on that lease means an
 // earlier attempt was applied: the repeat writes nothing, and answers from
 // that attempt's revision and the state just before it (read from etcd's
-// history), as the first answer would have.
-func (s *Store) put(ctx context.Context, service, id, addr, metaJSON string, lease clientv3.LeaseID) (registered, error) {
+// history), as the first answer would have. extra are written with them
+// (the gRPC naming mirror, naming.go).
+func (s *Store) put(ctx context.Context, service, id, addr, metaJSON string, lease clientv3.LeaseID, extra ...clientv3.Op) (registered, error) {
 	key, metaKey := s.keys.Instance(service, id), s.keys.Meta(service, id)
 	var resp *clientv3.TxnResponse
 	_, err := s.do(ctx, func(ctx context.Context) error {
@@ -57,11 +58,11 @@ func (s *Store) put(ctx context.Context, service, id, addr, metaJSON string, lea
 			clientv3.Compare(clientv3.LeaseValue(key), "=", lease),
 		).Then(
 			clientv3.OpGet(key),
-		).Else(
+		).Else(append([]clientv3.Op{
 			clientv3.OpPut(key, addr, clientv3.WithLease(lease), clientv3.WithPrevKV()),
 			clientv3.OpPut(metaKey, metaJSON, clientv3.WithPrevKV()),
 			clientv3.OpPut(s.keys.LeaseMarker(int64(lease)), "", clientv3.WithLease(lease)),
-		).Commit()
+		}, extra...)...).Commit()
 		return err
 	})
 	if err != nil {

@@ -28,6 +28,9 @@ const (
 // Keys computes etcd keys for one registry prefix.
 type Keys struct {
 	Prefix string // e.g. "/service/", always ending in "/"
+	// NamingPrefix is the gRPC naming mirror's prefix (naming.go); ""
+	// when the mirror is off.
+	NamingPrefix string
 }
 
 // Instance is the contract's key: <prefix><service>/<id>.

@@ -53,9 +53,7 @@ func decodeLeaseEnd(prev *mvccpb.KeyValue) (LeaseEnd, bool) {
 // (ExpiryCauseCheckFailed, with the last check's output, cut to 4 KiB).
 // A lease already gone is KindNotFound.
 func (s *Store) EndLease(ctx context.Context, lease int64, end LeaseEnd) error {
-	if len(end.Output) > maxEndOutput {
-		end.Output = end.Output[:maxEndOutput]
-	}
+	end.Output = cutOutput(end.Output)
 	buf, err := json.Marshal(end)
 	if err != nil {
 		return AsError(err)

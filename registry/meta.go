@@ -24,6 +24,10 @@ type meta struct {
 	RegisteredAt time.Time         `json:"registered_at"`
 	Status       string            `json:"status,omitempty"` // "": StatusUp
 	Weight       *int64            `json:"weight,omitempty"` // nil: DefaultWeight
+	// Check is the instance's health check (check.go), Health what its
+	// owner last published (check_store.go); nil: none, not yet.
+	Check  *Check  `json:"check,omitempty"`
+	Health *Health `json:"health,omitempty"`
 
 	rev int64 // the record's ModRevision, when read from etcd
 }
@@ -47,7 +51,7 @@ func (m meta) instance(service, id string, keyRev int64) Instance {
 	if m.Weight != nil && *m.Weight >= 0 && *m.Weight <= MaxWeight {
 		weight = int(*m.Weight)
 	}
-	return Instance{
+	inst := Instance{
 		Service:      service,
 		ID:           id,
 		Address:      m.Address,
@@ -59,6 +63,15 @@ func (m meta) instance(service, id string, keyRev int64) Instance {
 		RegisteredAt: &at,
 		Revision:     max(keyRev, m.rev),
 	}
+	if m.Check != nil && m.Check.valid() {
+		c := *m.Check
+		inst.Check = &c
+		if m.Health != nil {
+			h := *m.Health
+			inst.Health = &h
+		}
+	}
+	return inst
 }
 
 // setLifecycle stores status and weight, leaving the defaults out of the

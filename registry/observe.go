@@ -179,7 +179,7 @@ func (v *View) observeLocked(ch Changes, changes []viewChange) {
 		}
 		if prev != nil || now != nil {
 			for s := range v.subs {
-				if (s.service == "" || s.service == r.Service) && concerns(s.filter) {
+				if !s.internal && (s.service == "" || s.service == r.Service) && concerns(s.filter) {
 					s.obs = append(s.obs, o)
 					s.pending.Add(1)
 					o.total++

@@ -157,7 +157,11 @@ func (s *Store) patch(ctx context.Context, service, id string, p Patch, extra ..
 		if err != nil {
 			return Instance{}, AsError(err)
 		}
-		ops := append([]clientv3.Op{clientv3.OpPut(metaKey, string(buf))}, extra...)
+		ops := []clientv3.Op{clientv3.OpPut(metaKey, string(buf))}
+		// The mirror follows the status: written back while up (with the
+		// metadata as patched), gone otherwise.
+		ops = append(ops, s.mirror(service, id, keyState(kv).Address, next.Status, next.Metadata, kv.Lease)...)
+		ops = append(ops, extra...)
 		var resp *clientv3.TxnResponse
 		retried, err := s.do(ctx, func(ctx context.Context) error {
 			var err error

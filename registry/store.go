@@ -43,6 +43,13 @@ type Options struct {
 	// (retry.go). nil: calls are still retried, but only after their
 	// answer or a third of the deadline.
 	Leadership Leadership
+	// NamingPrefix turns on the gRPC naming mirror (naming.go): every up
+	// instance is also <NamingPrefix><service>/<id> on its lease. "": off.
+	NamingPrefix string
+	// CheckFailover is the part of a checked instance's lease TTL that
+	// covers a change of check owner (CheckTTL): two election timeouts and
+	// a second; 0: DefaultCheckFailover.
+	CheckFailover time.Duration
 }
 
 // Store reads and writes instances in etcd.
@@ -60,8 +67,9 @@ type Store struct {
 	ttlMu    sync.Mutex
 	ttlCache map[int64]int64
 
-	writeGate func() error
-	retry     retryState
+	writeGate     func() error
+	retry         retryState
+	checkFailover time.Duration
 }
 
 const maxTTLCache = 65536
@@ -81,15 +89,20 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultTimeout
 	}
+	if opts.CheckFailover == 0 {
+		opts.CheckFailover = DefaultCheckFailover
+	}
 	return &Store{
 		cli:       cli,
-		keys:      Keys{Prefix: opts.Prefix},
+		keys:      Keys{Prefix: opts.Prefix, NamingPrefix: opts.NamingPrefix},
 		lg:        opts.Logger,
 		timeout:   opts.Timeout,
 		now:       time.Now,
 		ttlCache:  make(map[int64]int64),
 		writeGate: opts.WriteGate,
 		retry:     retryState{lead: opts.Leadership, stopping: make(chan struct{})},
+
+		checkFailover: opts.CheckFailover,
 	}
 }
 
@@ -140,6 +153,13 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	if err != nil {
 		return Instance{}, false, err
 	}
+	check, err := ResolveCheck(r)
+	if err != nil {
+		return Instance{}, false, err
+	}
+	if check != nil {
+		ttl = CheckTTL(ttl, *check, s.checkFailover)
+	}
 	if err := s.gate(); err != nil {
 		return Instance{}, false, err
 	}
@@ -152,6 +172,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	}
 	m := meta{Address: r.Address, Metadata: r.Metadata, TTL: grant.TTL, Lease: int64(grant.ID), RegisteredAt: s.now().UTC()}
 	m.setLifecycle(status, weight)
+	m.Check = check
 	buf, err := json.Marshal(m)
 	if err != nil {
 		return Instance{}, false, AsError(err)
@@ -160,7 +181,7 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 	// still have been applied, and revoking would turn it into a deletion.
 	// An unused lease simply runs out. The transaction is safe to repeat
 	// (idempotent.go).
-	reg, err := s.put(ctx, service, id, r.Address, string(buf), grant.ID)
+	reg, err := s.put(ctx, service, id, r.Address, string(buf), grant.ID, s.mirror(service, id, r.Address, status, r.Metadata, int64(grant.ID))...)
 	if err != nil {
 		return Instance{}, false, AsError(err)
 	}
@@ -226,6 +247,7 @@ func (s *Store) deregister(ctx context.Context, service, id string, extra ...cli
 		if owned {
 			ops = append(ops, clientv3.OpDelete(metaKey))
 		}
+		ops = append(ops, s.mirrorDelete(service, id)...)
 		ops = append(ops, extra...)
 		var resp *clientv3.TxnResponse
 		retried, err := s.do(ctx, func(ctx context.Context) error {

@@ -1,6 +1,9 @@
 package registry
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Registration is what a client sends to register an instance. A
 // registration replaces the instance as a whole: status and weight not
@@ -11,6 +14,13 @@ type Registration struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Status   *string           `json:"status,omitempty"` // nil: StatusUp
 	Weight   *int64            `json:"weight,omitempty"` // nil: DefaultWeight
+	// Check is a health check the registry runs (ResolveCheck); nil:
+	// none, the client heartbeats. Interval, Timeout and Failures may
+	// also be given here, beside the check, as the contract writes them.
+	Check    *CheckInput     `json:"check,omitempty"`
+	Interval json.RawMessage `json:"interval,omitempty"`
+	Timeout  json.RawMessage `json:"timeout,omitempty"`
+	Failures *int64          `json:"failures,omitempty"`
 }
 
 // Instance is one registered instance, as the API shows it.
@@ -28,8 +38,14 @@ type Instance struct {
 	LeaseID string `json:"lease_id"` // decimal; "0" for a key without a lease
 	// RegisteredAt is unknown (absent) for keys written by plain etcd clients.
 	RegisteredAt *time.Time `json:"registered_at,omitempty"`
-	// Revision is that of its last registration or update (PATCH).
+	// Revision is that of its last registration or update (PATCH, or
+	// a change of health).
 	Revision int64 `json:"revision"`
+	// Check is the health check the registry runs for it; nil: none.
+	Check *Check `json:"check,omitempty"`
+	// Health is what the check's owner last published; nil before the
+	// first probe, and for instances without a check.
+	Health *Health `json:"health,omitempty"`
 }
 
 // InstanceList is one service's instances at one revision.

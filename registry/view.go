@@ -90,6 +90,9 @@ type View struct {
 	rev      int64         // every change up to rev is applied
 	revWake  chan struct{} // closed when rev advances
 	services map[string]*serviceState
+	// folds names the services by their lower-case name (view_lookup.go):
+	// DNS names match without regard to case.
+	folds    map[string][]string
 	waiters  map[string]map[*Waiter]struct{} // blocking queries, by service
 	metas    map[string]meta                 // "service/id" → newest meta record
 	invalid  map[string]bool                 // "service/id" of keys whose value is no instance (ParseValue)
@@ -130,6 +133,7 @@ func NewView(st *Store, opts ViewOptions) *View {
 		revWake:  make(chan struct{}),
 		allWake:  make(chan struct{}),
 		services: make(map[string]*serviceState),
+		folds:    make(map[string][]string),
 		waiters:  make(map[string]map[*Waiter]struct{}),
 		metas:    make(map[string]meta),
 		invalid:  make(map[string]bool),

@@ -58,6 +58,9 @@ type Subscription struct {
 	// waits.
 	obs     []*observation
 	pending atomic.Int32
+	// internal: a follower within regd (View.Follow), no client's; the
+	// drain handshake does not count it.
+	internal bool
 }
 
 // wants reports whether the subscription streams e.
@@ -101,7 +104,7 @@ func (v *View) Subscribe(ctx context.Context, service string, f Filter, after Ev
 	if v.storeCompacted(ctx, after.Rev) {
 		return nil, ErrCompacted
 	}
-	return v.subscribe(service, f, after)
+	return v.subscribe(service, f, after, false)
 }
 
 // storeCompacted reports whether etcd has compacted revision after away.
@@ -119,7 +122,9 @@ func (v *View) storeCompacted(ctx context.Context, after int64) bool {
 	return err != nil && isCompacted(err)
 }
 
-func (v *View) subscribe(service string, f Filter, after EventID) (*Subscription, error) {
+// subscribe subscribes from after; internal marks a follower within regd
+// (Follow), which the drain handshake neither counts nor waits for.
+func (v *View) subscribe(service string, f Filter, after EventID, internal bool) (*Subscription, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
@@ -131,7 +136,7 @@ func (v *View) subscribe(service string, f Filter, after EventID) (*Subscription
 	if after.Rev < v.floor || after.Rev == v.floor && after.Index != WholeRevision {
 		return nil, ErrCompacted
 	}
-	s := &Subscription{v: v, service: service, filter: f, notify: make(chan struct{}, 1)}
+	s := &Subscription{v: v, service: service, filter: f, notify: make(chan struct{}, 1), internal: internal}
 	i := sort.Search(len(v.history), func(i int) bool { return v.history[i].follows(after) })
 	for _, e := range v.history[i:] {
 		if s.wants(e) {
@@ -149,6 +154,10 @@ func (v *View) subscribe(service string, f Filter, after EventID) (*Subscription
 // f selects and a subscription to every event after it that concerns
 // them, atomically: what a reset starts from.
 func (v *View) SubscribeFromList(ctx context.Context, service string, f Filter) (InstanceList, *Subscription, error) {
+	return v.subscribeFromList(ctx, service, f, false)
+}
+
+func (v *View) subscribeFromList(ctx context.Context, service string, f Filter, internal bool) (InstanceList, *Subscription, error) {
 	select {
 	case <-v.ready:
 	case <-ctx.Done():
@@ -159,7 +168,7 @@ func (v *View) SubscribeFromList(ctx context.Context, service string, f Filter) 
 	v.mu.Unlock()
 	for {
 		list := v.List(service, f)
-		s, err := v.subscribe(service, f, AfterRevision(list.Revision))
+		s, err := v.subscribe(service, f, AfterRevision(list.Revision), internal)
 		if err != nil {
 			return InstanceList{}, nil, err
 		}

@@ -89,6 +89,7 @@ func (v *View) state(svc string) *serviceState {
 	if !ok {
 		st = &serviceState{instances: make(map[string]Instance), wake: make(chan struct{})}
 		v.services[svc] = st
+		v.addFold(svc)
 	}
 	return st
 }
@@ -104,6 +105,7 @@ func (v *View) touch(svc string, st *serviceState, rev int64) {
 		// a waiter on this service was just woken and will recreate it,
 		// and a blocking query finds no log: it answers at once.
 		delete(v.services, svc)
+		v.dropFold(svc)
 	}
 }
 

@@ -143,7 +143,7 @@ start_cluster() {
 		local dir="$work/n$n/m$i"
 		mkdir -p "$dir"
 		local -a cmd=(bin/regd --name "m$i" --data-dir "$dir/data"
-			--http-addr "127.0.0.1:${http[i]}"
+			--http-addr "127.0.0.1:${http[i]}" --dns-addr ""
 			--listen-client-urls "http://127.0.0.1:${client[i]}" --advertise-client-urls "http://127.0.0.1:${client[i]}"
 			--listen-peer-urls "http://127.0.0.1:${peer[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${peer[i]}"
 			--initial-cluster "$initial" --initial-cluster-token "$token" --log-level warn)

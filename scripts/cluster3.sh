@@ -281,6 +281,9 @@ index_of() { # index_of NAME: its index in members, or nothing
 client_url() { echo "$scheme://127.0.0.1:${client_port[$1]}"; }
 peer_url() { echo "$scheme://127.0.0.1:${peer_port[$1]}"; }
 rest_url() { echo "$scheme://127.0.0.1:${http_port[$1]}"; }
+# DNS (UDP and TCP) listens 520 above the REST port: 8601-8603 for the
+# founders, beside a dev-mode regd's 8600.
+dns_addr() { echo "127.0.0.1:$((${http_port[$1]} + 520))"; }
 
 # ---- processes ----
 
@@ -354,7 +357,7 @@ start_member() {
 	# subshell makes init, not this script, the member's parent.
 	(setsid nohup bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$dir/$name.pid" \
 		"$bin" --name "$name" --data-dir "$dir/$name.regd" \
-		--http-addr "127.0.0.1:${http_port[$i]}" \
+		--http-addr "127.0.0.1:${http_port[$i]}" --dns-addr "$(dns_addr "$i")" \
 		--listen-client-urls "$(client_url "$i")" --advertise-client-urls "$(client_url "$i")" \
 		--listen-peer-urls "$(peer_url "$i")" --initial-advertise-peer-urls "$(peer_url "$i")" \
 		--initial-cluster "$initial" --initial-cluster-state "$state" \

@@ -17,7 +17,8 @@ import (
 )
 
 // TestScreenshots writes a PNG of each page of the UI, as a write token
-// sees it on a three-member cluster, to the directory in
+// sees it on a three-member cluster (with an instance drained from the
+// page, one out of service, two expiries), to the directory in
 // $REGD_UI_SCREENSHOTS: `make screenshots` writes docs/ui/, which the README
 // shows. Without the variable it skips; it is not part of `make test`.
 func TestScreenshots(t *testing.T) {
@@ -33,8 +34,12 @@ func TestScreenshots(t *testing.T) {
 	origin := "http://" + c.Members[0].HTTPAddr
 
 	for i, zone := range []string{"a", "a", "b", "c"} {
+		weight := 100
+		if i == 3 {
+			weight = 50 // a canary
+		}
 		register(t, origin, "orders", fmt.Sprintf("orders-%d", i+1), map[string]any{
-			"address": fmt.Sprintf("10.0.1.%d:8080", i+11), "ttl": 120,
+			"address": fmt.Sprintf("10.0.1.%d:8080", i+11), "ttl": 120, "weight": weight,
 			"metadata": map[string]string{"zone": zone, "version": "2.3.1", "protocol": "http"},
 		})
 	}
@@ -44,6 +49,7 @@ func TestScreenshots(t *testing.T) {
 	for i := range 3 {
 		register(t, origin, "payments", fmt.Sprintf("pay-%d", i+1), map[string]any{"address": fmt.Sprintf("10.0.3.%d:7000", i+1), "ttl": 60})
 	}
+	register(t, origin, "payments", "pay-4", map[string]any{"address": "10.0.3.4:7000", "ttl": 60, "status": "out_of_service"})
 	register(t, origin, "search", "search-1", map[string]any{"address": "[fd00::12]:9200", "ttl": 120})
 	// Two instances that stop heartbeating, for the expiry reports.
 	register(t, origin, "cart", "cart-1", map[string]any{"address": "10.0.4.1:8000", "ttl": 2})
@@ -79,29 +85,36 @@ func TestScreenshots(t *testing.T) {
 		}
 		t.Logf("wrote %s (%d bytes)", p, len(png))
 	}
+
+	// A service: orders-3 drained from the page, with the handshake's
+	// answer in the note and among the page's changes.
+	tb.navigate(origin + "/ui/#/services/orders")
+	tb.waitJS("the instances", rowJS("orders-3")+`?.querySelector('button[data-action="drain"]') && document.querySelector('[data-field="stream"]').dataset.state === "live"`, 10*time.Second)
+	tb.click(`tr[data-instance-id="orders-3"] button[data-action="drain"]`)
+	tb.waitJS("the drain confirmation", `document.querySelector('dialog[open] #wait-observed')`, 5*time.Second)
+	shot(tb, "drain-confirm.png")
+	tb.click(`dialog[open] button[data-action="confirm"]`)
+	tb.waitJS("the drain's handshake", `!document.querySelector('dialog[open]') && document.querySelector('.recent [data-field="handshake"]') &&
+		document.querySelector('[data-field="note"]').textContent.includes('subscribers')`, 15*time.Second)
+	shot(tb, "service.png")
+	tb.waitJS("the note to go", `document.querySelector('[data-field="note"]').textContent === ""`, 15*time.Second)
+
 	pages := []struct{ file, hash, ready string }{
-		{"overview.png", "#/", `document.querySelectorAll('tr[data-member]').length === 3 && document.querySelector('[data-field="readiness"]')`},
-		{"services.png", "#/services", `document.querySelector('tr[data-service="search"]')`},
-		{"service.png", "#/services/orders", rowJS("orders-4") + ` && document.querySelector('[data-field="stream"]').dataset.state === "live"`},
-		{"expirations.png", "#/expirations", `document.querySelectorAll('tr[data-expiry]').length >= 2`},
+		{"overview.png", "#/", `document.querySelectorAll('tr[data-member]').length === 3 && document.querySelector('[data-field="readiness"]') && document.querySelector('[data-field="alarms"]')`},
+		{"services.png", "#/services", `document.querySelector('tr[data-service="orders"] [data-field="up"]')?.textContent === "3"`},
+		{"expirations.png", "#/expirations", `document.querySelectorAll('tr[data-expiry] [data-field="cause"]').length >= 2`},
 	}
 	for _, p := range pages {
 		tb.navigate(origin + "/ui/" + p.hash)
 		tb.waitJS(p.file, p.ready, 10*time.Second)
 		shot(tb, p.file)
 	}
-	tb.navigate(origin + "/ui/#/services/orders")
-	tb.waitJS("the instances", rowJS("orders-2")+`?.querySelector('button[data-action="deregister"]')`, 10*time.Second)
-	tb.click(`tr[data-instance-id="orders-2"] button[data-action="deregister"]`)
-	tb.waitJS("the confirmation", `document.querySelector('dialog[open]')`, 5*time.Second)
-	shot(tb, "deregister-confirm.png")
-	tb.do("close the dialog", chromedp.KeyEvent("\u001b"))
 
 	// A phone, in a tab of its own (a new tab has no token: what a
 	// reader sees).
 	phone := openTab(t, bctx, origin)
 	phone.do("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
 	phone.navigate(origin + "/ui/#/services/orders")
-	phone.waitJS("the instances", rowJS("orders-1")+` && document.querySelector('[data-field="stream"]').dataset.state === "live"`, 10*time.Second)
+	phone.waitJS("the instances", rowJS("orders-3")+`?.dataset.status === "draining" && document.querySelector('[data-field="stream"]').dataset.state === "live"`, 10*time.Second)
 	shot(phone, "service-phone.png")
 }

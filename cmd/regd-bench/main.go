@@ -234,6 +234,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q after the workload", fs.Args())
 	}
 	all := append(append(slices.Clone(workloads), scaleWorkloads...), lifecycleWorkloads...)
+	all = append(all, "checks") // checks.go
 	if !slices.Contains(all, o.workload) {
 		return nil, fmt.Errorf("unknown workload %q; one of %s", o.workload, strings.Join(all, ", "))
 	}
@@ -431,6 +432,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if slices.Contains(lifecycleWorkloads, o.workload) {
 		return runLifecycle(ctx, o, stdout, stderr)
+	}
+	if o.workload == "checks" {
+		return runChecks(ctx, o, stdout, stderr)
 	}
 	rep, err := newBench(o, stderr).run(ctx)
 	if rep != nil {

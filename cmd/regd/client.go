@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -12,11 +13,13 @@ import (
 
 // runClient runs a client command (package cli). It wires in what the
 // command line needs of the server's packages: the offline restore of a
-// snapshot, which is etcd's own code (node.Restore).
+// snapshot, which is etcd's own code (node.Restore). SIGINT and SIGTERM end
+// ctx (watch stops; regd run handles them itself and passes them on); its
+// command reads regd's stdin.
 func runClient(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return cli.Main(ctx, args, cli.Env{Stdout: stdout, Stderr: stderr, Getenv: getenv, Restore: restore})
+	return cli.Main(ctx, args, cli.Env{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: getenv, Restore: restore})
 }
 
 func restore(rc cli.RestoreConfig) error {

@@ -34,6 +34,7 @@ type Config struct {
 	Server server.Config
 
 	HTTPAddr        string        // --http-addr; run binds Server.Listener there
+	DNSAddr         string        // --dns-addr; run binds Server.DNSPacketConn and DNSListener there ("": off)
 	LogLevel        zapcore.Level // regd's own log level
 	EtcdLogLevel    zapcore.Level // the embedded etcd's log level
 	ShutdownTimeout time.Duration

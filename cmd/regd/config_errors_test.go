@@ -34,6 +34,12 @@ func TestConfigErrors(t *testing.T) {
 		{name: "no name", args: []string{"-=x"}, prefix: `"-=x": not a flag`},
 		{name: "flag value from env unparsable", env: map[string]string{"REGD_INSECURE": "yes please"}, prefix: `--insecure "yes please" (from REGD_INSECURE): must be true or false`},
 
+		// health checks
+		{name: "check-max-concurrent 0", args: []string{"--check-max-concurrent=0"}, prefix: `--check-max-concurrent "0": must be at least 1`},
+		{name: "check-allowed-cidrs empty", args: []string{"--check-allowed-cidrs="}, prefix: `--check-allowed-cidrs "": no networks given`},
+		{name: "check-allowed-cidrs bad network", args: []string{"--check-allowed-cidrs=10.0.0.0/8,10.0.0.0/33"}, prefix: `--check-allowed-cidrs "10.0.0.0/8,10.0.0.0/33": "10.0.0.0/33" is not a network`},
+		{name: "check-allowed-cidrs name", env: map[string]string{"REGD_CHECK_ALLOWED_CIDRS": "intranet"}, prefix: `--check-allowed-cidrs "intranet" (from REGD_CHECK_ALLOWED_CIDRS): "intranet" is neither`},
+
 		// --name
 		{name: "name empty", args: []string{"--name="}, prefix: `--name "": `},
 		{name: "name with equals", args: []string{"--name=a=b"}, prefix: `--name "a=b": `},
@@ -95,6 +101,34 @@ func TestConfigErrors(t *testing.T) {
 		{name: "prefix non-ascii", args: []string{"--prefix=/sérvice/"}, prefix: `--prefix "/sérvice/": must contain only printable ASCII`},
 		{name: "prefix control", args: []string{"--prefix=/a\tb/"}, prefix: `--prefix "/a\tb/": must contain only printable ASCII`},
 		{name: "prefix env", env: map[string]string{"REGD_PREFIX": "/"}, prefix: `--prefix "/" (from REGD_PREFIX): overlaps`},
+
+		// discovery: --dns-addr, --dns-domain, --dns-ttl, --grpc-naming-prefix
+		{name: "dns-addr no port", args: []string{"--dns-addr=127.0.0.1"}, prefix: `--dns-addr "127.0.0.1": must be host:port`},
+		{name: "dns-addr port range", args: []string{"--dns-addr=:70000"}, prefix: `--dns-addr ":70000": `, has: []string{"out of range"}},
+		{name: "dns-addr bad host", args: []string{"--dns-addr=bad_host!:53"}, prefix: `--dns-addr "bad_host!:53": invalid host`},
+		{name: "dns-addr from env", env: map[string]string{"REGD_DNS_ADDR": "x"}, prefix: `--dns-addr "x" (from REGD_DNS_ADDR): `},
+		{name: "dns-domain root", args: []string{"--dns-domain=."}, prefix: `--dns-domain ".": must be a domain name`},
+		{name: "dns-domain empty", args: []string{"--dns-domain="}, prefix: `--dns-domain "": must be a domain name`},
+		{name: "dns-domain underscore", args: []string{"--dns-domain=my_zone."}, prefix: `--dns-domain "my_zone.": label "my_zone"`},
+		{name: "dns-domain empty label", args: []string{"--dns-domain=a..b"}, prefix: `--dns-domain "a..b": label ""`},
+		{name: "dns-domain long label", args: []string{"--dns-domain=" + strings.Repeat("a", 64)}, prefix: `--dns-domain "` + strings.Repeat("a", 64) + `": label`},
+		{name: "dns-domain too long", args: []string{"--dns-domain=" + strings.Repeat("abcdefgh.", 30)}, prefix: `--dns-domain "`, has: []string{"at most 253"}},
+		{name: "dns-domain escape", args: []string{`--dns-domain=a\.b`}, prefix: `--dns-domain "a\\.b": label "a\\"`},
+		{name: "dns-domain space", args: []string{"--dns-domain=a b"}, prefix: `--dns-domain "a b": label "a b"`},
+		{name: "dns-ttl negative", args: []string{"--dns-ttl=-1s"}, prefix: `--dns-ttl "-1s": must be whole seconds from 0s to 24h0m0s`},
+		{name: "dns-ttl fraction", args: []string{"--dns-ttl=1500ms"}, prefix: `--dns-ttl "1.5s": must be whole seconds`},
+		{name: "dns-ttl too long", args: []string{"--dns-ttl=25h"}, prefix: `--dns-ttl "25h": must be whole seconds`},
+		{name: "dns-ttl no unit", args: []string{"--dns-ttl=5"}, prefix: `--dns-ttl "5": must be a duration`},
+		{name: "naming prefix overlaps registry", args: []string{"--grpc-naming-prefix=/service/grpc/"}, prefix: `--grpc-naming-prefix "/service/grpc/": overlaps the registry prefix "/service/" (--prefix)`},
+		{name: "naming prefix under which registry sits", args: []string{"--grpc-naming-prefix=/serv"}, prefix: `--grpc-naming-prefix "/serv": overlaps the registry prefix`},
+		{name: "naming prefix equals registry", args: []string{"--grpc-naming-prefix=/svc/", "--prefix=/svc/"}, prefix: `--grpc-naming-prefix "/svc/": overlaps the registry prefix "/svc/"`},
+		{name: "naming prefix internal", args: []string{"--grpc-naming-prefix=/_regd/grpc/"}, prefix: `--grpc-naming-prefix "/_regd/grpc/": overlaps regd's internal keyspace`},
+		{name: "naming prefix above internal", args: []string{"--grpc-naming-prefix=/_"}, prefix: `--grpc-naming-prefix "/_": overlaps`},
+		{name: "naming prefix root", args: []string{"--grpc-naming-prefix=/"}, prefix: `--grpc-naming-prefix "/": overlaps`},
+		{name: "naming prefix space", args: []string{"--grpc-naming-prefix=/my grpc/"}, prefix: `--grpc-naming-prefix "/my grpc/": must contain only printable ASCII`},
+		{name: "naming prefix control", args: []string{"--grpc-naming-prefix=/a\x00b/"}, prefix: `--grpc-naming-prefix "/a\x00b/": must contain only printable ASCII`},
+		{name: "naming prefix long", args: []string{"--grpc-naming-prefix=/" + strings.Repeat("g", 300)}, prefix: `--grpc-naming-prefix "/` + strings.Repeat("g", 300) + `": must be at most 256`},
+		{name: "naming prefix env", env: map[string]string{"REGD_GRPC_NAMING_PREFIX": "/service/"}, prefix: `--grpc-naming-prefix "/service/" (from REGD_GRPC_NAMING_PREFIX): overlaps`},
 
 		// log levels
 		{name: "log-level unknown", args: []string{"--log-level=verbose"}, prefix: `--log-level "verbose": must be one of debug, info, warn, error`},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/checks"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
 )
@@ -68,8 +70,11 @@ func TestConfigDefaults(t *testing.T) {
 			MaxInFlight:         4096,
 			MaxConns:            8192,
 			MaxWatchesPerClient: 64,
+			DNSDomain:           "regd.",
+			Checks:              server.ChecksConfig{MaxConcurrent: 256, AllowedCIDRs: checks.DefaultAllowedCIDRs},
 		},
 		HTTPAddr:        "127.0.0.1:8080",
+		DNSAddr:         "127.0.0.1:8600",
 		LogLevel:        zapcore.InfoLevel,
 		EtcdLogLevel:    zapcore.WarnLevel,
 		ShutdownTimeout: 10 * time.Second,
@@ -157,6 +162,8 @@ func TestConfigParse(t *testing.T) {
 				"--auto-tls", "--insecure", "--max-inflight=10", "--max-conns=20", "--max-watches-per-client=3",
 				"--min-free-bytes=0", "--quota-backend-bytes=1048576", "--enable-pprof",
 				"--cors-allowed-origins", "https://UI.example, http://127.0.0.1:3000",
+				"--dns-addr=[::1]:53", "--dns-domain=Disco.Example", "--dns-ttl=1m", "--grpc-naming-prefix=/grpc/",
+				"--check-max-concurrent=7", "--check-allowed-cidrs=10.0.0.0/8, fd00::/8,192.168.1.1",
 			},
 			check: func(t *testing.T, c *Config) {
 				want := Config{
@@ -183,8 +190,15 @@ func TestConfigParse(t *testing.T) {
 						MaxWatchesPerClient: 3,
 						EnablePprof:         true,
 						CORSAllowedOrigins:  []string{"https://ui.example", "http://127.0.0.1:3000"},
+						DNSDomain:           "disco.example.",
+						DNSTTL:              time.Minute,
+						GRPCNamingPrefix:    "/grpc/",
+						Checks: server.ChecksConfig{MaxConcurrent: 7, AllowedCIDRs: []netip.Prefix{
+							netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.168.1.1/32"),
+						}},
 					},
 					HTTPAddr:        ":0",
+					DNSAddr:         "[::1]:53",
 					LogLevel:        zapcore.DebugLevel,
 					EtcdLogLevel:    zapcore.ErrorLevel,
 					ShutdownTimeout: 1500 * time.Millisecond,
@@ -293,6 +307,12 @@ func TestEnv(t *testing.T) {
 		"REGD_MAX_CONNS":                   "200",
 		"REGD_MAX_WATCHES_PER_CLIENT":      "5",
 		"REGD_CORS_ALLOWED_ORIGINS":        "*",
+		"REGD_DNS_ADDR":                    "127.0.0.1:5353",
+		"REGD_DNS_DOMAIN":                  "disco",
+		"REGD_DNS_TTL":                     "5s",
+		"REGD_GRPC_NAMING_PREFIX":          "/grpc/",
+		"REGD_CHECK_MAX_CONCURRENT":        "9",
+		"REGD_CHECK_ALLOWED_CIDRS":         "10.1.0.0/16",
 	}
 
 	t.Run("env fills unset flags", func(t *testing.T) {
@@ -321,8 +341,13 @@ func TestEnv(t *testing.T) {
 				MaxConns:            200,
 				MaxWatchesPerClient: 5,
 				CORSAllowedOrigins:  []string{"*"},
+				DNSDomain:           "disco.",
+				DNSTTL:              5 * time.Second,
+				GRPCNamingPrefix:    "/grpc/",
+				Checks:              server.ChecksConfig{MaxConcurrent: 9, AllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}},
 			},
 			HTTPAddr:        "0.0.0.0:9090",
+			DNSAddr:         "127.0.0.1:5353",
 			LogLevel:        zapcore.WarnLevel,
 			EtcdLogLevel:    zapcore.DebugLevel,
 			ShutdownTimeout: 3 * time.Second,

@@ -14,10 +14,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	mdns "github.com/miekg/dns"
 
 	"github.com/regd/regd/internal/e2e"
 )
@@ -143,12 +146,17 @@ func stop(t *testing.T, p *e2e.Proc, sig syscall.Signal) {
 // is a working, persistent single-node registry on the default ports.
 func TestE2EDevMode(t *testing.T) {
 	t.Parallel()
-	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:2379", "127.0.0.1:2380"} {
+	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.1:2379", "127.0.0.1:2380", "127.0.0.1:8600"} {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Skipf("default ports busy: %s: %v", addr, err)
 		}
 		l.Close()
+	}
+	if pc, err := net.ListenPacket("udp", "127.0.0.1:8600"); err != nil {
+		t.Skipf("default DNS port busy: %v", err)
+	} else {
+		pc.Close()
 	}
 	bin := e2e.Build(t)
 	dir := t.TempDir()
@@ -158,6 +166,10 @@ func TestE2EDevMode(t *testing.T) {
 	p.WaitReady(base, readyTimeout)
 	register(t, base, "user", "u1", "10.0.0.5:8080", http.StatusCreated)
 	checkInstance(t, base, "user", "u1", "10.0.0.5:8080")
+	// DNS is on in dev mode too, at its default address and domain.
+	if got := lookupA(t, "127.0.0.1:8600", "user.service.regd."); !slices.Equal(got, []string{"10.0.0.5"}) {
+		t.Errorf("dev mode DNS: user.service.regd. A %v, want [10.0.0.5]", got)
+	}
 	stop(t, p, syscall.SIGTERM)
 	checkLogs(t, p.Stderr())
 	if fi, err := os.Stat(filepath.Join(dir, "default.regd")); err != nil || !fi.IsDir() {
@@ -202,6 +214,23 @@ func TestE2EFlagErrors(t *testing.T) {
 			name: "busy REST port",
 			args: func(t *testing.T) []string { return []string{"--http-addr", busy(t)} },
 			want: "--http-addr",
+		},
+		{
+			name: "busy DNS port (TCP)",
+			args: func(t *testing.T) []string { return []string{"--dns-addr", busy(t)} },
+			want: `--dns-addr "`,
+		},
+		{
+			name: "busy DNS port (UDP)",
+			args: func(t *testing.T) []string {
+				pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { pc.Close() })
+				return []string{"--dns-addr", pc.LocalAddr().String()}
+			},
+			want: "cannot listen: udp: ",
 		},
 		{
 			name: "busy client port",
@@ -357,6 +386,7 @@ func TestE2EEnv(t *testing.T) {
 			"REGD_LISTEN_PEER_URLS="+n.PeerURL,
 			"REGD_INITIAL_ADVERTISE_PEER_URLS="+n.PeerURL,
 			"REGD_PREFIX=/svc/",
+			"REGD_DNS_ADDR="+n.DNSAddr,
 		)
 		p := e2e.StartEnv(t, bin, t.TempDir(), env)
 		p.WaitReady(n.URL(), readyTimeout)
@@ -378,6 +408,9 @@ func TestE2EEnv(t *testing.T) {
 			t.Errorf("REGD_DATA_DIR not used: %v", err)
 		}
 		register(t, n.URL(), "user", "u1", "10.0.0.5:8080", http.StatusCreated)
+		if got := lookupA(t, n.DNSAddr, "user.service.regd."); !slices.Equal(got, []string{"10.0.0.5"}) {
+			t.Errorf("DNS on REGD_DNS_ADDR %s: user.service.regd. A %v, want [10.0.0.5]", n.DNSAddr, got)
+		}
 		stop(t, p, syscall.SIGTERM)
 		checkLogs(t, p.Stderr())
 	})
@@ -393,4 +426,25 @@ func TestE2EEnv(t *testing.T) {
 		}
 		stop(t, p, syscall.SIGTERM)
 	})
+}
+
+// lookupA asks the DNS server at addr, over UDP as a resolver would, for
+// name's A records, and returns their addresses sorted.
+func lookupA(t *testing.T, addr, name string) []string {
+	t.Helper()
+	c := &mdns.Client{Timeout: 2 * time.Second}
+	q := new(mdns.Msg)
+	q.SetQuestion(name, mdns.TypeA)
+	r, _, err := c.Exchange(q, addr)
+	if err != nil {
+		t.Fatalf("DNS %s A at %s: %v", name, addr, err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*mdns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	slices.Sort(out)
+	return out
 }

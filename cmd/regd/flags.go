@@ -7,7 +7,9 @@ import (
 	"strings"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/checks"
 	"github.com/regd/regd/cluster"
+	"github.com/regd/regd/dns"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
@@ -19,6 +21,7 @@ import (
 const (
 	defaultName                = "default"
 	defaultHTTPAddr            = "127.0.0.1:8080"
+	defaultDNSAddr             = "127.0.0.1:8600" // Consul's DNS port
 	defaultClientURLs          = "http://127.0.0.1:2379"
 	defaultPeerURLs            = "http://127.0.0.1:2380"
 	defaultInitialClusterState = "new"
@@ -87,6 +90,12 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.Var(newInt(&c.Server.MaxWatchesPerClient, api.DefaultMaxWatchesPerClient), "max-watches-per-client", "maximum `number` of watch streams and blocking queries one client IP may hold open; beyond it 429")
 	fs.Var(newFreeBytes(&n.MinFreeBytes, node.DefaultMinFreeBytes), "min-free-bytes", "free `bytes` kept in the data dir's file system: below them writes are refused (503 storage_full) and etcd's NOSPACE alarm is raised until space is freed; 0 turns the guard off")
 	fs.Var(newInt(&n.QuotaBackendBytes, 0), "quota-backend-bytes", "etcd: raise the NOSPACE alarm when the backend database exceeds this many `bytes` (0: etcd's default, 2 GiB)")
+	fs.StringVar(&c.DNSAddr, "dns-addr", defaultDNSAddr, "`host:port` DNS listens on, UDP and TCP (port 0 picks a free port); empty turns DNS off")
+	fs.StringVar(&c.Server.DNSDomain, "dns-domain", dns.DefaultDomain, "`domain` DNS answers for: <service>.service.<domain>, _<service>._tcp.service.<domain>, <id>.<service>.instance.<domain>")
+	fs.Var(newDuration(&c.Server.DNSTTL, 0), "dns-ttl", "TTL of DNS records and of negative answers, as a `duration` of whole seconds, 0s-24h; 0s: clients ask again each time")
+	fs.StringVar(&c.Server.GRPCNamingPrefix, "grpc-naming-prefix", "", "write each up instance also as an etcd gRPC naming endpoint under this key `prefix` (<prefix><service>/<id>), for etcd's gRPC resolver (etcd:///<prefix><service>); empty: off")
+	fs.Var(newInt(&c.Server.Checks.MaxConcurrent, cluster.DefaultCheckMaxConcurrent), "check-max-concurrent", "maximum `number` of health-check probes in flight on the leader, which runs every check")
+	fs.Var(newCIDRs(&c.Server.Checks.AllowedCIDRs, checks.DefaultAllowedCIDRs), "check-allowed-cidrs", "comma-separated `networks` (CIDR) that health checks may connect to, every address a target resolves to checked at each connection; 0.0.0.0/0,::/0 allows any")
 	fs.Var(newBool(&c.ShowVersion), "version", "print the version and exit")
 }
 

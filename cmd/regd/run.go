@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/regd/regd/dns"
 	"github.com/regd/regd/internal/server"
 )
 
@@ -79,6 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	defer lg.Sync() //nolint:errcheck // nothing to do about a failed sync of stderr
 	if diskErr != nil && !server.WaitForDataDir(ctx, lg, cfg.Server.Node.DataDir, ln, cfg.Server.TLS, diskErr) {
 		ln.Close()
+		if cfg.Server.DNSPacketConn != nil {
+			cfg.Server.DNSPacketConn.Close()
+			cfg.Server.DNSListener.Close()
+		}
 		lg.Info("interrupted while waiting for the data dir", zap.NamedError("cause", context.Cause(ctx)))
 		return exitOK
 	}
@@ -148,8 +153,9 @@ wait:
 
 // bind checks that every port regd needs is free before anything starts, so
 // that a busy port is one line naming its flag rather than a failure deep in
-// etcd's startup. The REST listener is kept and handed to the server; etcd's
-// ports are released again because etcd binds them itself. A data dir that
+// etcd's startup. The REST listener and the DNS sockets (into cfg.Server)
+// are kept and handed to the server; etcd's ports are released again
+// because etcd binds them itself. A data dir that
 // holds a member but cannot be written is not an error but diskErr: the
 // disk broke under a running member, and regd waits for it
 // (server.WaitForDataDir). A fresh one that cannot be written is an error.
@@ -174,13 +180,26 @@ func bind(cfg *Config) (ln net.Listener, diskErr, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--http-addr %q: cannot listen: %v", cfg.HTTPAddr, listenReason(err))
 	}
+	if cfg.DNSAddr != "" {
+		if cfg.Server.DNSPacketConn, cfg.Server.DNSListener, err = dns.Listen(cfg.DNSAddr); err != nil {
+			ln.Close()
+			return nil, nil, fmt.Errorf("--dns-addr %q: cannot listen: %v", cfg.DNSAddr, err)
+		}
+	}
+	closeAll := func() {
+		ln.Close()
+		if cfg.Server.DNSPacketConn != nil {
+			cfg.Server.DNSPacketConn.Close()
+			cfg.Server.DNSListener.Close()
+		}
+	}
 	// Last, because it creates the directory: a busy port must not leave
 	// an empty data dir behind.
 	if err := server.PrepareDataDir(n.DataDir); err != nil {
 		if server.HasMember(n.DataDir) {
 			return ln, err, nil
 		}
-		ln.Close()
+		closeAll()
 		return nil, nil, fmt.Errorf("--data-dir %q: %w", n.DataDir, err)
 	}
 	return ln, nil, nil

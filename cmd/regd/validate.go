@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/dns"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/registry"
 )
@@ -42,7 +43,7 @@ func (c *Config) Validate() error {
 	if n.DataDir == "" {
 		return c.fail("data-dir", "must not be empty")
 	}
-	if err := c.checkHTTPAddr(); err != nil {
+	if err := c.checkListenAddr("http-addr", c.HTTPAddr); err != nil {
 		return err
 	}
 	if !c.set["initial-cluster"] {
@@ -62,6 +63,9 @@ func (c *Config) Validate() error {
 	if err := c.checkPrefix(); err != nil {
 		return err
 	}
+	if err := c.checkDiscovery(); err != nil {
+		return err
+	}
 	if c.Server.ExpiryRetention < 1 {
 		return c.fail("expiry-retention", "must be at least 1")
 	}
@@ -78,6 +82,7 @@ func (c *Config) Validate() error {
 		{"max-inflight", c.Server.MaxInFlight},
 		{"max-conns", c.Server.MaxConns},
 		{"max-watches-per-client", c.Server.MaxWatchesPerClient},
+		{"check-max-concurrent", c.Server.Checks.MaxConcurrent},
 	} {
 		if f.v < 1 {
 			return c.fail(f.name, "must be at least 1")
@@ -89,16 +94,56 @@ func (c *Config) Validate() error {
 	return c.checkSecurity()
 }
 
-func (c *Config) checkHTTPAddr() error {
-	host, port, err := net.SplitHostPort(c.HTTPAddr)
+// checkListenAddr checks a host:port to listen on, given by flag.
+func (c *Config) checkListenAddr(flag, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return c.fail("http-addr", "must be host:port: %s", splitHostPortReason(err))
+		return c.fail(flag, "must be host:port: %s", splitHostPortReason(err))
 	}
 	if _, err := parsePort(port, 0); err != nil {
-		return c.fail("http-addr", "%s", err)
+		return c.fail(flag, "%s", err)
 	}
 	if host != "" && net.ParseIP(host) == nil && !validHostname(host) {
-		return c.fail("http-addr", "invalid host %q", host)
+		return c.fail(flag, "invalid host %q", host)
+	}
+	return nil
+}
+
+// maxDNSTTL bounds --dns-ttl: an answer cached longer would outlive
+// instances by far (a TTL is at most an hour) and hide drains.
+const maxDNSTTL = 24 * time.Hour
+
+// checkDiscovery checks the flags of the discovery views: DNS and the
+// gRPC naming mirror.
+func (c *Config) checkDiscovery() error {
+	if c.DNSAddr != "" {
+		if err := c.checkListenAddr("dns-addr", c.DNSAddr); err != nil {
+			return err
+		}
+	}
+	d, err := dns.CanonicalDomain(c.Server.DNSDomain)
+	if err != nil {
+		return c.fail("dns-domain", "%s", err)
+	}
+	c.Server.DNSDomain = d
+	if ttl := c.Server.DNSTTL; ttl < 0 || ttl > maxDNSTTL || ttl%time.Second != 0 {
+		return c.fail("dns-ttl", "must be whole seconds from 0s to %s", maxDNSTTL)
+	}
+	const name = "grpc-naming-prefix"
+	p := c.Server.GRPCNamingPrefix
+	if p == "" {
+		return nil
+	}
+	for _, r := range p {
+		if r < 0x21 || r > 0x7e {
+			return c.fail(name, "must contain only printable ASCII characters without spaces")
+		}
+	}
+	if len(p) > 256 {
+		return c.fail(name, "must be at most 256 characters long")
+	}
+	if why := registry.NamingPrefixOverlap(p, c.Server.Prefix); why != "" {
+		return c.fail(name, "%s", why)
 	}
 	return nil
 }
@@ -369,6 +414,9 @@ func (c *Config) exposures() []exposure {
 	}
 	if u, ok := beyondLoopback(n.ListenPeerURLs); ok && !n.PeerTLSInfo.ClientCertAuth {
 		out = append(out, exposure{"etcd peer URL reachable beyond loopback without --peer-client-cert-auth: whoever reaches it can pose as a cluster member", "listen-peer-url", u})
+	}
+	if host, _, _ := net.SplitHostPort(c.DNSAddr); c.DNSAddr != "" && !isLoopback(host) && c.TokenReads {
+		out = append(out, exposure{"DNS reachable beyond loopback answers anyone, although REST reads need a token (--auth-reads token)", "dns-addr", c.DNSAddr})
 	}
 	if c.AuthTokenFile != "" {
 		if fi, err := os.Stat(c.AuthTokenFile); err == nil && fi.Mode().Perm()&0o004 != 0 {

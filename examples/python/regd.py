@@ -40,6 +40,18 @@ set_status(), patch() and deregister() do the same for any instance (a
 deploy script), and heartbeats() renews up to 1000 instances in one request
 (an agent that keeps many).
 
+Something that cannot heartbeat (a database, a vendor program) is
+registered once with a health check that regd runs itself: while it passes
+regd keeps the lease alive; after `failures` failing probes in a row regd
+removes the instance (an expiry with cause "check_failed"). The instance
+dict then has "check" and, once probed, "health".
+
+    register(base, "pg", "primary", "10.0.0.5:5432",
+             check={"tcp": "10.0.0.5:5432"}, interval="5s", failures=3)
+
+A Registrar takes check=... too (regd then removes the instance when the
+check fails, heartbeats or not).
+
 With regd's --auth-token-file, pass token=... to either class: it is sent as
 "Authorization: Bearer <token>" on every request, the watch stream included
 (a write token for a Registrar; a read token for a Discoverer, and none
@@ -62,7 +74,8 @@ import urllib.parse
 import urllib.request
 from typing import Callable, Iterable
 
-__all__ = ["RegdError", "Registrar", "Discoverer", "Observed", "set_status", "patch", "deregister", "heartbeats"]
+__all__ = ["RegdError", "Registrar", "Discoverer", "Observed", "register", "set_status", "patch", "deregister",
+           "heartbeats"]
 
 log = logging.getLogger("regd")
 
@@ -213,6 +226,25 @@ def _wait_query(wait: float) -> str:
     return f"?wait_observed={wait:.3f}s" if wait and wait > 0 else ""
 
 
+def register(base: str, service: str, id: str, address: str, ttl: int | None = None,
+             metadata: dict[str, str] | None = None, weight: int | None = None,
+             check: dict | None = None, interval: str | float | None = None,
+             timeout: str | float | None = None, failures: int | None = None,
+             token: str | None = None) -> dict:
+    """Register (or register again) one instance, once, and return it as
+    regd answers (with the TTL granted). check is {"http": url},
+    {"tcp": "host:port"} or {"grpc": "host:port[/service]"}; interval and
+    timeout a duration string ("10s", "500ms") or seconds; failures 1-100.
+    A bad check raises RegdError 400 "invalid_check"."""
+    body: dict = {"address": address}
+    for k, v in (("ttl", ttl), ("metadata", metadata), ("weight", weight), ("check", check),
+                 ("interval", interval), ("timeout", timeout), ("failures", failures)):
+        if v is not None:
+            body[k] = v
+    _, inst = request(base, "PUT", _instance_path(service, id), body, token=token)
+    return inst
+
+
 def patch(base: str, service: str, id: str, changes: dict, wait: float = 0.0,
           token: str | None = None) -> tuple[dict, Observed]:
     """Change an instance in place with a JSON merge patch of status, weight
@@ -274,13 +306,15 @@ class Registrar:
 
     def __init__(self, base_urls, service: str, id: str, address: str,
                  ttl: int = 10, metadata: dict[str, str] | None = None,
-                 token: str | None = None, weight: int | None = None):
+                 token: str | None = None, weight: int | None = None,
+                 check: dict | None = None):
         self.bases = _base_urls(base_urls)
         self._token = _check_token(token)  # a write token
         self.service, self.id, self.address = service, id, address
         self.ttl = ttl
         self.metadata = dict(metadata or {})
         self.weight = weight
+        self.check = dict(check) if check else None  # a health check regd runs as well
         self.status = "up"  # registered with each registration; drain() changes it
         self.instance: dict | None = None  # the last registration's answer
         self.last_error: BaseException | None = None
@@ -412,6 +446,8 @@ class Registrar:
             body["metadata"] = self.metadata
         if self.weight is not None:
             body["weight"] = self.weight
+        if self.check:
+            body["check"] = self.check
         if self.status != "up":
             body["status"] = self.status
         try:

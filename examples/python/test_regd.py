@@ -146,6 +146,75 @@ class RegistrarTest(unittest.TestCase):
         self.assertEqual(cm.exception.status, 400)
 
 
+class _Health(http.server.ThreadingHTTPServer):
+    """A health endpoint to check: 200 until failing is set, then 503."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            status = 503 if self.server.failing.is_set() else 200
+            raw = b"down" if status == 503 else b"ok"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        self.failing = threading.Event()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/health"
+
+
+class CheckTest(unittest.TestCase):
+    def test_register_with_check(self):
+        svc = unique("py-chk")
+        target = _Health()
+        try:
+            inst = regd.register(BASE, svc, "c1", "10.9.9.1:5432", check={"http": target.url},
+                                 interval="1s", failures=2, token=TOKEN)
+            self.assertEqual(inst["check"], {"http": target.url, "interval": "1s", "timeout": "500ms",
+                                             "failures": 2})
+            self.assertGreaterEqual(inst["ttl"], 5)
+            path = f"/v1/services/{svc}/instances/c1"
+            wait_for(lambda: (request(BASE, "GET", path, token=TOKEN)[1].get("health") or {}).get("status")
+                     == "passing", 10, "health passing")
+            target.failing.set()
+
+            def reported():
+                _, exp = request(BASE, "GET", f"/v1/expirations?service={svc}", token=TOKEN)
+                return exp["expirations"]
+            exp = wait_for(reported, 15, "the failed check reported")
+            self.assertEqual(len(exp), 1)
+            self.assertEqual((exp[0]["id"], exp[0]["cause"]), ("c1", "check_failed"))
+            self.assertIn("503", exp[0]["output"])
+            with self.assertRaises(RegdError) as cm:
+                regd.register(BASE, svc, "c2", "10.9.9.1:5432", check={"tcp": "x"}, token=TOKEN)
+            self.assertEqual((cm.exception.status, cm.exception.code), (400, "invalid_check"))
+        finally:
+            target.shutdown()
+            target.server_close()
+
+    def test_registrar_with_check(self):
+        svc = unique("py-rchk")
+        target = _Health()
+        reg = Registrar(URLS, svc, "r1", "10.9.9.2:80", ttl=5, token=TOKEN,
+                        check={"http": target.url, "interval": "2s"})
+        try:
+            inst = reg.start(timeout=10)
+            self.assertEqual(inst["check"]["http"], target.url)
+            self.assertEqual(inst["check"]["interval"], "2s")
+        finally:
+            reg.close()
+            target.shutdown()
+            target.server_close()
+
+
 class DiscovererTest(unittest.TestCase):
     def test_events(self):
         svc = unique("py-disc")

@@ -134,6 +134,7 @@ func (c *Cluster) start(attempt int) error {
 			"--advertise-client-urls", m.Node.ClientURL,
 			"--listen-peer-urls", m.Node.PeerURL,
 			"--initial-advertise-peer-urls", m.AdvertisePeerURL,
+			"--dns-addr", m.Node.DNSAddr,
 			"--initial-cluster", strings.Join(peers, ","),
 			"--initial-cluster-token", token,
 		}, c.opts.Extra...)

@@ -265,6 +265,7 @@ type Node struct {
 	HTTPAddr  string // host:port of the REST API
 	ClientURL string // etcd client URL
 	PeerURL   string // etcd peer URL
+	DNSAddr   string // host:port of DNS, UDP and TCP
 	DataDir   string
 }
 
@@ -276,6 +277,7 @@ func NewNode(tb testing.TB) Node {
 		HTTPAddr:  fmt.Sprintf("127.0.0.1:%d", FreePort(tb)),
 		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(tb)),
 		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(tb)),
+		DNSAddr:   fmt.Sprintf("127.0.0.1:%d", FreePort(tb)),
 		DataDir:   filepath.Join(tb.TempDir(), "data"),
 	}
 }
@@ -289,6 +291,7 @@ func (n Node) Args() []string {
 		"--advertise-client-urls", n.ClientURL,
 		"--listen-peer-urls", n.PeerURL,
 		"--initial-advertise-peer-urls", n.PeerURL,
+		"--dns-addr", n.DNSAddr,
 		"--data-dir", n.DataDir,
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/dns"
 	"github.com/regd/regd/internal/freeport"
 	"github.com/regd/regd/internal/server"
 	"github.com/regd/regd/node"
@@ -50,6 +51,15 @@ type Options struct {
 	// Auth, when set, makes every member check bearer tokens
 	// (server.Config.Auth); the test keeps it to change the tokens.
 	Auth *api.Auth
+	// DNS serves DNS on each member's DNSAddr (UDP and TCP), for
+	// DNSDomain ("": regd.) with DNSTTL.
+	DNS       bool
+	DNSDomain string
+	DNSTTL    time.Duration
+	// GRPCNamingPrefix is --grpc-naming-prefix; "": no mirror.
+	GRPCNamingPrefix string
+	// Checks configures the registry's health checks (server.Config.Checks).
+	Checks server.ChecksConfig
 }
 
 // Cluster is a set of in-process regd nodes forming one etcd cluster.
@@ -65,6 +75,7 @@ type Member struct {
 	Name      string
 	HTTPAddr  string // host:port of the REST API, stable across restarts
 	ClientURL string // the embedded etcd's client URL, for plain etcd clients
+	DNSAddr   string // host:port of DNS (UDP and TCP) with Options.DNS
 	dataDir   string
 	nodeCfg   node.Config
 
@@ -97,6 +108,9 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 			HTTPAddr:  freeAddr(t),
 			ClientURL: "http://" + freeAddr(t),
 			dataDir:   t.TempDir(),
+		}
+		if o.DNS {
+			m.DNSAddr = freeAddr(t)
 		}
 		peerURL := "http://" + freeAddr(t)
 		peers[i] = m.Name + "=" + peerURL
@@ -171,6 +185,22 @@ func (c *Cluster) start(i int) error {
 	if err != nil {
 		return err
 	}
+	var dnsUDP net.PacketConn
+	var dnsTCP net.Listener
+	if m.DNSAddr != "" {
+		// As above: the port may be held a moment after a restart.
+		for {
+			dnsUDP, dnsTCP, err = dns.Listen(m.DNSAddr)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	lg := c.logs.logger(m.Name)
 	cfg := m.nodeCfg
 	cfg.Logger = lg.Named("etcd").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
@@ -186,6 +216,13 @@ func (c *Cluster) start(i int) error {
 		DefragMinFree:       c.opts.DefragMinFree,
 		RequestTimeout:      c.opts.RequestTimeout,
 		Auth:                c.opts.Auth,
+
+		DNSPacketConn:    dnsUDP,
+		DNSListener:      dnsTCP,
+		DNSDomain:        c.opts.DNSDomain,
+		DNSTTL:           c.opts.DNSTTL,
+		GRPCNamingPrefix: c.opts.GRPCNamingPrefix,
+		Checks:           c.opts.Checks,
 	})
 	if err != nil {
 		return err
@@ -370,6 +407,24 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 		if delay < 200*time.Millisecond {
 			delay *= 2
 		}
+	}
+}
+
+// Await polls f every 5 ms until it returns nil, and returns how long
+// that took; it fails the test when timeout passes first. For measuring
+// how soon a change shows (Eventually backs off, which blurs that).
+func Await(t testing.TB, timeout time.Duration, f func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := f()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/regd/regd/api"
 	"github.com/regd/regd/cluster"
+	"github.com/regd/regd/dns"
 	"github.com/regd/regd/node"
 	"github.com/regd/regd/registry"
 	"github.com/regd/regd/ui"
@@ -59,6 +61,20 @@ type Config struct {
 	// CORSAllowedOrigins are the origins (scheme://host[:port], or "*"
 	// for any) whose browser pages may call the REST API; empty: no CORS.
 	CORSAllowedOrigins []string
+
+	// DNS serves the registry over DNS on these sockets, bound by the
+	// caller (--dns-addr); both nil: no DNS. DNSDomain ("":
+	// dns.DefaultDomain) and DNSTTL are --dns-domain and --dns-ttl.
+	DNSPacketConn net.PacketConn
+	DNSListener   net.Listener
+	DNSDomain     string
+	DNSTTL        time.Duration
+	// GRPCNamingPrefix turns on the gRPC naming mirror
+	// (registry/naming.go); "": off.
+	GRPCNamingPrefix string
+	// Checks configures the health checks the registry runs
+	// (checks.go).
+	Checks ChecksConfig
 }
 
 // ErrRemoved is the Fatal error of a node whose member was removed from
@@ -94,6 +110,7 @@ type Server struct {
 	view     *registry.View
 	api      *api.Server
 	http     *http.Server
+	dns      *dns.Server // nil without DNS
 	leader   *cluster.Leadership
 	stopView context.CancelFunc
 	viewDone chan struct{}
@@ -120,9 +137,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Node.EventLogger == nil {
 		cfg.Node.EventLogger = lg.Named("disk")
 	}
+	if cfg.DNSPacketConn != nil {
+		if _, err := dns.CanonicalDomain(cmp.Or(cfg.DNSDomain, dns.DefaultDomain)); err != nil {
+			closeListeners(cfg)
+			return nil, fmt.Errorf("DNS domain: %w", err)
+		}
+	}
 	n, err := node.Start(ctx, cfg.Node)
 	if err != nil {
-		cfg.Listener.Close()
+		closeListeners(cfg)
 		return nil, err
 	}
 	metrics := prometheus.NewRegistry()
@@ -133,7 +156,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
 		// Requests caught by a leader change are retried as soon as this
 		// member knows the new leader (registry/retry.go).
-		Leadership: n,
+		Leadership:    n,
+		NamingPrefix:  cfg.GRPCNamingPrefix,
+		CheckFailover: checkFailover(cfg.Node),
 	})
 	view := registry.NewView(store, registry.ViewOptions{MemberID: n.ID()})
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -161,7 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		stopView()
 		<-viewDone
 		n.Close()
-		cfg.Listener.Close()
+		closeListeners(cfg)
 		return nil, ctx.Err()
 	}
 	info := cluster.NewInfo(n)
@@ -183,6 +208,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:    lg.Named("compactor"),
 		Metrics:   metrics,
 	}).Run)
+	leader.OnLead(newChecker(cfg, store, view, n, lg, metrics).Run)
 	registerBackendMetrics(metrics, n)
 	admin := cluster.NewAdmin(n)
 	a := api.New(api.Config{
@@ -240,6 +266,23 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		mc.Interval, mc.MinFree = cfg.MaintenanceInterval, cfg.DefragMinFree
 		n.RunMaintenance(maintCtx, mc)
 	}()
+	if cfg.DNSPacketConn != nil {
+		// Checked above; nothing else can fail here.
+		s.dns, err = dns.Start(dns.Config{
+			View:       view,
+			Domain:     cfg.DNSDomain,
+			TTL:        cfg.DNSTTL,
+			PacketConn: cfg.DNSPacketConn,
+			Listener:   cfg.DNSListener,
+			Logger:     lg.Named("dns"),
+			Metrics:    metrics,
+		})
+		if err != nil {
+			lg.Error("dns not started", zap.Error(err))
+			cfg.DNSPacketConn.Close()
+			cfg.DNSListener.Close()
+		}
+	}
 	leader.Start()
 	go func() {
 		defer close(s.httpDone)
@@ -278,6 +321,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		zap.String("data-dir", cfg.Node.DataDir),
 	)
 	return s, nil
+}
+
+// closeListeners closes the sockets the caller bound, when Start fails.
+func closeListeners(cfg Config) {
+	cfg.Listener.Close()
+	if cfg.DNSPacketConn != nil {
+		cfg.DNSPacketConn.Close()
+		cfg.DNSListener.Close()
+	}
 }
 
 // storageRefusal turns the disk guard's verdict into the error a refused
@@ -347,7 +399,8 @@ func (s *Server) View() *registry.View { return s.view }
 //     requests that would wait for a leader or retry answer 503
 //     unavailable at once (their clients go to another member);
 //  2. the REST listener closes and requests in flight finish (each is
-//     bounded by the store's timeout; ctx bounds the whole wait);
+//     bounded by the store's timeout; ctx bounds the whole wait), then
+//     the DNS sockets close (answers being written finish);
 //  3. leader-only work stops and is waited for;
 //  4. a leader hands leadership to the most caught-up voter
 //     (node.HandOver, at most two election timeouts), so the next leader
@@ -368,6 +421,9 @@ func (s *Server) Close(ctx context.Context) error {
 			s.http.Close()
 		}
 		<-s.httpDone
+		if e := s.closeDNS(ctx); e != nil && err == nil {
+			err = e
+		}
 		s.leader.Stop()
 		s.stopMaint()
 		<-s.maintDone
@@ -378,6 +434,15 @@ func (s *Server) Close(ctx context.Context) error {
 		s.lg.Info("regd node stopped", zap.String("name", s.node.Name()), zap.Duration("took", time.Since(began)))
 	})
 	return err
+}
+
+// closeDNS stops the DNS server, if there is one: its sockets close, and
+// answers being written finish.
+func (s *Server) closeDNS(ctx context.Context) error {
+	if s.dns == nil {
+		return nil
+	}
+	return s.dns.Close(ctx)
 }
 
 // handOver moves leadership away from this member if it leads, and logs
@@ -407,6 +472,7 @@ func (s *Server) Kill() {
 		s.api.Close()
 		s.http.Close()
 		<-s.httpDone
+		_ = s.closeDNS(context.Background())
 		s.leader.Stop()
 		s.stopMaint()
 		<-s.maintDone

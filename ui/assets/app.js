@@ -120,18 +120,31 @@ function Empty({ children }) {
 
 // Dialog is a modal <dialog>: focus moves into it, Escape closes it, and
 // focus returns to where it was.
+//
+// onClose hears only closes the person made (Escape), never the page's
+// own: the browser fires a dialog's close event in a task of its own, queued
+// when the dialog closes, and input runs before such tasks on a busy
+// machine. A dialog the page closed (its action done) would otherwise
+// report its close after a click that opened the next dialog, and close
+// that one (TestBrowserDrain). So the listener lives only while the dialog
+// is mounted, and goes before the page closes it.
 function Dialog({ title, onClose, children, labelledBy }) {
   const ref = useRef();
+  const closed = useRef(onClose);
+  closed.current = onClose;
   useEffect(() => {
     const d = ref.current;
     const before = document.activeElement;
+    const onCloseEvent = () => closed.current();
+    d.addEventListener('close', onCloseEvent);
     if (!d.open) d.showModal();
     return () => {
+      d.removeEventListener('close', onCloseEvent);
       if (d.open) d.close();
       if (before && before.focus && document.contains(before)) before.focus();
     };
   }, []);
-  return html`<dialog ref=${ref} aria-labelledby=${labelledBy} onClose=${onClose}>
+  return html`<dialog ref=${ref} aria-labelledby=${labelledBy}>
     <h2 id=${labelledBy}>${title}</h2>
     ${children}
   </dialog>`;
@@ -179,17 +192,28 @@ function TokenDialog({ current, onDone, onClose }) {
 }
 
 // Confirm asks before a write. The safe choice (Cancel) has the focus.
-function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose }) {
+// Escape still closes it while the request runs (a drain may wait up to a
+// minute for its handshake); the request goes on, onConfirm reports its
+// outcome, and a failure then goes to notify, since the dialog that would
+// have shown it is gone. A closed Confirm never calls onClose again: by
+// then another dialog may be open.
+function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose, notify }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
+  const mounted = useRef(true);
+  useEffect(() => () => { mounted.current = false; }, []);
   async function submit(e) {
     e.preventDefault();
     setBusy(true);
     setError(null);
     try {
       await onConfirm(new FormData(e.currentTarget));
-      onClose();
+      if (mounted.current) onClose();
     } catch (err) {
+      if (!mounted.current) {
+        notify(`${title.replace(/\?$/, '')} failed: ${err.message}`);
+        return;
+      }
       setError(err);
       setBusy(false);
     }
@@ -208,6 +232,13 @@ function Confirm({ title, children, confirmLabel, danger, onConfirm, onClose }) 
 
 // ---------------------------------------------------------------- overview
 
+// What each etcd alarm means for a person looking at the cluster
+// (docs/operations.md, "Alarms").
+const ALARM_HELP = {
+  NOSPACE: 'Every member refuses writes (503 storage_full) until it is cleared; reads, heartbeats and watches go on. The disk guard or the automatic defragmentation clears it once there is room.',
+  CORRUPT: 'The members’ data disagree: this node is not ready until an operator has looked at it.',
+};
+
 function Overview({ onToken }) {
   const [st, setSt] = useState({ loading: true });
   usePoll(async signal => {
@@ -220,6 +251,7 @@ function Overview({ onToken }) {
     setSt({
       cluster: cluster.value, clusterError: cluster.reason,
       ready: ready.status === 'fulfilled', readyError: ready.reason,
+      readyAlarms: (ready.value && Array.isArray(ready.value.alarms)) ? ready.value.alarms : [],
       services: services.value, servicesError: services.reason,
     });
   }, 5000, []);
@@ -230,7 +262,10 @@ function Overview({ onToken }) {
   const hasUp = svcs && svcs.some(s => typeof s.up === 'number');
   const up = hasUp ? svcs.reduce((n, s) => n + (s.up || 0), 0) : null;
   const hasLearners = c && c.members && c.members.some(m => 'is_learner' in m);
+  const learners = hasLearners ? c.members.filter(m => m.is_learner).length : 0;
   const alarms = c && Array.isArray(c.alarms) ? c.alarms : null;
+  const alarmText = a => (typeof a === 'string' ? a : Object.entries(a).map(([k, v]) => `${k}: ${v}`).join(', '));
+  const alarmTypes = alarms ? [...new Set(alarms.map(a => alarmText(a).split(' ')[0]))] : [];
   const err = st.clusterError && !isAbort(st.clusterError) ? st.clusterError : null;
 
   return html`<section aria-labelledby="page-title">
@@ -239,31 +274,38 @@ function Overview({ onToken }) {
     ${err ? html`<${Problem} error=${err} onToken=${onToken} />` : null}
     ${!st.loading ? html`<dl class="facts">
       <div><dt>Readiness</dt><dd data-field="readiness">${st.ready
-        ? html`<span class="pill ok">Ready</span>`
+        ? html`<span class="pill ok">Ready</span>${st.readyAlarms.length > 0 ? html` <span class="why" title=${st.readyAlarms.join(', ')}>with ${[...new Set(st.readyAlarms.map(a => String(a).split(' ')[0]))].join(', ')}</span>` : null}`
         : html`<span class="pill bad">Not ready</span> <span class="why">${st.readyError ? st.readyError.message : ''}</span>`}</dd></div>
       ${c ? html`
         <div><dt>This node</dt><dd data-field="node">${c.node}</dd></div>
         <div><dt>Leader</dt><dd data-field="leader">${c.leader || html`<span class="pill bad">none</span>`}</dd></div>
         <div><dt>Term</dt><dd>${c.term}</dd></div>
-        <div><dt>Revision</dt><dd data-field="revision">${c.revision}</dd></div>` : null}
+        <div><dt>Revision</dt><dd data-field="revision">${c.revision}</dd></div>
+        <div><dt>Members</dt><dd data-field="members">${c.members.length}${learners > 0 ? html` <span class="muted">(${learners} learner${learners === 1 ? '' : 's'})</span>` : null}</dd></div>` : null}
       ${svcs ? html`
         <div><dt>Services</dt><dd data-field="services">${svcs.length}</dd></div>
         <div><dt>Instances</dt><dd data-field="instances">${total}${hasUp ? html` <span class="muted">(${up} up)</span>` : null}</dd></div>` : null}
     </dl>` : null}
     ${alarms ? html`<h2>Alarms</h2>${alarms.length === 0
-      ? html`<p class="muted" data-field="alarms">None.</p>`
-      : html`<ul class="alarms" data-field="alarms">${alarms.map(a => html`<li class="pill bad">${typeof a === 'string' ? a : Object.entries(a).map(([k, v]) => `${k}: ${v}`).join(', ')}</li>`)}</ul>`}` : null}
+      ? html`<p class="muted" data-field="alarms" data-count="0">None raised.</p>`
+      : html`<div class="problem" role="alert" data-field="alarms" data-count=${alarms.length}>
+          <ul class="alarms">${alarms.map(a => html`<li class="pill bad">${alarmText(a)}</li>`)}</ul>
+          ${alarmTypes.map(t => ALARM_HELP[t] ? html`<p key=${t}><strong>${t}</strong>: ${ALARM_HELP[t]}</p>` : null)}
+        </div>`}` : null}
     ${c ? html`<h2>Members</h2>
       <table class="grid" aria-label="Members">
         <thead><tr><th scope="col">Name</th><th scope="col">ID</th><th scope="col">Role</th><th scope="col">Peer URLs</th><th scope="col">Client URLs</th></tr></thead>
-        <tbody>${c.members.map(m => html`<tr key=${m.id} data-member=${m.name}>
-          <td data-label="Name">${m.name || html`<span class="muted">(not started)</span>`}${m.name === c.node ? html` <span class="muted">(this node)</span>` : null}</td>
+        <tbody>${c.members.map(m => {
+          const role = m.is_leader ? 'leader' : m.is_learner ? 'learner' : 'follower';
+          return html`<tr key=${m.id} data-member=${m.name} data-member-id=${m.id} data-role=${role}>
+          <td data-label="Name">${m.name || html`<span class="muted" title="added, not started yet">(not started)</span>`}${m.name && m.name === c.node ? html` <span class="muted">(this node)</span>` : null}</td>
           <td data-label="ID"><code>${m.id}</code></td>
-          <td data-label="Role">${m.is_leader ? html`<span class="pill ok">leader</span>`
-            : hasLearners && m.is_learner ? html`<span class="pill warn">learner</span>` : 'follower'}</td>
+          <td data-label="Role">${role === 'leader' ? html`<span class="pill ok">leader</span>`
+            : role === 'learner' ? html`<span class="pill warn" title="a non-voting member catching up; promote it to make it vote">learner</span>` : 'follower'}</td>
           <td data-label="Peer URLs">${(m.peer_urls || []).join(', ')}</td>
           <td data-label="Client URLs">${(m.client_urls || []).join(', ')}</td>
-        </tr>`)}</tbody>
+        </tr>`;
+        })}</tbody>
       </table>` : null}
   </section>`;
 }
@@ -298,7 +340,8 @@ function Services({ onToken }) {
 
   const list = st.list || [];
   const shown = filter ? list.filter(s => s.name.toLowerCase().includes(filter.toLowerCase())) : list;
-  const hasUp = list.some(s => typeof s.up === 'number');
+  // `up` came with the instance lifecycle: every service has it, or none.
+  const hasUp = list.length > 0 && list.every(s => typeof s.up === 'number');
   return html`<section aria-labelledby="page-title">
     <h1 id="page-title" tabindex="-1">Services</h1>
     ${st.error ? html`<${Problem} error=${st.error} onToken=${onToken} />` : null}
@@ -314,11 +357,13 @@ function Services({ onToken }) {
         <span class="muted" aria-live="polite">${shown.length} of ${list.length} services · revision ${st.revision}</span>
       </div>
       <table class="grid" aria-label="Services">
-        <thead><tr><th scope="col">Service</th><th scope="col" class="num">Instances</th>${hasUp ? html`<th scope="col" class="num">Up</th>` : null}</tr></thead>
+        <thead><tr><th scope="col">Service</th><th scope="col" class="num">${hasUp ? 'Up / total' : 'Instances'}</th></tr></thead>
         <tbody>${shown.map(s => html`<tr key=${s.name} data-service=${s.name}>
           <td data-label="Service"><a href=${serviceHref(s.name)}>${s.name}</a></td>
-          <td data-label="Instances" class="num" data-field="instances">${s.instances}</td>
-          ${hasUp ? html`<td data-label="Up" class="num" data-field="up">${typeof s.up === 'number' ? s.up : ''}</td>` : null}
+          ${hasUp ? html`<td data-label="Up / total" class="num">
+              <span class=${s.up < s.instances ? 'pill ' + (s.up === 0 ? 'bad' : 'warn') : ''} title=${s.up < s.instances ? `${s.instances - s.up} not up (draining or out of service)` : undefined}><span data-field="up">${s.up}</span> / <span data-field="instances">${s.instances}</span></span>
+            </td>`
+            : html`<td data-label="Instances" class="num" data-field="instances">${s.instances}</td>`}
         </tr>`)}</tbody>
       </table>
       ${shown.length === 0 ? html`<${Empty}>No service name contains “${filter}”.<//>` : null}` : null}
@@ -334,11 +379,78 @@ const STATES = {
   stopped: ['Stopped', 'bad'],
 };
 
+// An instance's status as the API names it: up (in discovery answers),
+// draining (finishing its work, no new traffic), out_of_service.
+const STATUS_TONE = { up: 'ok', draining: 'warn', out_of_service: 'bad' };
+
+// handshake reads the drain handshake's answer to a write sent with
+// ?wait_observed: X-Regd-Observed "<delivered>/<subscribers>" (the watch
+// streams and blocking queries the change concerned, and how many were
+// written it in time) and X-Regd-Observed-Members "<answered>/<members>"
+// (the voting members that reported back; a silent one adds to neither
+// count above). null when the answer has no handshake (no wait).
+function handshake(headers, wait) {
+  const pair = v => {
+    const m = /^(\d+)\/(\d+)$/.exec((v || '').trim());
+    return m ? [Number(m[1]), Number(m[2])] : null;
+  };
+  const obs = pair(headers.get('X-Regd-Observed'));
+  if (!obs) return null;
+  const mem = pair(headers.get('X-Regd-Observed-Members')) || [null, null];
+  const hs = { delivered: obs[0], subscribers: obs[1], answered: mem[0], members: mem[1], wait };
+  hs.allSubscribers = hs.delivered >= hs.subscribers;
+  hs.allMembers = hs.members === null || hs.answered >= hs.members;
+  return hs;
+}
+
+// handshakeText says in a sentence how far the change got.
+function handshakeText(hs) {
+  const counts = `(${hs.delivered}/${hs.subscribers} subscribers` + (hs.members === null ? ')' : `, ${hs.answered}/${hs.members} members)`);
+  if (hs.subscribers === 0 && hs.allMembers) return `No watch stream or blocking query was following it ${counts}.`;
+  if (hs.allSubscribers && hs.allMembers) return `Every subscriber was sent the change ${counts}.`;
+  if (!hs.allMembers) return `Not every member answered within ${hs.wait}: subscribers on the silent ones are not counted ${counts}.`;
+  return `Only ${hs.delivered} of ${hs.subscribers} subscribers were sent the change within ${hs.wait} ${counts}.`;
+}
+
+function Handshake({ hs }) {
+  const ok = hs.allSubscribers && hs.allMembers;
+  return html`<span class=${'pill ' + (ok ? 'ok' : 'warn')} data-field="handshake" title=${handshakeText(hs)}
+      data-delivered=${hs.delivered} data-subscribers=${hs.subscribers} data-answered=${hs.answered ?? ''} data-members=${hs.members ?? ''}>
+    seen by ${hs.delivered}/${hs.subscribers}${hs.members === null ? '' : html` · members ${hs.answered}/${hs.members}`}
+  </span>`;
+}
+
+// Health shows the check the registry runs for an instance, when it has one.
+function Health({ inst }) {
+  const h = inst.health;
+  const c = inst.check || {};
+  const kind = ['http', 'tcp', 'grpc'].find(k => c[k]);
+  const target = kind ? `${kind.toUpperCase()} check of ${c[kind]}${c.interval ? ' every ' + c.interval : ''}` : '';
+  if (!h) return html`<span class="muted" title=${target}>${kind ? 'not checked yet' : 'no check'}</span>`;
+  const title = [target, h.checked_at ? 'last checked ' + fmtTime(h.checked_at) : '', h.output || ''].filter(Boolean).join('\n');
+  const fails = h.consecutive_failures > 0 ? ` ${h.consecutive_failures}${c.failures ? '/' + c.failures : ''}` : '';
+  return html`<span class=${'pill ' + (h.status === 'passing' ? 'ok' : 'bad')} title=${title} data-field="health">${h.status}${fails}</span>`;
+}
+
+// WaitSelect is the handshake's wait, offered with every write that has one.
+function WaitSelect() {
+  return html`<label for="wait-observed">Wait until every subscriber (watch streams, blocking queries, on every member) has been sent the change, up to</label>
+    <select id="wait-observed" name="wait">
+      <option value="0s">no wait</option><option value="5s">5 s</option><option value="10s" selected>10 s</option>
+      <option value="30s">30 s</option><option value="60s">60 s</option>
+    </select>`;
+}
+
 function Service({ name, canWrite, features, onToken, notify }) {
   const [insts, setInsts] = useState(null);
   const [conn, setConn] = useState({ state: 'connecting' });
   const [recent, setRecent] = useState([]);
   const [action, setAction] = useState(null);
+  // The handshakes of this page's own writes, by the change they made
+  // ("update:<id>:<revision>", "deregister:<id>:<revision>"), shown beside
+  // that change in the list below, whichever of the answer and the event
+  // arrives first.
+  const [handshakes, setHandshakes] = useState(() => new Map());
 
   useEffect(() => {
     setInsts(null);
@@ -363,33 +475,44 @@ function Service({ name, canWrite, features, onToken, notify }) {
           else m.set(inst.id, inst);
           return m;
         });
-        setRecent(prev => [{ key: ev.id + ':' + inst.id + ':' + ev.type, type: ev.type, id: inst.id, at: new Date() }, ...prev].slice(0, 20));
+        setRecent(prev => [{
+          key: ev.id + ':' + inst.id + ':' + ev.type, type: ev.type, id: inst.id, at: new Date(),
+          status: inst.status, weight: inst.weight, change: ev.type + ':' + inst.id + ':' + inst.revision,
+        }, ...prev].slice(0, 20));
       },
     });
   }, [name, features.lifecycle]);
 
   const list = insts ? [...insts.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)) : [];
   const has = f => list.some(i => i[f] !== undefined && i[f] !== null);
-  const cols = { status: has('status'), weight: has('weight'), health: has('health') };
+  const cols = { status: has('status'), weight: has('weight'), health: has('health') || has('check') };
   const [label, tone] = STATES[conn.state] || [conn.state, 'warn'];
 
-  async function deregister(inst) {
-    await request('DELETE', instancePath(name, inst.id));
-    notify(`Deregistered ${name}/${inst.id}.`);
+  function remember(change, hs) {
+    if (hs) setHandshakes(prev => new Map(prev).set(change, hs));
+  }
+  // ?wait_observed came with the lifecycle (PATCH); without a form (an
+  // older regd) a write does not ask for the handshake.
+  const waitQuery = form => {
+    const wait = form && form.get('wait');
+    return wait ? [wait, '?wait_observed=' + encodeURIComponent(wait)] : ['', ''];
+  };
+  async function deregister(inst, form) {
+    const [wait, q] = waitQuery(form);
+    const r = await request('DELETE', instancePath(name, inst.id) + q);
+    const hs = handshake(r.headers, wait);
+    // The deregister event carries the instance as it was: its revision.
+    remember('deregister:' + inst.id + ':' + inst.revision, hs);
+    notify(`Deregistered ${name}/${inst.id}.` + (hs ? ' ' + handshakeText(hs) : ''));
   }
   async function setStatus(inst, status, form) {
-    const wait = form.get('wait') || '0s';
-    const r = await request('PATCH', instancePath(name, inst.id) + '?wait_observed=' + encodeURIComponent(wait), {
+    const [wait, q] = waitQuery(form);
+    const r = await request('PATCH', instancePath(name, inst.id) + q, {
       body: { status }, contentType: 'application/merge-patch+json',
     });
-    const observed = r.headers.get('X-Regd-Observed');
-    let msg = `${name}/${inst.id} is now ${status}.`;
-    if (observed) {
-      const [d, n] = observed.split('/').map(Number);
-      msg += d >= n ? ` Seen by all ${n} subscribers (${observed}).`
-        : ` Only ${d} of ${n} subscribers confirmed within ${wait} (${observed}).`;
-    }
-    notify(msg);
+    const hs = handshake(r.headers, wait);
+    remember('update:' + inst.id + ':' + (r.data && r.data.revision), hs);
+    notify(`${name}/${inst.id} is now ${status}.` + (hs ? ' ' + handshakeText(hs) : ''));
   }
 
   return html`<section aria-labelledby="page-title">
@@ -397,7 +520,7 @@ function Service({ name, canWrite, features, onToken, notify }) {
     <h1 id="page-title" tabindex="-1">${name}</h1>
     <div class="toolbar">
       <span class=${'pill ' + tone} data-field="stream" data-state=${conn.state} role="status">${label}</span>
-      <span class="muted">${insts ? `${list.length} instance${list.length === 1 ? '' : 's'}` : ''}</span>
+      <span class="muted" data-field="counts">${insts ? `${list.length} instance${list.length === 1 ? '' : 's'}` : ''}${insts && cols.status ? `, ${list.filter(i => i.status === 'up').length} up` : ''}</span>
       <a href=${'#/expirations?service=' + encodeURIComponent(name)}>Expiry reports of ${name}</a>
     </div>
     ${conn.error && conn.state !== 'live' ? html`<${Problem} error=${conn.error} onToken=${onToken} />` : null}
@@ -414,11 +537,10 @@ function Service({ name, canWrite, features, onToken, notify }) {
       <tbody>${list.map(i => html`<tr key=${i.id} data-instance-id=${i.id} data-status=${i.status || ''}>
         <td data-label="ID"><code>${i.id}</code></td>
         <td data-label="Address"><code>${i.address}</code></td>
-        ${cols.status ? html`<td data-label="Status"><span class=${'pill ' + (i.status === 'up' || !i.status ? 'ok' : 'warn')}>${i.status || 'up'}</span></td>` : null}
-        ${cols.weight ? html`<td data-label="Weight" class="num">${i.weight}</td>` : null}
-        ${cols.health ? html`<td data-label="Health">${i.health
-          ? html`<span class=${'pill ' + (i.health.status === 'passing' ? 'ok' : 'bad')} title=${i.health.output || ''}>${i.health.status}</span>`
-          : html`<span class="muted">no check</span>`}</td>` : null}
+        ${cols.status ? html`<td data-label="Status"><span class=${'pill ' + (STATUS_TONE[i.status || 'up'] || 'warn')} data-field="status">${i.status || 'up'}</span></td>` : null}
+        ${cols.weight ? html`<td data-label="Weight" class="num" data-field="weight"
+            title=${i.weight === 0 ? 'weight 0: no share of traffic (left out of DNS SRV answers)' : undefined}>${i.weight ?? ''}</td>` : null}
+        ${cols.health ? html`<td data-label="Health"><${Health} inst=${i} /></td>` : null}
         <td data-label="Metadata"><${Metadata} md=${i.metadata} /></td>
         <td data-label="TTL" class="num">${i.ttl ? i.ttl + ' s' : html`<span class="muted" title="a key without a lease">none</span>`}</td>
         <td data-label="Registered"><${Time} value=${i.registered_at} /></td>
@@ -432,24 +554,23 @@ function Service({ name, canWrite, features, onToken, notify }) {
       </tr>`)}</tbody>
     </table>` : null}
     ${recent.length > 0 ? html`<h2>Changes seen on this page</h2>
-      <ol class="recent" aria-label="Changes seen on this page">${recent.map(r => html`<li key=${r.key}>
+      <ol class="recent" aria-label="Changes seen on this page">${recent.map(r => html`<li key=${r.key} data-change=${r.change}>
         <time>${fmtTime(r.at)}</time> <span class=${'pill ' + (r.type === 'expire' ? 'bad' : r.type === 'register' ? 'ok' : 'warn')}>${r.type}</span> <code>${r.id}</code>
+        ${r.type === 'update' && r.status ? html` <span class="muted">now ${r.status}${r.weight !== undefined ? `, weight ${r.weight}` : ''}</span>` : null}
+        ${handshakes.has(r.change) ? html` <${Handshake} hs=${handshakes.get(r.change)} />` : null}
       </li>`)}</ol>` : null}
     ${action && action.kind === 'deregister' ? html`<${Confirm} title=${'Deregister ' + action.inst.id + '?'} confirmLabel="Deregister" danger
-        onConfirm=${() => deregister(action.inst)} onClose=${() => setAction(null)}>
+        onConfirm=${form => deregister(action.inst, features.patch ? form : null)} onClose=${() => setAction(null)} notify=${notify}>
       <p><code>${name}/${action.inst.id}</code> (<code>${action.inst.address}</code>) disappears from lists and watches at once. It is not reported as an expiry; if its process is still running and heartbeating, its next heartbeat gets 404 and it registers again.</p>
+      ${features.patch ? html`<${WaitSelect} />` : null}
     <//>` : null}
     ${action && (action.kind === 'drain' || action.kind === 'undrain') ? html`<${Confirm}
         title=${(action.kind === 'drain' ? 'Drain ' : 'Undrain ') + action.inst.id + '?'} confirmLabel=${action.kind === 'drain' ? 'Drain' : 'Undrain'}
-        onConfirm=${form => setStatus(action.inst, action.kind === 'drain' ? 'draining' : 'up', form)} onClose=${() => setAction(null)}>
+        onConfirm=${form => setStatus(action.inst, action.kind === 'drain' ? 'draining' : 'up', form)} onClose=${() => setAction(null)} notify=${notify}>
       <p>${action.kind === 'drain'
         ? html`<code>${name}/${action.inst.id}</code> stays registered (its lease and heartbeats go on) but leaves discovery answers, so clients stop sending it new work.`
         : html`<code>${name}/${action.inst.id}</code> returns to discovery answers.`}</p>
-      <label for="wait-observed">Wait until every subscriber has seen the change, up to</label>
-      <select id="wait-observed" name="wait">
-        <option value="0s">no wait</option><option value="5s">5 s</option><option value="10s" selected>10 s</option>
-        <option value="30s">30 s</option><option value="60s">60 s</option>
-      </select>
+      <${WaitSelect} />
     <//>` : null}
   </section>`;
 }
@@ -462,7 +583,13 @@ function Metadata({ md }) {
 
 // ---------------------------------------------------------------- expirations
 
-function Expirations({ service, onToken }) {
+// What an expiry report's cause means (docs/api.md, "Expirations").
+const CAUSES = {
+  ttl: 'its lease’s TTL ran out: heartbeats stopped',
+  check_failed: 'the health check the registry runs failed',
+};
+
+function Expirations({ service, features, onToken }) {
   const [st, setSt] = useState({ loading: true });
   const [input, setInput] = useState(service);
   const [known, setKnown] = useState([]);
@@ -493,7 +620,9 @@ function Expirations({ service, onToken }) {
         await sleep(10000, ctl.signal);
       }
     })();
-    const stream = service ? '/v1/services/' + encodeURIComponent(service) + '/watch' : '/v1/watch';
+    // Every status: a draining instance that expires is reported too, and
+    // a default (up only) stream would not carry its expire event.
+    const stream = (service ? '/v1/services/' + encodeURIComponent(service) + '/watch' : '/v1/watch') + (features.lifecycle ? '?status=any' : '');
     const stop = watch(stream, {
       reset: false,
       onState: () => {},
@@ -503,7 +632,7 @@ function Expirations({ service, onToken }) {
       },
     });
     return () => { ctl.abort(); stop(); };
-  }, [service]);
+  }, [service, features.lifecycle]);
 
   function submit(e) {
     e.preventDefault();
@@ -533,7 +662,8 @@ function Expirations({ service, onToken }) {
         <td data-label="Service"><a href=${serviceHref(x.service)}>${x.service}</a></td>
         <td data-label="ID"><code>${x.id}</code></td>
         <td data-label="Address"><code>${x.address}</code></td>
-        ${hasCause ? html`<td data-label="Cause"><span class="pill bad" title=${x.output || ''}>${x.cause || ''}</span></td>` : null}
+        ${hasCause ? html`<td data-label="Cause"><span class=${'pill ' + (x.cause === 'ttl' ? 'warn' : 'bad')} title=${CAUSES[x.cause] || ''} data-field="cause">${x.cause || ''}</span>${x.output
+          ? html` <span class="why" data-field="output">${x.output}</span>` : null}</td>` : null}
         <td data-label="Reported by">${x.reported_by}</td>
         <td data-label="Revision" class="num">${x.revision}</td>
       </tr>`)}</tbody>
@@ -630,7 +760,7 @@ function App() {
   } else if (session.needToken) {
     page = html`<section aria-labelledby="page-title" class="gate">
       <h1 id="page-title" tabindex="-1">This regd needs a token</h1>
-      <p>Reads need a token here (<code>--auth-reads token</code>). Enter one to see the registry; a read token shows everything, a write token also lets you deregister instances.</p>
+      <p>Reads need a token here (<code>--auth-reads token</code>). Enter one to see the registry; a read token shows everything, a write (or admin) token also lets you drain, undrain and deregister instances.</p>
       <p><button type="button" class="primary" onClick=${openToken} data-action="enter-token">Enter a token</button></p>
     </section>`;
   } else if (!features) {
@@ -640,7 +770,7 @@ function App() {
       case 'overview': page = html`<${Overview} onToken=${openToken} />`; break;
       case 'services': page = html`<${Services} onToken=${openToken} />`; break;
       case 'service': page = html`<${Service} key=${route.service} name=${route.service} canWrite=${canWrite} features=${features} onToken=${openToken} notify=${notify} />`; break;
-      case 'expirations': page = html`<${Expirations} service=${route.service} onToken=${openToken} />`; break;
+      case 'expirations': page = html`<${Expirations} service=${route.service} features=${features} onToken=${openToken} />`; break;
       default: page = html`<section aria-labelledby="page-title"><h1 id="page-title" tabindex="-1">No such page</h1><p><a href="#/">Go to the cluster overview</a></p></section>`;
     }
   }
