@@ -93,7 +93,7 @@ func (fakeCluster) Status(context.Context) (registry.ClusterStatus, error) {
 
 type fakeExpirations struct{}
 
-func (fakeExpirations) Expirations(context.Context, string, int) ([]registry.Expiration, error) {
+func (fakeExpirations) Expirations(context.Context, registry.ExpirationQuery) ([]registry.Expiration, error) {
 	return []registry.Expiration{}, nil
 }
 

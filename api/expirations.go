@@ -22,8 +22,9 @@ const (
 	MaxExpirationsLimit = 10000
 )
 
-// listExpirations is GET /v1/expirations[?service=][&limit=]: the expiry
-// reports, newest first.
+// listExpirations is GET /v1/expirations[?service=][&limit=][&before=]: the
+// expiry reports, newest first; ?before=<revision> pages (registry.
+// Ledger.Expirations: a page never ends inside a revision).
 func (s *Server) listExpirations(c echo.Context) error {
 	service := c.QueryParam("service")
 	if service != "" {
@@ -35,10 +36,14 @@ func (s *Server) listExpirations(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	before, err := expirationsBefore(c.QueryParam("before"))
+	if err != nil {
+		return err
+	}
 	if s.cfg.Expirations == nil {
 		return unavailable("the expiry ledger is not available on this node")
 	}
-	list, err := s.cfg.Expirations.Expirations(c.Request().Context(), service, limit)
+	list, err := s.cfg.Expirations.Expirations(c.Request().Context(), registry.ExpirationQuery{Service: service, Limit: limit, Before: before})
 	if err != nil {
 		return err
 	}
@@ -60,4 +65,21 @@ func expirationsLimit(v string) (int, error) {
 		return 0, invalidParameter("limit %q must be a whole number from 1 (at most %d are returned)", v, MaxExpirationsLimit)
 	}
 	return min(n, MaxExpirationsLimit), nil
+}
+
+// expirationsBefore reads ?before=: absent, 0 (from the newest); else a
+// revision from 1, as etcd's revisions are (one too large for an int64
+// is still a revision above every entry: no bound).
+func expirationsBefore(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(v, "-") {
+		return 0, nil
+	}
+	if err != nil || n < 1 {
+		return 0, invalidParameter("before %q must be a revision, a whole number from 1 (the reports of revisions below it are returned)", v)
+	}
+	return n, nil
 }

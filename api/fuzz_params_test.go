@@ -51,7 +51,7 @@ func (paramView) SubscribeFromList(context.Context, string, registry.Filter) (re
 
 type paramExpirations struct{}
 
-func (paramExpirations) Expirations(context.Context, string, int) ([]registry.Expiration, error) {
+func (paramExpirations) Expirations(context.Context, registry.ExpirationQuery) ([]registry.Expiration, error) {
 	return []registry.Expiration{}, nil
 }
 
@@ -111,6 +111,9 @@ func FuzzQueryParams(f *testing.F) {
 		{4, "limit=100000", ""},
 		{4, "limit=99999999999999999999", ""},
 		{4, "limit=-99999999999999999999", ""},
+		{4, "before=0", ""},
+		{4, "before=17&limit=2", ""},
+		{4, "before=x", ""},
 	} {
 		f.Add(seed.route, seed.query, seed.lei)
 	}
@@ -198,6 +201,14 @@ func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wai
 		if l := q.Get("limit"); l != "" {
 			n, err := strconv.Atoi(l)
 			tooBig := errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(l, "-")
+			if !tooBig && (err != nil || n < 1) {
+				return true, 0
+			}
+		}
+		// before: a revision from 1; one beyond int64 bounds nothing.
+		if b := q.Get("before"); b != "" {
+			n, err := strconv.ParseInt(b, 10, 64)
+			tooBig := errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(b, "-")
 			if !tooBig && (err != nil || n < 1) {
 				return true, 0
 			}

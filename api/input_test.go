@@ -12,11 +12,13 @@ import (
 	"github.com/regd/regd/registry"
 )
 
-// limitRecorder remembers the limit the API asked the ledger for.
-type limitRecorder struct{ limit atomic.Int64 }
+// limitRecorder remembers the limit (and the before) the API asked the
+// ledger for.
+type limitRecorder struct{ limit, before atomic.Int64 }
 
-func (r *limitRecorder) Expirations(_ context.Context, _ string, limit int) ([]registry.Expiration, error) {
-	r.limit.Store(int64(limit))
+func (r *limitRecorder) Expirations(_ context.Context, q registry.ExpirationQuery) ([]registry.Expiration, error) {
+	r.limit.Store(int64(q.Limit))
+	r.before.Store(q.Before)
 	return []registry.Expiration{}, nil
 }
 
@@ -61,6 +63,50 @@ func TestExpirationsLimit(t *testing.T) {
 			}
 		case status != http.StatusOK || ledger.limit.Load() != tc.want:
 			t.Errorf("%q: %d, the ledger was asked for %d; want 200 and %d", tc.query, status, ledger.limit.Load(), tc.want)
+		}
+	}
+}
+
+// TestExpirationsBefore: ?before= is a revision from 1 (one beyond int64
+// bounds nothing); anything else is 400 invalid_parameter, the ledger
+// untouched.
+func TestExpirationsBefore(t *testing.T) {
+	ledger := &limitRecorder{}
+	cfg := withFakes(api.Config{})
+	cfg.Expirations = ledger
+	ts := httptest.NewServer(api.New(cfg).Handler())
+	t.Cleanup(ts.Close)
+
+	for _, tc := range []struct {
+		query string
+		want  int64 // -1: 400
+	}{
+		{"", 0},
+		{"before=", 0},
+		{"before=1", 1},
+		{"before=123456", 123456},
+		{"before=9223372036854775807", 9223372036854775807},
+		{"before=99999999999999999999", 0},
+		{"before=0", -1},
+		{"before=-5", -1},
+		{"before=-99999999999999999999", -1},
+		{"before=abc", -1},
+		{"before=1.5", -1},
+		{"before=1e3", -1},
+	} {
+		ledger.limit.Store(-1)
+		ledger.before.Store(-1)
+		status, _, body := call(t, http.MethodGet, ts.URL+"/v1/expirations?"+tc.query, "", "")
+		switch {
+		case tc.want == -1:
+			if code, _ := decodeErrorBody(t, body); status != http.StatusBadRequest || code != registry.CodeInvalidParameter {
+				t.Errorf("%q: %d %s, want 400 invalid_parameter", tc.query, status, body)
+			}
+			if ledger.limit.Load() != -1 {
+				t.Errorf("%q: the ledger was read after a 400", tc.query)
+			}
+		case status != http.StatusOK || ledger.before.Load() != tc.want:
+			t.Errorf("%q: %d, the ledger was asked for before=%d; want 200 and %d", tc.query, status, ledger.before.Load(), tc.want)
 		}
 	}
 }

@@ -80,7 +80,7 @@ type Cluster interface {
 
 // Expirations reads the expiry ledger.
 type Expirations interface {
-	Expirations(ctx context.Context, service string, limit int) ([]registry.Expiration, error)
+	Expirations(ctx context.Context, q registry.ExpirationQuery) ([]registry.Expiration, error)
 }
 
 // DefaultMaxBodyBytes caps request bodies. A registration is at most a few

@@ -19,6 +19,13 @@ type ReporterConfig struct {
 	Logger    *zap.Logger
 	Metrics   prometheus.Registerer
 	Retention int // ledger entries kept; 0: registry.DefaultExpiryRetention
+	// Leases, when set, is the member's lessor, sampled for the leases'
+	// deadlines (deadlines.go): entries then carry the deadline, and
+	// regd_expiry_lag_seconds measures deadline → durable report.
+	Leases LeaseClock
+	// MaxTxnOps is the member's --max-txn-ops; the consumer's commits use
+	// three quarters of it. 0: etcd's default, 128.
+	MaxTxnOps int
 }
 
 // Reporter reports each expired instance exactly once, cluster-wide. It runs
@@ -38,6 +45,7 @@ type Reporter struct {
 	lg       *zap.Logger
 	expired  *prometheus.CounterVec
 	lag      prometheus.Histogram
+	deadline prometheus.Histogram
 	replayed prometheus.Counter
 	unmarked prometheus.Counter
 }
@@ -70,6 +78,13 @@ func NewReporter(cfg ReporterConfig) *Reporter {
 			Help:    "Time from the leader seeing an instance's deletion to its expiry report being durable.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		deadline: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "regd_expiry_lag_seconds",
+			Help: "Time from an instance's lease deadline (its last renewal + TTL, as the leader's lessor knew it, to within a second) to its expiry report being durable. Expiries whose deadline the reporting leader had not sampled (it took over after the lease ran out) are not counted.",
+			// From the lessor's 500 ms checks to a mass expiry's queue
+			// (etcd revokes at most 1,000 leases a second).
+			Buckets: []float64{.25, .5, .75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600},
+		}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regd_expiry_reconciled_total",
 			Help: "Expiries found by reconciling from the state at the compaction revision because their history had been compacted.",
@@ -80,14 +95,14 @@ func NewReporter(cfg ReporterConfig) *Reporter {
 		}),
 	}
 	if cfg.Metrics != nil {
-		cfg.Metrics.MustRegister(r.expired, r.lag, r.replayed, r.unmarked)
+		cfg.Metrics.MustRegister(r.expired, r.lag, r.deadline, r.replayed, r.unmarked)
 	}
 	return r
 }
 
 // Expirations serves the ledger, newest first.
-func (r *Reporter) Expirations(ctx context.Context, service string, limit int) ([]registry.Expiration, error) {
-	return r.cfg.Ledger.Expirations(ctx, service, limit)
+func (r *Reporter) Expirations(ctx context.Context, q registry.ExpirationQuery) ([]registry.Expiration, error) {
+	return r.cfg.Ledger.Expirations(ctx, q)
 }
 
 // Run reports expiries until ctx ends (this member stops leading).
@@ -98,12 +113,23 @@ func (r *Reporter) Run(ctx context.Context) {
 	defer wg.Wait()
 	wg.Go(func() { r.trim(ctx) })
 
-	consumer := r.cfg.Ledger.NewConsumer(registry.ConsumerOptions{
+	opts := registry.ConsumerOptions{
 		ReportedBy: r.cfg.Node.Name(),
 		Logger:     r.lg,
 		Reported:   r.reported,
 		Unmarked:   func(int64) { r.unmarked.Inc() },
-	})
+		MaxOps:     r.cfg.MaxTxnOps * 3 / 4,
+	}
+	if r.cfg.Leases != nil {
+		d := newDeadlines(r.cfg.Leases)
+		wg.Go(func() { d.run(ctx) })
+		opts.Leased = func(lease int64) { d.track(lease, time.Now()) }
+		opts.Deadline = func(lease int64) (time.Time, bool) {
+			at, _, ok := d.deadline(lease)
+			return at, ok
+		}
+	}
+	consumer := r.cfg.Ledger.NewConsumer(opts)
 	// A pause that lasts (storage full: the ledger is a write) is logged
 	// when it starts and then once a minute, not at every retry.
 	var lastErr string
@@ -151,6 +177,9 @@ func (r *Reporter) reported(rep registry.Report) {
 	lag := time.Since(rep.Seen)
 	r.expired.WithLabelValues(rep.Service).Inc()
 	r.lag.Observe(lag.Seconds())
+	if rep.Deadline != nil && !rep.Reconciled {
+		r.deadline.Observe(time.Since(*rep.Deadline).Seconds())
+	}
 	if rep.Reconciled {
 		r.replayed.Inc()
 	}

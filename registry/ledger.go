@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -98,40 +99,64 @@ func (l *Ledger) CompactHistory(ctx context.Context, target int64) (int64, error
 	return target, nil
 }
 
-// Expirations reads the ledger, newest first, optionally for one service,
-// at most limit entries.
-func (l *Ledger) Expirations(ctx context.Context, service string, limit int) ([]Expiration, error) {
+// Expirations reads the ledger, newest first: at most q.Limit entries,
+// of q.Service when set, below revision q.Before when set. A page never
+// ends inside a revision (several instances on one lease expire at one
+// revision): when the limit would cut one, the page ends before it, so
+// that the next page, Before its last entry's revision, misses nothing; a
+// single revision with more entries than the limit is returned whole.
+func (l *Ledger) Expirations(ctx context.Context, q ExpirationQuery) ([]Expiration, error) {
 	ctx, cancel := l.st.withTimeout(ctx)
 	defer cancel()
 	out := []Expiration{}
+	if q.Limit <= 0 {
+		return out, nil
+	}
 	start := l.keys.ExpiryLog()
 	end := clientv3.GetPrefixRangeEnd(start)
-	page := int64(limit)
-	if service != "" && page < 256 {
+	if q.Before > 0 {
+		end = fmt.Sprintf("%s%020d", start, q.Before) // exclusive: entries of revisions below it
+	}
+	page := int64(q.Limit) + 1 // one more: does the limit cut a revision?
+	if q.Service != "" && page < 256 {
 		page = 256 // filtering: read ahead rather than one round trip per match
 	}
-	for len(out) < limit {
+	full := false
+	for !full {
 		resp, err := l.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(page))
 		if err != nil {
 			return nil, AsError(err)
 		}
 		for _, kv := range resp.Kvs {
 			var e Expiration
-			if json.Unmarshal(kv.Value, &e) != nil || (service != "" && e.Service != service) {
+			if json.Unmarshal(kv.Value, &e) != nil || (q.Service != "" && e.Service != q.Service) {
 				continue
 			}
 			if e.Cause == "" {
 				e.Cause = ExpiryCauseTTL // entries of versions before causes
 			}
-			out = append(out, e)
-			if len(out) == limit {
+			if len(out) >= q.Limit && e.Revision != out[len(out)-1].Revision {
+				full = true
 				break
 			}
+			out = append(out, e)
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			break
 		}
 		end = string(resp.Kvs[len(resp.Kvs)-1].Key) // exclusive: continue below the last key read
+	}
+	if len(out) > q.Limit {
+		// The entries past the limit share the revision of the last one
+		// within it: end the page before that revision, unless it is all
+		// the page holds.
+		cut := len(out)
+		for cut > 0 && out[cut-1].Revision == out[len(out)-1].Revision {
+			cut--
+		}
+		if cut > 0 {
+			out = out[:cut]
+		}
 	}
 	return out, nil
 }

@@ -14,8 +14,10 @@ import (
 // would double the raft writes of a register.
 const DefaultCursorIdle = 5 * time.Second
 
-// maxBatchOps keeps one commit well under etcd's MaxTxnOps (128).
-const maxBatchOps = 96
+// defaultMaxOps keeps one commit well under etcd's default MaxTxnOps
+// (128): a commit's transaction holds its operations and the cursor's put,
+// and the nested ones (entries, guarded deletes) must fit what is left.
+const defaultMaxOps = 96
 
 // maxMarkedCache bounds the consumer's memory of leases known to carry a
 // marker; past it the memory starts over (the marker writes it saves are
@@ -35,6 +37,17 @@ type ConsumerOptions struct {
 	// the consumer could attach its marker: deletions of its keys cannot
 	// be told from history and count as explicit (cluster/DESIGN.md).
 	Unmarked func(lease int64)
+	// Leased is told of every lease an instance key was put on (the
+	// consumer sees every registration): the leases whose deadlines are
+	// worth following.
+	Leased func(lease int64)
+	// Deadline, when set, says when a lease was due to run out; the
+	// entry of its expiry carries it (Expiration.Deadline).
+	Deadline func(lease int64) (time.Time, bool)
+	// MaxOps is the most operations of one commit, and of one read of
+	// meta records; 0: 96, which fits etcd's default --max-txn-ops (128).
+	// It must stay a few below the member's --max-txn-ops.
+	MaxOps int
 }
 
 // Report is one expiry just recorded in the ledger.
@@ -64,6 +77,9 @@ type Consumer struct {
 func (l *Ledger) NewConsumer(opts ConsumerOptions) *Consumer {
 	if opts.CursorIdle <= 0 {
 		opts.CursorIdle = DefaultCursorIdle
+	}
+	if opts.MaxOps <= 0 {
+		opts.MaxOps = defaultMaxOps
 	}
 	lg := opts.Logger
 	if lg == nil {
@@ -106,30 +122,74 @@ func (c *Consumer) Run(ctx context.Context) error {
 				}
 			}
 		case resp, ok := <-wch:
+			var evs []*clientv3.Event
+			stop := &resp
+			if ok {
+				evs, stop, ok = gather(wch, resp)
+			}
+			if len(evs) > 0 {
+				var lost, last int64
+				cur, last, lost, err = c.consume(ctx, cur, evs, time.Now())
+				if err != nil {
+					return err
+				}
+				if lost != 0 {
+					return c.reconcile(ctx, cur, lost)
+				}
+				seen = max(seen, last)
+			}
 			if !ok {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return errors.New("history watch closed")
 			}
-			if resp.CompactRevision != 0 {
-				return c.reconcile(ctx, cur, resp.CompactRevision)
-			}
-			if err := resp.Err(); err != nil {
-				return err
-			}
-			if len(resp.Events) == 0 {
+			if stop == nil {
 				continue
 			}
-			var lost, last int64
-			cur, last, lost, err = c.consume(ctx, cur, resp.Events, time.Now())
-			if err != nil {
+			if stop.CompactRevision != 0 {
+				return c.reconcile(ctx, cur, stop.CompactRevision)
+			}
+			if err := stop.Err(); err != nil {
 				return err
 			}
-			if lost != 0 {
-				return c.reconcile(ctx, cur, lost)
+		}
+	}
+}
+
+// maxConsumeEvents bounds the events one consume takes up (gather), and
+// gatherWait is how long it waits for the next response: the client's
+// watch hands responses over one at a time through a goroutine of its own,
+// so "nothing queued right now" is often only that goroutine not having
+// run yet.
+const (
+	maxConsumeEvents = 8192
+	gatherWait       = time.Millisecond
+)
+
+// gather returns the events of first and of the responses the watch has
+// delivered since, without waiting for more, up to maxConsumeEvents: while
+// one batch commits, the next piles up, so a mass expiry makes the commits
+// larger rather than the consumer later (etcd sends a synced watcher one
+// response per revision). It stops at a response that is not plain events
+// (a compaction, an error) and returns it as stop, after the events before
+// it; ok is false when the watch closed.
+func gather(wch clientv3.WatchChan, first clientv3.WatchResponse) (evs []*clientv3.Event, stop *clientv3.WatchResponse, ok bool) {
+	for resp := first; ; {
+		if resp.CompactRevision != 0 || resp.Err() != nil {
+			return evs, &resp, true
+		}
+		evs = append(evs, resp.Events...)
+		if len(evs) >= maxConsumeEvents {
+			return evs, nil, true
+		}
+		select {
+		case resp, ok = <-wch:
+			if !ok {
+				return evs, nil, false
 			}
-			seen = max(seen, last)
+		case <-time.After(gatherWait):
+			return evs, nil, true
 		}
 	}
 }
@@ -146,8 +206,8 @@ type cleanup struct {
 // step is one operation of a commit, in revision order.
 type step struct {
 	rev    int64
-	op     clientv3.Op
-	report *Report // set for ledger entries
+	op     clientv3.Op // built by flush for ledger entries
+	report *Report     // set for ledger entries
 }
 
 // consume handles one watch response. It returns the cursor afterwards; the
@@ -176,6 +236,13 @@ func (c *Consumer) consume(ctx context.Context, cur cursor, evs []*clientv3.Even
 		}
 		if err = c.attachMarkers(ctx, ch); err != nil {
 			return
+		}
+		if c.opts.Leased != nil {
+			for _, ic := range ch.Instances {
+				if !ic.Deleted && ic.Now.Valid && ic.Now.Lease != 0 {
+					c.opts.Leased(ic.Now.Lease)
+				}
+			}
 		}
 		for _, r := range Classify(ch) {
 			if r.Cause == CauseExpired {
@@ -222,7 +289,15 @@ func (c *Consumer) prevLost(evs []*clientv3.Event) bool {
 
 // report is the ledger entry of one expiry.
 func (c *Consumer) report(service, id, address string, lease, rev int64, seen time.Time, end LeaseEnd, reconciled bool) Report {
+	var deadline *time.Time
+	if c.opts.Deadline != nil {
+		if t, ok := c.opts.Deadline(lease); ok {
+			t = t.UTC()
+			deadline = &t
+		}
+	}
 	return Report{Expiration: Expiration{
+		Deadline:   deadline,
 		Cause:      end.Cause,
 		Output:     end.Output,
 		Service:    service,
@@ -280,11 +355,7 @@ func (c *Consumer) steps(ctx context.Context, reports []Report, cleanups []clean
 	var steps []step
 	var revokes []int64
 	for i := range reports {
-		op, err := c.l.entryOp(reports[i].Expiration)
-		if err != nil {
-			return nil, nil, err
-		}
-		steps = append(steps, step{rev: reports[i].Revision, op: op, report: &reports[i]})
+		steps = append(steps, step{rev: reports[i].Revision, report: &reports[i]})
 	}
 	done := make(map[string]bool)
 	for _, cl := range cleanups {
@@ -320,12 +391,20 @@ func (mr *metaRead) deleteOp(key string) clientv3.Op {
 	)
 }
 
+// readMetas reads the meta records of keys into into. The reads are
+// serializable, served by this member without a round through raft: this
+// member has applied every revision the consumer has seen (its watch
+// delivered them), so it reads them as they stood then or later, and a
+// record changed after the read fails its delete's compare on the
+// ModRevision read, so it stays. A linearizable read would instead wait
+// behind every lease revocation queued in raft: seconds per read during a
+// mass expiry.
 func (c *Consumer) readMetas(ctx context.Context, keys []string, into map[string]*metaRead) error {
 	for len(keys) > 0 {
-		n := min(len(keys), maxBatchOps)
+		n := min(len(keys), c.opts.MaxOps)
 		ops := make([]clientv3.Op, n)
 		for i, k := range keys[:n] {
-			ops[i] = clientv3.OpGet(k)
+			ops[i] = clientv3.OpGet(k, clientv3.WithSerializable())
 		}
 		resp, err := c.l.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
@@ -342,7 +421,7 @@ func (c *Consumer) readMetas(ctx context.Context, keys []string, into map[string
 	return nil
 }
 
-// flush commits steps in transactions of at most maxBatchOps operations,
+// flush commits steps in transactions of at most MaxOps operations,
 // each guarded by the cursor and writing it: the last one moves it to last;
 // an earlier one, when the steps come from history (replayable), to just
 // before the revision where the next one starts, and otherwise (a
@@ -351,7 +430,7 @@ func (c *Consumer) readMetas(ctx context.Context, keys []string, into map[string
 // caller about the new entries and revokes the leases.
 func (c *Consumer) flush(ctx context.Context, cur cursor, last int64, steps []step, revokes []int64, replayable bool) (cursor, error) {
 	for len(steps) > 0 {
-		n := min(len(steps), maxBatchOps)
+		n := min(len(steps), c.opts.MaxOps)
 		to := last
 		if n < len(steps) {
 			to = cur.rev
@@ -360,7 +439,19 @@ func (c *Consumer) flush(ctx context.Context, cur cursor, last int64, steps []st
 			}
 		}
 		ops := make([]clientv3.Op, n)
-		for i, s := range steps[:n] {
+		now := time.Now().UTC()
+		for i := range steps[:n] {
+			s := &steps[i]
+			if s.report != nil {
+				// Stamped when its commit is built, just before it is
+				// sent: the entry is durable a commit's round trip later.
+				s.report.ReportedAt = &now
+				op, err := c.l.entryOp(s.report.Expiration)
+				if err != nil {
+					return cur, err
+				}
+				s.op = op
+			}
 			ops[i] = s.op
 		}
 		next, resp, err := c.l.commit(ctx, cur, to, ops)

@@ -172,7 +172,7 @@ func (e *ledgerEnv) ledgerIs(want map[expiry]string) error {
 }
 
 func (e *ledgerEnv) checkLedger(want map[expiry]string) error {
-	es, err := e.l.Expirations(e.ctx(), "", 10000)
+	es, err := e.l.Expirations(e.ctx(), registry.ExpirationQuery{Limit: 10000})
 	if err != nil {
 		return err
 	}

@@ -149,11 +149,7 @@ func (c *Consumer) reconcile(ctx context.Context, cur cursor, compactRev int64) 
 		reports = append(reports, c.report(svc, id, m.Address, m.Lease, rev, now, LeaseEnd{Cause: ExpiryCauseTTL}, true))
 	}
 	for i := range reports {
-		op, err := c.l.entryOp(reports[i].Expiration)
-		if err != nil {
-			return err
-		}
-		steps = append(steps, step{rev: rev, op: op, report: &reports[i]})
+		steps = append(steps, step{rev: rev, report: &reports[i]})
 	}
 	c.lg.Warn("history was compacted past the expiry cursor; reconciled from the state at the compaction revision",
 		zap.Int64("cursor", cur.rev), zap.Int64("compact-revision", rev),

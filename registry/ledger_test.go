@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -107,7 +109,7 @@ func TestLedgerReplayReportsNothingTwice(t *testing.T) {
 	if err := e.ledgerIs(want); err != nil {
 		t.Fatal(err)
 	}
-	before, err := e.l.Expirations(ctx, "", 100)
+	before, err := e.l.Expirations(ctx, registry.ExpirationQuery{Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,13 +126,16 @@ func TestLedgerReplayReportsNothingTwice(t *testing.T) {
 	if err := e.ledgerIs(want); err != nil {
 		t.Fatal(err)
 	}
-	after, err := e.l.Expirations(ctx, "", 100)
+	after, err := e.l.Expirations(ctx, registry.ExpirationQuery{Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The same entry is the same JSON (deadline and reported_at are
+	// pointers: compared by value, not address).
 	same := func(x, y registry.Expiration) bool {
-		x.ExpiredAt, y.ExpiredAt = x.ExpiredAt.UTC(), y.ExpiredAt.UTC()
-		return x == y
+		bx, errx := json.Marshal(x)
+		by, erry := json.Marshal(y)
+		return errx == nil && erry == nil && bytes.Equal(bx, by)
 	}
 	if !slices.EqualFunc(before, after[1:], same) {
 		t.Fatalf("the replay changed the entries it found:\nbefore %+v\nafter  %+v", before, after[1:])
@@ -170,4 +175,68 @@ func TestLedgerSplitsALargeRevision(t *testing.T) {
 			t.Fatalf("report %+v not at the revoke's revision %d", r, rev)
 		}
 	}
+}
+
+// TestLedgerPages: ?before= pages through the ledger newest first, every
+// entry once, and a page never ends inside a revision (three instances on
+// one plain lease expire at one revision); entries carry reported_at.
+func TestLedgerPages(t *testing.T) {
+	e := newLedgerEnv(t)
+	e.consume()
+	for i := range 4 {
+		in := e.register("pg", fmt.Sprintf("r%d", i), fmt.Sprintf("10.8.0.%d:80", i), 30)
+		e.revoke(leaseOf(t, in))
+	}
+	plain := e.grant(30)
+	for i := range 3 {
+		e.put(fmt.Sprintf("/service/pg/p%d", i), fmt.Sprintf("10.8.1.%d:80", i), plain)
+	}
+	regdtest.WaitLeaseMarker(t, e.cli, int64(plain))
+	shared := e.revoke(int64(plain))
+	in := e.register("pg", "last", "10.8.2.1:80", 30)
+	e.revoke(leaseOf(t, in))
+	e.barrier("pg")
+	all, err := e.l.Expirations(e.ctx(), registry.ExpirationQuery{Limit: 100})
+	if err != nil || len(all) != 8 {
+		t.Fatalf("ledger: %d entries (%v), want 8", len(all), err)
+	}
+	for limit := 1; limit <= 4; limit++ {
+		var got []registry.Expiration
+		before := int64(0)
+		for page := 0; page < 20; page++ {
+			es, err := e.l.Expirations(e.ctx(), registry.ExpirationQuery{Limit: limit, Before: before})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			last := es[len(es)-1].Revision
+			if len(es) > limit && (es[0].Revision != last || last != shared) {
+				t.Fatalf("limit %d: page of %d entries, more than the limit though not one revision: %+v", limit, len(es), es)
+			}
+			for _, x := range es {
+				if x.ReportedAt == nil || x.ReportedAt.Before(x.ExpiredAt) {
+					t.Fatalf("entry %+v: reported_at missing or before expired_at", x)
+				}
+				if before != 0 && x.Revision >= before {
+					t.Fatalf("limit %d: entry of revision %d on the page before %d", limit, x.Revision, before)
+				}
+			}
+			got = append(got, es...)
+			before = last
+		}
+		if len(got) != len(all) {
+			t.Fatalf("limit %d: paged %d entries, want %d", limit, len(got), len(all))
+		}
+		for i := range got {
+			if keyOfExp(got[i]) != keyOfExp(all[i]) {
+				t.Fatalf("limit %d: entry %d is %s, want %s", limit, i, keyOfExp(got[i]), keyOfExp(all[i]))
+			}
+		}
+	}
+}
+
+func keyOfExp(x registry.Expiration) string {
+	return fmt.Sprintf("%d/%s/%s", x.Revision, x.Service, x.ID)
 }

@@ -83,6 +83,25 @@ type Expiration struct {
 	Cause string `json:"cause"`
 	// Output is the last check's output, for ExpiryCauseCheckFailed.
 	Output string `json:"output,omitempty"`
+	// Deadline is when the lease was due to run out (its last renewal +
+	// TTL) as the leader's lessor knew it, to within a second (etcd
+	// answers the time left in whole seconds); absent when the reporting
+	// leader had not sampled the lease (it became leader after the lease
+	// ran out, the report came from a reconcile, an older regd).
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// ReportedAt is when the leader wrote the entry: the commit that made
+	// it durable started then (absent in entries of older versions).
+	// ReportedAt − Deadline is the expiry's lag.
+	ReportedAt *time.Time `json:"reported_at,omitempty"`
+}
+
+// ExpirationQuery selects ledger entries, newest first.
+type ExpirationQuery struct {
+	Service string // "": every service
+	Limit   int    // at most this many (a page never ends inside a revision, see Ledger.Expirations)
+	// Before, when not 0, returns only entries of revisions below it: the
+	// next page starts below the last entry's revision of the one before.
+	Before int64
 }
 
 // ClusterStatus is what GET /v1/cluster shows.

@@ -249,9 +249,9 @@ operations against plain etcd through the JSON gateway (\`/v3/lease/grant\`,
 same embedded etcd members serve on their client URLs, so both run on the same
 machine, the same members and the same data directories. Load comes from one
 \`regd-bench\` process on the same machine, closed loop (each worker waits for
-its answer), over keep-alive HTTP/1.1 connections of its own small client
-(\`internal/loadgen\`: no allocation per request in steady state, the same
-for both systems; watch streams of **notify** use net/http); requests go to the
+its answer), over keep-alive HTTP/1.1 connections of fasthttp's client
+(\`internal/loadgen\`: next to no allocation per request in steady state, the
+same for both systems; watch streams of **notify** use net/http); requests go to the
 nodes round-robin. The twin's keys live under \`/BENCH/\`, outside the range
 regd's view watches, so regd does no work for them.
 

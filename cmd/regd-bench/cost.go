@@ -186,10 +186,12 @@ func (s *scaleRun) costSystem(ctx context.Context, be backend, r *costResult) er
 		switch op {
 		case "register":
 			rsvc := s.service(be, "costreg")
-			fn = func(ctx context.Context, _ int, seq int64) (int, error) {
+			var n atomic.Int64
+			fn = func(ctx context.Context, _ int, _ int64) (int, error) {
+				seq := n.Add(1) - 1 // not the run's: the warm-up's ids must not come again
 				in := &inst{service: rsvc, id: "r" + itoa(seq), addr: address(seq)}
 				tr.add(in)
-				return 0, be.register(ctx, int(seq%nt), in, o.ttl)
+				return 0, be.register(ctx, int(seq%nt), in, s.costTTL())
 			}
 		case "heartbeat":
 			if err := ensureK(); err != nil {
@@ -246,7 +248,7 @@ func (s *scaleRun) costSystem(ctx context.Context, be backend, r *costResult) er
 			gz := []string{"Accept-Encoding: gzip"}
 			var plain atomic.Int64
 			fn = func(ctx context.Context, _ int, seq int64) (int, error) {
-				return 0, s.h.doConn(ctx, http.MethodGet, "http://"+o.targets[seq%nt]+"/v1/services/"+svc+"/instances", gz, nil, func(c *loadgen.Conn) error {
+				return 0, s.h.doConn(ctx, http.MethodGet, "http://"+o.targets[seq%nt]+"/v1/services/"+svc+"/instances", gz, nil, func(c *loadgen.Reply) error {
 					if c.Status != http.StatusOK {
 						return statusErr(c.Status, c.Body)
 					}
@@ -302,6 +304,17 @@ func (s *scaleRun) measure(ctx context.Context, be backend, op string, fn loadge
 	return loadgen.FromResult(res, nil), p, nil
 }
 
+// costTTL is the TTL of the cost run's registrations: longer than the run,
+// so that none expires in it. A registration's row must not pay for the
+// expiry of earlier ones (a revoke with its own raft write and disk sync
+// on every member, and regd's report), nor the rows after it; and every
+// registration is of a new id (a warm-up's ids registered again would be
+// re-registrations, which regd answers by revoking the replaced lease:
+// one raft write more than native etcd's Put over the key).
+func (b *bench) costTTL() int {
+	return max(b.o.ttl, int(b.o.maxDuration/time.Second)+30)
+}
+
 // sseConcurrency is the registrations' concurrency behind the SSE row: low,
 // so that the events, not the registrations, are most of the CPU.
 const sseConcurrency = 4
@@ -319,10 +332,12 @@ func (s *scaleRun) costSSE(ctx context.Context, be backend, tr *tracker) (costRo
 	defer func() { o.concurrency = saved }()
 	nt := int64(be.ntargets())
 	bsvc := s.service(be, "costbase")
-	base, bp, err := s.measure(ctx, be, "register (unwatched, for sse)", func(ctx context.Context, _ int, seq int64) (int, error) {
+	var n atomic.Int64
+	base, bp, err := s.measure(ctx, be, "register (unwatched, for sse)", func(ctx context.Context, _ int, _ int64) (int, error) {
+		seq := n.Add(1) - 1
 		in := &inst{service: bsvc, id: "b" + itoa(seq), addr: address(seq)}
 		tr.add(in)
-		return 0, be.register(ctx, int(seq%nt), in, o.ttl)
+		return 0, be.register(ctx, int(seq%nt), in, s.costTTL())
 	})
 	if err != nil {
 		return costRow{}, err

@@ -370,62 +370,44 @@ func (s *scaleRun) rssNow() []float64 {
 // comes, reads which changes it holds and asks again from the answer's
 // revision.
 func (s *scaleRun) waiter(ctx context.Context, target, localIP, svc string, index int64, opened func(), got func(k int, at time.Time), again *atomic.Int64) error {
-	var c *loadgen.Conn
-	defer func() {
-		if c != nil {
-			c.Close()
-		}
-	}()
+	// One connection of its own, kept alive from one query to the next;
+	// the run's end closes it.
+	c := loadgen.NewClient(target, localIP, 1, 4<<10, 90*time.Second).CloseOnCancel()
+	defer c.Close()
 	first := true
 	for ctx.Err() == nil {
-		if c == nil {
-			var err error
-			if c, err = loadgen.Dial(ctx, target, localIP, 4<<10); err != nil {
-				if first {
-					return fmt.Errorf("%w %s: %w", errOpen, target, err)
-				}
-				return err
-			}
-		}
-		stop := c.Watch(ctx)
-		err := c.Send(http.MethodGet, "/v1/services/"+svc+"/instances?index="+strconv.FormatInt(index, 10)+"&wait=60s", nil, nil)
-		if err == nil && first {
-			first = false
+		if first {
+			// The query is on its way once Do sends it; a refusal below
+			// still fails the open.
 			opened()
 		}
-		if err == nil {
-			err = c.ReadHead()
-		}
-		if err == nil {
-			err = c.ReadBody()
-		}
-		at := time.Now()
-		stop()
+		var at time.Time
+		var rev int64
+		err := c.Do(ctx, http.MethodGet, "/v1/services/"+svc+"/instances?index="+strconv.FormatInt(index, 10)+"&wait=60s", nil, nil, func(r *loadgen.Reply) error {
+			at = time.Now()
+			if r.Status != http.StatusOK {
+				return statusErr(r.Status, r.Body)
+			}
+			rev, _ = strconv.ParseInt(string(r.Header("X-Regd-Revision")), 10, 64)
+			if n := countField(r.Body, `"id":"c`); n > 0 {
+				got(n-1, at)
+			}
+			return nil
+		})
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
+			if first || index == 0 {
+				return fmt.Errorf("%w %s: %w", errOpen, target, err)
+			}
 			return err
 		}
-		if c.Status != http.StatusOK {
-			e := statusErr(c.Status, c.Body)
-			if first || index == 0 {
-				return fmt.Errorf("%w %s: %w", errOpen, target, e)
-			}
-			return e
-		}
-		rev, _ := strconv.ParseInt(string(c.Header("X-Regd-Revision")), 10, 64)
-		if n := countField(c.Body, `"id":"c`); n > 0 {
-			got(n-1, at)
-		}
+		first = false
 		if rev <= index {
 			again.Add(1) // the wait ended without a change
 		}
 		index = max(index, rev)
-		if c.Closed() {
-			c.Close()
-			c = nil
-		}
 	}
 	return nil
 }

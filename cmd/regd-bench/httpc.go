@@ -18,15 +18,15 @@ import (
 const requestTimeout = 15 * time.Second
 
 // httpc is the one HTTP client every system is measured with: per address
-// a pool of keep-alive HTTP/1.1 connections (loadgen.Conn) whose idle set
-// holds a connection per worker and per stream, so no measured request pays
-// for a new connection once warm, and a request allocates little: the load
-// tool shares the machine's cores with the servers it measures. Watch
-// streams of the side-by-side notify workload go through net/http (stream).
+// a fasthttp client (loadgen.Client) of keep-alive HTTP/1.1 connections,
+// as many as workers, so no measured request pays for a new connection
+// once warm, and a request allocates next to nothing: the load tool shares
+// the machine's cores with the servers it measures. Watch streams of the
+// side-by-side notify workload go through net/http (stream).
 type httpc struct {
 	conns   int
 	mu      sync.Mutex
-	pools   map[string]*loadgen.Pool
+	pools   map[string]*loadgen.Client
 	stream  *http.Client // watch streams: no overall timeout
 	streamT *http.Transport
 }
@@ -41,7 +41,7 @@ func newHTTPC(conns int) *httpc {
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
-	return &httpc{conns: conns, pools: map[string]*loadgen.Pool{}, stream: &http.Client{Transport: tr}, streamT: tr}
+	return &httpc{conns: conns, pools: map[string]*loadgen.Client{}, stream: &http.Client{Transport: tr}, streamT: tr}
 }
 
 func (h *httpc) close() {
@@ -53,13 +53,13 @@ func (h *httpc) close() {
 	h.streamT.CloseIdleConnections()
 }
 
-// pool is the connection pool of host:port.
-func (h *httpc) pool(addr string) *loadgen.Pool {
+// pool is the client of host:port.
+func (h *httpc) pool(addr string) *loadgen.Client {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	p := h.pools[addr]
 	if p == nil {
-		p = loadgen.NewPool(addr, "", h.conns, requestTimeout)
+		p = loadgen.NewClient(addr, "", h.conns, 16<<10, requestTimeout)
 		h.pools[addr] = p
 	}
 	return p
@@ -87,12 +87,12 @@ func (h *httpc) do(ctx context.Context, method, url string, body []byte, check f
 	if body != nil {
 		hdr = jsonHeader
 	}
-	return h.doConn(ctx, method, url, hdr, body, func(c *loadgen.Conn) error { return check(c.Status, c.Body) })
+	return h.doConn(ctx, method, url, hdr, body, func(r *loadgen.Reply) error { return check(r.Status, r.Body) })
 }
 
-// doConn is do with request header lines, handing check the connection
-// holding the response (Status, Header, Body).
-func (h *httpc) doConn(ctx context.Context, method, url string, header []string, body []byte, check func(*loadgen.Conn) error) error {
+// doConn is do with request header lines, handing check the whole reply
+// (Status, Header, Body).
+func (h *httpc) doConn(ctx context.Context, method, url string, header []string, body []byte, check func(*loadgen.Reply) error) error {
 	addr, path, err := splitURL(url)
 	if err != nil {
 		return err

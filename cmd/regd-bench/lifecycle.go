@@ -213,7 +213,7 @@ func (b *bench) drain(ctx context.Context, rep *lifecycleReport) error {
 			}
 			hdr := []string{"Content-Type: application/merge-patch+json"}
 			body := []byte(`{"status":"` + status + `"}`)
-			return 0, b.h.doConn(ctx, http.MethodPatch, url, hdr, body, func(c *loadgen.Conn) error {
+			return 0, b.h.doConn(ctx, http.MethodPatch, url, hdr, body, func(c *loadgen.Reply) error {
 				if c.Status != http.StatusOK {
 					return statusErr(c.Status, c.Body)
 				}

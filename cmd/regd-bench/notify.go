@@ -108,12 +108,16 @@ func (b *bench) notify(ctx context.Context, be backend, tr *tracker) (*loadgen.S
 	}
 	b.logf("%s: %d watch streams open", be.name(), len(subs))
 
+	ttl := o.ttl
+	if o.workload == "cost" {
+		ttl = b.costTTL() // none may expire within the cost run
+	}
 	var regs atomic.Int64
 	regStats, runErr := b.load(ctx, be, nil, func(ctx context.Context, _ int, seq int64) (int, error) {
 		in := &inst{service: svc, id: fmt.Sprintf("n%d", seq), addr: address(seq)}
 		tr.add(in)
 		sent := time.Now()
-		err := be.register(ctx, int(seq%int64(nt)), in, o.ttl)
+		err := be.register(ctx, int(seq%int64(nt)), in, ttl)
 		if err == nil {
 			times.Store(in.id, regTimes{sent, time.Now()})
 			regs.Add(1)

@@ -90,7 +90,7 @@ func TestScaleSmoke(t *testing.T) {
 	}
 	if e := results["expiry"].Expiry; e.SSEReported != 40 || e.LedgerReported != 40 || e.SSEDuplicates+e.LedgerDuplicate+e.OthersExpiredSSE+e.OthersExpiredLedger != 0 ||
 		e.MetricReported != 40 || e.LagLedger.Max <= 0 || e.Probe == nil || e.Probe.Ops == 0 {
-		t.Errorf("expiry: %+v", e)
+		t.Errorf("expiry: %+v; notes %q", e, results["expiry"].Notes)
 	}
 	if mr := results["million"].Million; mr.Listed < 90 || mr.ListEmpty.Ops == 0 || mr.ListLoaded.Ops == 0 || results["million"].Snapshot == nil {
 		t.Errorf("million: %+v", mr)

@@ -230,13 +230,18 @@ func writeExpiry(w io.Writer, e *expiryResult) {
 	fmt.Fprintf(w, "| reported | %d | %d |\n| reported twice | %d | %d |\n| missing | %d | %d |\n| others reported | %d | %d |\n",
 		e.SSEReported, e.LedgerReported, e.SSEDuplicates, e.LedgerDuplicate, e.SSEMissing, e.LedgerMissing, e.OthersExpiredSSE, e.OthersExpiredLedger)
 	fmt.Fprintf(w, "| all reported, from the stop | %.1f s | %.1f s |\n", e.AllReportedSSESeconds, e.AllReportedLedgerSeconds)
-	fmt.Fprintf(w, "| lag deadline → report p50 / p99 / max | %s / %s / %s | %s / %s / %s |\n\n",
+	fmt.Fprintf(w, "| lag deadline → report p50 / p99 / max | %s / %s / %s | %s / %s / %s |\n",
 		fmtMs(e.LagSSE.P50), fmtMs(e.LagSSE.P99), fmtMs(e.LagSSE.Max), fmtMs(e.LagLedger.P50), fmtMs(e.LagLedger.P99), fmtMs(e.LagLedger.Max))
+	if l, k := e.LagServer, e.ServerDeadlineSkew; l != nil && k != nil {
+		fmt.Fprintf(w, "| the server's lag, reported_at − deadline (regd_expiry_lag_seconds) p50 / p99 / max | | %s / %s / %s |\n", fmtMs(l.P50), fmtMs(l.P99), fmtMs(l.Max))
+		fmt.Fprintf(w, "| the server's deadline − the client's, p50 / p99 / max | | %s / %s / %s |\n", fmtMs(k.P50), fmtMs(k.P99), fmtMs(k.Max))
+	}
+	fmt.Fprintln(w)
 	var by []string
 	for _, m := range slices.Sorted(maps.Keys(e.ReportedBy)) {
 		by = append(by, fmt.Sprintf("%s %d", m, e.ReportedBy[m]))
 	}
-	fmt.Fprintf(w, "Reports: all %d counted by the members' `regd_expirations_total` %.1f s after the stop (polled every second); %.0f/s between the first and the last expired_at; reported by %s. Deadline = the client's last successful renewal + TTL; expired_at is when the leader's reporter took the deletion up.\n\n",
+	fmt.Fprintf(w, "Reports: all %d counted by the members' `regd_expirations_total` %.1f s after the stop (polled every second); %.0f/s between the first and the last expired_at; reported by %s. Deadline = the client's last successful renewal + TTL; the ledger's report time is reported_at (when the leader wrote the entry) where the server has it, else expired_at (when the leader's reporter took the deletion up).\n\n",
 		e.MetricReported, e.AllReportedMetricSeconds, e.ReportsPerSec, orDash(strings.Join(by, ", ")))
 	if p := e.Probe; p != nil {
 		fmt.Fprintln(w, "Meanwhile, on the other instances:")

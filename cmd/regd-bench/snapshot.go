@@ -113,31 +113,13 @@ func (s *scaleRun) snapshot(ctx context.Context) error {
 // restSnapshot reads GET /v1/snapshot to the end without keeping it and
 // returns its size.
 func (s *scaleRun) restSnapshot(ctx context.Context, target string) (int64, error) {
-	c, err := loadgen.Dial(ctx, target, "", 64<<10)
+	st, err := loadgen.OpenStream(ctx, target, "", http.MethodGet, "/v1/snapshot", nil, 64<<10)
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	defer c.Watch(ctx)()
-	if err := c.Send(http.MethodGet, "/v1/snapshot", nil, nil); err != nil {
-		return 0, err
+	defer st.Close()
+	if st.Status != http.StatusOK {
+		return 0, statusErr(st.Status, st.Body)
 	}
-	if err := c.ReadHead(); err != nil {
-		return 0, err
-	}
-	if c.Status != http.StatusOK {
-		_ = c.ReadBody()
-		return 0, statusErr(c.Status, c.Body)
-	}
-	var n int64
-	for {
-		b, err := c.Next()
-		n += int64(len(b))
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-	}
+	return io.Copy(io.Discard, st)
 }

@@ -74,38 +74,28 @@ func (s *sseStream) run(ctx context.Context) error {
 }
 
 func (s *sseStream) once(ctx context.Context, p *loadgen.SSEParser, opened *bool) error {
-	c, err := loadgen.Dial(ctx, s.addr, s.localIP, s.bufSize)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	stop := c.Watch(ctx)
-	defer stop()
 	hdr := []string{"Accept: text/event-stream"}
 	if id := p.LastEventID(); len(id) > 0 {
 		hdr = append(hdr, "Last-Event-ID: "+string(id))
 	}
-	_ = c.SetDeadline(time.Now().Add(requestTimeout))
-	if err := c.Send(http.MethodGet, s.path, hdr, nil); err != nil {
+	st, err := loadgen.OpenStream(ctx, s.addr, s.localIP, http.MethodGet, s.path, hdr, s.bufSize)
+	if err != nil {
 		return err
 	}
-	if err := c.ReadHead(); err != nil {
-		return err
+	defer st.Close()
+	if st.Status != http.StatusOK {
+		return statusErr(st.Status, st.Body)
 	}
-	if c.Status != http.StatusOK {
-		_ = c.ReadBody()
-		return statusErr(c.Status, c.Body)
-	}
-	_ = c.SetDeadline(time.Time{})
 	if !*opened {
 		*opened = true
 		if s.onOpen != nil {
 			s.onOpen()
 		}
 	}
+	buf := make([]byte, s.bufSize)
 	for {
-		b, err := c.Next()
-		p.Feed(b)
+		n, err := st.Read(buf)
+		p.Feed(buf[:n])
 		if err != nil {
 			return err
 		}
@@ -176,6 +166,11 @@ type ledgerEntry struct {
 	ExpiredAt  time.Time `json:"expired_at"`
 	ReportedBy string    `json:"reported_by"`
 	Revision   int64     `json:"revision"`
+	// Deadline and ReportedAt: the lease's deadline as the leader's
+	// lessor knew it, and when the entry was written (regd with
+	// issue 17's ledger fields; absent before).
+	Deadline   *time.Time `json:"deadline,omitempty"`
+	ReportedAt *time.Time `json:"reported_at,omitempty"`
 }
 
 // ledgerLimit is the most entries GET /v1/expirations returns at once.

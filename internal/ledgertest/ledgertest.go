@@ -44,6 +44,10 @@ type Entry struct {
 	Revision   int64     `json:"revision"`
 	Cause      string    `json:"cause"`
 	Output     string    `json:"output"`
+	// Deadline (the lease's, as the leader's lessor knew it) and
+	// ReportedAt (when the report was committed); nil when absent.
+	Deadline   *time.Time `json:"deadline"`
+	ReportedAt *time.Time `json:"reported_at"`
 	// Raw is the entry as the member served it, for callers that decode
 	// it into a type of their own.
 	Raw json.RawMessage `json:"-"`

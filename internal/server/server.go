@@ -197,6 +197,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:    lg.Named("expiry"),
 		Metrics:   metrics,
 		Retention: cfg.ExpiryRetention,
+		Leases:    n,
+		MaxTxnOps: node.MaxTxnOps,
 	})
 	leader.OnLead(reporter.Run)
 	leader.OnLead(cluster.NewCompactor(cluster.CompactorConfig{
