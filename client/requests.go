@@ -170,6 +170,13 @@ type Expiration struct {
 	// check run by the registry failed), with the last check's Output.
 	Cause  string `json:"cause"`
 	Output string `json:"output,omitempty"`
+	// Deadline is when the lease was due to run out (last renewal + TTL,
+	// as the leader's lessor knew it, typically within ±250 ms); nil when
+	// the reporting leader had not sampled the lease (docs/api.md,
+	// "Expirations"). ReportedAt is when the report was written; nil in
+	// reports of older versions.
+	Deadline   *time.Time `json:"deadline,omitempty"`
+	ReportedAt *time.Time `json:"reported_at,omitempty"`
 }
 
 // ExpirationList is GET /v1/expirations' answer.
