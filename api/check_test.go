@@ -82,6 +82,14 @@ var badCheckBodies = []struct {
 	{"interval without a check", ``, `"interval":"5s"`, registry.CodeInvalidCheck},
 	{"timeout without a check", ``, `"timeout":"1s"`, registry.CodeInvalidCheck},
 	{"failures without a check", ``, `"failures":3`, registry.CodeInvalidCheck},
+	// An IP address outside --check-allowed-cidrs (the default: loopback
+	// and private networks) could never be probed: refused at once. Names
+	// are checked at each connection (checks/allow.go).
+	{"public address", `{"tcp":"8.8.8.8:53"}`, ``, registry.CodeInvalidCheck},
+	{"cloud metadata", `{"http":"http://169.254.169.254/latest/meta-data/"}`, ``, registry.CodeInvalidCheck},
+	{"cloud metadata, IPv4-mapped", `{"http":"http://[::ffff:169.254.169.254]/"}`, ``, registry.CodeInvalidCheck},
+	{"public address, gRPC", `{"grpc":"8.8.8.8:53/svc.A"}`, ``, registry.CodeInvalidCheck},
+	{"unspecified address", `{"tcp":"0.0.0.0:22"}`, ``, registry.CodeInvalidCheck},
 }
 
 func checkBody(check, extra string) string {
@@ -106,8 +114,14 @@ func TestCheckSpecs(t *testing.T) {
 			if status != http.StatusBadRequest || !isJSON(hdr) {
 				t.Fatalf("status %d (%s), want 400 JSON; body %s", status, hdr.Get("Content-Type"), body)
 			}
-			if code, msg := decodeErrorBody(t, body); code != tc.code || msg == "" {
+			code, msg := decodeErrorBody(t, body)
+			if code != tc.code || msg == "" {
 				t.Fatalf("code %q, want %q; body %s", code, tc.code, body)
+			}
+			if strings.Contains(tc.name, "address") || strings.Contains(tc.name, "metadata") {
+				if !strings.Contains(msg, "--check-allowed-cidrs") {
+					t.Errorf("message %q does not name --check-allowed-cidrs", msg)
+				}
 			}
 		})
 	}

@@ -61,6 +61,27 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// RefuseLiteral is the registration-time half of the allow-list: a check
+// target whose host is an IP address outside allowed (nil:
+// DefaultAllowedCIDRs) is refused with a *DeniedError, so that a check
+// that could never be made is a 400 at registration rather than an
+// instance that fails its check later. A name is left to the connection,
+// where what it resolves to is checked (dial); host may be bracketed
+// ("[::1]").
+func RefuseLiteral(allowed []netip.Prefix, host string) error {
+	if allowed == nil {
+		allowed = DefaultAllowedCIDRs
+	}
+	ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	if err != nil {
+		return nil // a name
+	}
+	if !allowList(allowed).allows(ip) {
+		return &DeniedError{Host: ip.String(), IP: ip}
+	}
+	return nil
+}
+
 // allowList is the set of networks checks may connect to.
 type allowList []netip.Prefix
 

@@ -2,6 +2,7 @@ package checks_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -319,5 +320,29 @@ func TestOutputBound(t *testing.T) {
 	r := probe(t, checks.New(checks.Config{MaxOutputBytes: 101}), checks.KindHTTP, srv.URL)
 	if r.Passing || len(r.Output) > 101 || !utf8.ValidString(r.Output) {
 		t.Errorf("%d bytes, valid UTF-8 %v: %q", len(r.Output), utf8.ValidString(r.Output), r.Output)
+	}
+}
+
+// TestRefuseLiteral: registration refuses IP addresses outside the list
+// (mapped IPv4 as IPv4, brackets or not) and leaves names to the
+// connection.
+func TestRefuseLiteral(t *testing.T) {
+	for host, refused := range map[string]bool{
+		"10.1.2.3": false, "127.0.0.1": false, "[::1]": false, "::1": false, "fd00::5": false,
+		"8.8.8.8": true, "169.254.169.254": true, "::ffff:169.254.169.254": true, "[::ffff:8.8.8.8]": true, "0.0.0.0": true, "fe80::1": true,
+		"db.internal": false, "metadata.google.internal": false,
+	} {
+		err := checks.RefuseLiteral(nil, host)
+		var denied *checks.DeniedError
+		if refused != (err != nil) || err != nil && !errors.As(err, &denied) {
+			t.Errorf("%s: %v, want refused %v", host, err, refused)
+		}
+	}
+	anyNet, err := checks.ParseCIDRs("0.0.0.0/0,::/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checks.RefuseLiteral(anyNet, "8.8.8.8"); err != nil {
+		t.Errorf("8.8.8.8 with 0.0.0.0/0 allowed: %v", err)
 	}
 }

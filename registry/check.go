@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -112,6 +113,27 @@ func (c Check) Kind() string {
 
 // Target is what the check probes: the URL or host:port[/service].
 func (c Check) Target() string { return c.HTTP + c.TCP + c.GRPC }
+
+// Host is the host the check connects to (a name or an IP address, IPv6
+// without brackets), from a check ResolveCheck made; "" if it has none.
+func (c Check) Host() string {
+	addr := c.TCP
+	switch {
+	case c.HTTP != "":
+		u, err := url.Parse(c.HTTP)
+		if err != nil {
+			return ""
+		}
+		return u.Hostname()
+	case c.GRPC != "":
+		addr, _ = GRPCTarget(c.GRPC)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return host
+}
 
 // valid reports whether a stored check is one ResolveCheck would have
 // made. Only regd writes meta records; a check another program wrote

@@ -46,6 +46,12 @@ type Options struct {
 	// NamingPrefix turns on the gRPC naming mirror (naming.go): every up
 	// instance is also <NamingPrefix><service>/<id> on its lease. "": off.
 	NamingPrefix string
+	// CheckHost, when set, vets the host of a registration's check
+	// (Check.Host) at registration: an error refuses the registration with
+	// 400 invalid_check and its message (internal/server passes the
+	// allow-list of --check-allowed-cidrs for IP addresses; names are
+	// checked at each connection). nil: every host is taken.
+	CheckHost func(host string) error
 	// CheckFailover is the part of a checked instance's lease TTL that
 	// covers a change of check owner (CheckTTL): two election timeouts and
 	// a second; 0: DefaultCheckFailover.
@@ -70,6 +76,7 @@ type Store struct {
 	writeGate     func() error
 	retry         retryState
 	checkFailover time.Duration
+	checkHost     func(host string) error
 }
 
 const maxTTLCache = 65536
@@ -103,6 +110,7 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 		retry:     retryState{lead: opts.Leadership, stopping: make(chan struct{})},
 
 		checkFailover: opts.CheckFailover,
+		checkHost:     opts.CheckHost,
 	}
 }
 
@@ -158,6 +166,11 @@ func (s *Store) Register(ctx context.Context, service, id string, r Registration
 		return Instance{}, false, err
 	}
 	if check != nil {
+		if s.checkHost != nil {
+			if err := s.checkHost(check.Host()); err != nil {
+				return Instance{}, false, invalidCheck("%s check of %s: %v", check.Kind(), quote(check.Target()), err)
+			}
+		}
 		ttl = CheckTTL(ttl, *check, s.checkFailover)
 	}
 	if err := s.gate(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/checks"
 	"github.com/regd/regd/cluster"
 	"github.com/regd/regd/dns"
 	"github.com/regd/regd/node"
@@ -159,6 +160,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Leadership:    n,
 		NamingPrefix:  cfg.GRPCNamingPrefix,
 		CheckFailover: checkFailover(cfg.Node),
+		// A check at an IP address outside --check-allowed-cidrs could
+		// never be made: refused at registration (400 invalid_check).
+		CheckHost: func(host string) error { return checks.RefuseLiteral(cfg.Checks.AllowedCIDRs, host) },
 	})
 	view := registry.NewView(store, registry.ViewOptions{MemberID: n.ID()})
 	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
