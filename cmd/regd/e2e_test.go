@@ -240,6 +240,18 @@ func TestE2EFlagErrors(t *testing.T) {
 			},
 			want: "--listen-client-urls",
 		},
+		{
+			name: "client and peer URLs on one port",
+			args: fixed("--listen-client-urls", "http://127.0.0.1:29991", "--advertise-client-urls", "http://127.0.0.1:29991",
+				"--listen-peer-urls", "http://127.0.0.1:29991"),
+			want: `--listen-peer-urls "127.0.0.1:29991": the same port as --listen-client-urls "127.0.0.1:29991"`,
+		},
+		{
+			name: "REST on the client port",
+			args: fixed("--listen-client-urls", "http://127.0.0.1:29992", "--advertise-client-urls", "http://127.0.0.1:29992",
+				"--http-addr", "127.0.0.1:29992"),
+			want: `--http-addr "127.0.0.1:29992": the same port as --listen-client-urls`,
+		},
 		{name: "data dir in /proc", args: fixed("--data-dir", "/proc/regd-x"), want: "--data-dir"},
 		{
 			name: "data dir under a file",
