@@ -217,21 +217,7 @@ func runChecks(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 	if err != nil {
 		rep.Notes = append(rep.Notes, err.Error())
 	}
-	if o.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			fmt.Fprintf(stderr, "regd-bench: %v\n", werr)
-			return exitFailed
-		}
-	} else {
-		writeChecksTable(stdout, rep)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "regd-bench: %v\n", err)
-		return exitFailed
-	}
-	return exitOK
+	return finish(o, stdout, stderr, rep, true, func(w io.Writer) { writeChecksTable(w, rep) }, err)
 }
 
 func (b *bench) checks(ctx context.Context, rep *checksReport, interval, window time.Duration, start, limit, count int) error {

@@ -80,21 +80,7 @@ func runLifecycle(ctx context.Context, o *options, stdout, stderr io.Writer) int
 	if err != nil {
 		rep.Notes = append(rep.Notes, err.Error())
 	}
-	if o.jsonOut {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			fmt.Fprintf(stderr, "regd-bench: %v\n", werr)
-			return exitFailed
-		}
-	} else {
-		writeLifecycleTable(stdout, rep)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "regd-bench: %v\n", err)
-		return exitFailed
-	}
-	return exitOK
+	return finish(o, stdout, stderr, rep, true, func(w io.Writer) { writeLifecycleTable(w, rep) }, err)
 }
 
 func writeLifecycleTable(w io.Writer, rep *lifecycleReport) {

@@ -11,6 +11,31 @@ import (
 	"github.com/regd/regd/internal/loadgen"
 )
 
+// finish ends a workload that makes its own report (checks, lifecycle,
+// the scale targets): the report as JSON (--json, indented when indent)
+// or as table prints it, then the run's error, if any, on stderr; the
+// result is the exit code. The report is printed also when the run
+// failed: what was measured before the failure is kept.
+func finish(o *options, stdout, stderr io.Writer, rep any, indent bool, table func(io.Writer), runErr error) int {
+	if o.jsonOut {
+		enc := json.NewEncoder(stdout)
+		if indent {
+			enc.SetIndent("", "  ")
+		}
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "regd-bench: %v\n", err)
+			return exitFailed
+		}
+	} else {
+		table(stdout)
+	}
+	if runErr != nil {
+		fmt.Fprintf(stderr, "regd-bench: %v\n", runErr)
+		return exitFailed
+	}
+	return exitOK
+}
+
 func writeJSON(w io.Writer, rep *report) error {
 	enc := json.NewEncoder(w)
 	return enc.Encode(rep)

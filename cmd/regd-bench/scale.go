@@ -189,19 +189,7 @@ func runScale(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 			s.res.Notes = append(s.res.Notes, fmt.Sprintf("stopped by --max-duration %s", o.maxDuration))
 		}
 	}
-	if o.jsonOut {
-		if werr := json.NewEncoder(stdout).Encode(s.res); werr != nil {
-			fmt.Fprintf(stderr, "regd-bench: %v\n", werr)
-			return exitFailed
-		}
-	} else {
-		writeScaleMarkdown(stdout, []*scaleResult{s.res}, 2)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "regd-bench: %v\n", err)
-		return exitFailed
-	}
-	return exitOK
+	return finish(o, stdout, stderr, s.res, false, func(w io.Writer) { writeScaleMarkdown(w, []*scaleResult{s.res}, 2) }, err)
 }
 
 // setup waits for the targets, learns their member names and finds the
