@@ -166,7 +166,24 @@ func StartCluster(t testing.TB, n int, opts ...Options) *Cluster {
 	for _, m := range c.Members {
 		m.nodeCfg.ClusterState = "existing" // for restarts
 	}
-	c.WaitLeader(t)
+	leader := c.WaitLeader(t)
+	// The leader's one write at the start of its term, the check owner's
+	// claim, is made before the cluster is handed over: a test that reads
+	// a revision first and then expects nothing to move it (a blocking
+	// query, "nothing written") starts from a settled cluster.
+	owner := c.Members[leader].Server().Store().Keys().ChecksOwner()
+	poll.Until(t, 10*time.Second, "the check owner's claim", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := c.Members[leader].Server().Node().Client().Get(ctx, owner)
+		if err != nil {
+			return err
+		}
+		if resp.Count == 0 {
+			return fmt.Errorf("no %s yet", owner)
+		}
+		return nil
+	})
 	return c
 }
 
