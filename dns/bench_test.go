@@ -220,12 +220,12 @@ func BenchmarkDrainVisibility(b *testing.B) {
 	}
 	var dnsT, sdT, grpcT []time.Duration
 	for b.Loop() {
-		patch(b, origin, "api", "a0", `{"status":"up"}`)
+		patchNoWait(b, origin, "api", "a0", `{"status":"up"}`)
 		before := hits[0].Load()
 		for !dnsHas() || !sdHas() || hits[0].Load() == before {
 			time.Sleep(time.Millisecond)
 		}
-		patch(b, origin, "api", "a0", `{"status":"draining"}`)
+		patchNoWait(b, origin, "api", "a0", `{"status":"draining"}`)
 		t0 := time.Now()
 		var dnsAt, sdAt time.Duration
 		for dnsAt == 0 || sdAt == 0 {

@@ -16,12 +16,27 @@ import (
 
 // register puts an instance through member m's REST API (the body's
 // fields as the contract has them) and fails the test unless it is
-// created or replaced.
+// created or replaced; then it waits until m's view, which DNS answers
+// from, has applied the write (viewHas).
 func register(t testing.TB, m *regdtest.Member, svc, id string, body map[string]any) {
 	t.Helper()
-	code, _, out := regdtest.Do(t, http.MethodPut, m.URL("/v1/services/"+svc+"/instances/"+id), body)
+	code, hdr, out := regdtest.Do(t, http.MethodPut, m.URL("/v1/services/"+svc+"/instances/"+id), body)
 	if code != http.StatusCreated && code != http.StatusOK {
 		t.Fatalf("register %s/%s: %d %s", svc, id, code, out)
+	}
+	viewHas(t, m, svc, hdr)
+}
+
+// viewHas waits until m's view has applied the write whose answer carried
+// hdr: a list with ?min_revision= (read-your-writes, docs/api.md) answers
+// only then. The REST answer comes when the write is committed; the view
+// follows it through its watch, a moment later.
+func viewHas(t testing.TB, m *regdtest.Member, svc string, hdr http.Header) {
+	t.Helper()
+	rev := hdr.Get("X-Regd-Revision")
+	code, _, out := regdtest.Do(t, http.MethodGet, m.URL("/v1/services/"+svc+"/instances?status=any&min_revision="+rev), nil)
+	if rev == "" || code != http.StatusOK {
+		t.Fatalf("%s's view at revision %q: %d %s", m.Name, rev, code, out)
 	}
 }
 
@@ -44,10 +59,18 @@ func registerMany(t testing.TB, m *regdtest.Member, svc, prefix string, n int) {
 
 func patch(t testing.TB, m *regdtest.Member, svc, id, body string) {
 	t.Helper()
-	code, _, out := regdtest.Do(t, http.MethodPatch, m.URL("/v1/services/"+svc+"/instances/"+id), body)
+	viewHas(t, m, svc, patchNoWait(t, m, svc, id, body))
+}
+
+// patchNoWait is patch without the wait for m's view: for measuring how
+// soon a change is seen.
+func patchNoWait(t testing.TB, m *regdtest.Member, svc, id, body string) http.Header {
+	t.Helper()
+	code, hdr, out := regdtest.Do(t, http.MethodPatch, m.URL("/v1/services/"+svc+"/instances/"+id), body)
 	if code != http.StatusOK {
 		t.Fatalf("patch %s/%s: %d %s", svc, id, code, out)
 	}
+	return hdr
 }
 
 // query is one question to a DNS server, as a resolver asks it.

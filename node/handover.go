@@ -57,17 +57,33 @@ func (n *Node) HandOver(ctx context.Context) (uint64, error) {
 	if voters < 2 {
 		return 0, nil
 	}
-	st, ok := localRaftStatus(n.ID())
-	if !ok {
-		return 0, fmt.Errorf("%w: raft.status describes another member of this process", ErrNoTransferee)
-	}
-	to := pickTransferee(st)
-	if to == 0 {
-		return 0, fmt.Errorf("%w: no voter was recently active", ErrNoTransferee)
-	}
 	election := time.Duration(n.cfg.ElectionMs) * time.Millisecond
 	if election == 0 {
 		election = time.Second
+	}
+	// With CheckQuorum (etcd's default) the leader clears every
+	// follower's RecentActive once per election timeout and sets it again
+	// at its next answer, a heartbeat later: read at that moment, no voter
+	// looks active. So the status is read again, every heartbeat interval
+	// (a tenth of the election timeout, etcd's ratio), for up to half an
+	// election timeout before giving up.
+	var to uint64
+	for deadline := time.Now().Add(election / 2); ; {
+		st, ok := localRaftStatus(n.ID())
+		if !ok {
+			return 0, fmt.Errorf("%w: raft.status describes another member of this process", ErrNoTransferee)
+		}
+		if to = pickTransferee(st); to != 0 || !time.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(election / 10):
+		}
+	}
+	if to == 0 {
+		return 0, fmt.Errorf("%w: no voter was recently active", ErrNoTransferee)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*election)
 	defer cancel()

@@ -92,13 +92,15 @@ func TestSamplerAndFindListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Burn CPU until the kernel has charged at least two ticks.
+	// Burn CPU until the kernel has charged at least two ticks ...
 	for {
 		now, err := ReadProc(0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if now.CPU-start.CPU >= 2*ClockTick() {
+		// ... and the sampler has taken a few samples meanwhile (under
+		// load its goroutine may wait for a while): a series needs them.
+		if now.CPU-start.CPU >= 2*ClockTick() && s.Usage(a, s.Mark())[0].Samples >= 4 {
 			break
 		}
 	}
