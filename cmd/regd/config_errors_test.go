@@ -22,6 +22,10 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		// parse-level
 		{name: "positional", args: []string{"foo"}, prefix: `unexpected argument "foo"`},
+		{name: "REST on the DNS port", args: []string{"--dns-addr=127.0.0.1:8053", "--http-addr=127.0.0.1:8053"},
+			prefix: `--dns-addr "127.0.0.1:8053": the same port as --http-addr "127.0.0.1:8053"`},
+		{name: "peer port under a dual-stack wildcard", args: []string{"--listen-client-urls=http://[::]:7001", "--advertise-client-urls=http://x.example:7001", "--listen-peer-urls=http://127.0.0.1:7001", "--insecure"},
+			prefix: `--listen-peer-urls "127.0.0.1:7001": the same port as --listen-client-urls "[::]:7001"`},
 		{name: "positional after flags", args: []string{"--name", "a", "--", "bar"}, prefix: `unexpected argument "bar"`},
 		{name: "unknown flag", args: []string{"--nope"}, prefix: "--nope: unknown flag"},
 		{name: "flag without value", args: []string{"--name"}, prefix: "--name: needs a value"},

@@ -161,9 +161,6 @@ wait:
 // (server.WaitForDataDir). A fresh one that cannot be written is an error.
 func bind(cfg *Config) (ln net.Listener, diskErr, err error) {
 	n := &cfg.Server.Node
-	if err := sharedPort(cfg); err != nil {
-		return nil, nil, err
-	}
 	for _, f := range []struct {
 		flag string
 		urls []url.URL
@@ -206,41 +203,6 @@ func bind(cfg *Config) (ln net.Listener, diskErr, err error) {
 		return nil, nil, fmt.Errorf("--data-dir %q: %w", n.DataDir, err)
 	}
 	return ln, nil, nil
-}
-
-// sharedPort reports two of regd's own listeners given one port (the
-// etcd ports are only probed and released by bind, so it would not see
-// them collide): an error naming both flags. Port 0 never collides; a
-// wildcard host (0.0.0.0, ::, empty) collides with every host.
-func sharedPort(cfg *Config) error {
-	type listener struct{ flag, host, port string }
-	var ls []listener
-	add := func(flag, hostport string) {
-		host, port, err := net.SplitHostPort(hostport)
-		if err == nil && port != "0" {
-			ls = append(ls, listener{flag, host, port})
-		}
-	}
-	for _, u := range cfg.Server.Node.ListenClientURLs {
-		add("--listen-client-urls", u.Host)
-	}
-	for _, u := range cfg.Server.Node.ListenPeerURLs {
-		add("--listen-peer-urls", u.Host)
-	}
-	add("--http-addr", cfg.HTTPAddr)
-	if cfg.DNSAddr != "" {
-		add("--dns-addr", cfg.DNSAddr) // its TCP socket
-	}
-	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	for i, a := range ls {
-		for _, b := range ls[:i] {
-			if a.port == b.port && (a.host == b.host || wildcard(a.host) || wildcard(b.host)) {
-				return fmt.Errorf("%s %q: the same port as %s %q; give each listener its own",
-					a.flag, net.JoinHostPort(a.host, a.port), b.flag, net.JoinHostPort(b.host, b.port))
-			}
-		}
-	}
-	return nil
 }
 
 // fdReserve is the file descriptors regd needs besides REST connections:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -91,7 +92,57 @@ func (c *Config) Validate() error {
 	if n.QuotaBackendBytes < 0 {
 		return c.fail("quota-backend-bytes", "must not be negative")
 	}
+	if err := c.checkSharedPorts(); err != nil {
+		return err
+	}
 	return c.checkSecurity()
+}
+
+// checkSharedPorts refuses two of regd's own listeners on one port, naming
+// both flags: etcd's ports are only probed and released again before etcd
+// binds them (bind, run.go), so a collision would otherwise surface deep
+// in etcd's start. Port 0 never collides.
+func (c *Config) checkSharedPorts() error {
+	type listener struct{ flag, host, port string }
+	var ls []listener
+	add := func(flag, hostport string) {
+		host, port, err := net.SplitHostPort(hostport)
+		if err == nil && port != "0" {
+			ls = append(ls, listener{flag, host, port})
+		}
+	}
+	for _, u := range c.Server.Node.ListenClientURLs {
+		add("listen-client-urls", u.Host)
+	}
+	for _, u := range c.Server.Node.ListenPeerURLs {
+		add("listen-peer-urls", u.Host)
+	}
+	add("http-addr", c.HTTPAddr)
+	if c.DNSAddr != "" {
+		add("dns-addr", c.DNSAddr) // its TCP socket
+	}
+	// A wildcard takes the port on every address of its family: "" and
+	// "::" (dual stack) all of them, 0.0.0.0 the IPv4 ones (and names,
+	// which may resolve to one); [::1] and 0.0.0.0 may share a port.
+	covers := func(wild, h string) bool {
+		switch wild {
+		case "", "::":
+			return true
+		case "0.0.0.0":
+			ip, err := netip.ParseAddr(h)
+			return err != nil || ip.Unmap().Is4()
+		}
+		return false
+	}
+	for i, a := range ls {
+		for _, b := range ls[:i] {
+			if a.port == b.port && (a.host == b.host || covers(a.host, b.host) || covers(b.host, a.host)) {
+				return c.failValue(a.flag, net.JoinHostPort(a.host, a.port), "the same port as --%s %q; give each listener its own",
+					b.flag, net.JoinHostPort(b.host, b.port))
+			}
+		}
+	}
+	return nil
 }
 
 // checkListenAddr checks a host:port to listen on, given by flag.
