@@ -22,15 +22,21 @@ func (r *limitRecorder) Expirations(_ context.Context, q registry.ExpirationQuer
 	return []registry.Expiration{}, nil
 }
 
-// TestExpirationsLimit: ?limit= is a whole number from 1; above the
-// maximum it is clamped to it (the contract), even beyond what an int
-// holds; anything else is 400 invalid_parameter.
-func TestExpirationsLimit(t *testing.T) {
+// expirationsServer is an API whose ledger records the queries it gets.
+func expirationsServer(t *testing.T) (*limitRecorder, *httptest.Server) {
 	ledger := &limitRecorder{}
 	cfg := withFakes(api.Config{})
 	cfg.Expirations = ledger
 	ts := httptest.NewServer(api.New(cfg).Handler())
 	t.Cleanup(ts.Close)
+	return ledger, ts
+}
+
+// TestExpirationsLimit: ?limit= is a whole number from 1; above the
+// maximum it is clamped to it (the contract), even beyond what an int
+// holds; anything else is 400 invalid_parameter.
+func TestExpirationsLimit(t *testing.T) {
+	ledger, ts := expirationsServer(t)
 
 	for _, tc := range []struct {
 		query string
@@ -71,11 +77,7 @@ func TestExpirationsLimit(t *testing.T) {
 // bounds nothing); anything else is 400 invalid_parameter, the ledger
 // untouched.
 func TestExpirationsBefore(t *testing.T) {
-	ledger := &limitRecorder{}
-	cfg := withFakes(api.Config{})
-	cfg.Expirations = ledger
-	ts := httptest.NewServer(api.New(cfg).Handler())
-	t.Cleanup(ts.Close)
+	ledger, ts := expirationsServer(t)
 
 	for _, tc := range []struct {
 		query string

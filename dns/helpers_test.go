@@ -11,6 +11,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/regdtest"
 )
 
@@ -33,7 +34,7 @@ func register(t testing.TB, m *regdtest.Member, svc, id string, body map[string]
 // follows it through its watch, a moment later.
 func viewHas(t testing.TB, m *regdtest.Member, svc string, hdr http.Header) {
 	t.Helper()
-	rev := hdr.Get("X-Regd-Revision")
+	rev := hdr.Get(api.HeaderRevision)
 	code, _, out := regdtest.Do(t, http.MethodGet, m.URL("/v1/services/"+svc+"/instances?status=any&min_revision="+rev), nil)
 	if rev == "" || code != http.StatusOK {
 		t.Fatalf("%s's view at revision %q: %d %s", m.Name, rev, code, out)
