@@ -74,7 +74,10 @@ func testPatchInPlace(t *testing.T, lc lifecycle) {
 	if l := listInstances(t, m2, "life", "?status=any"); ids(l) != "l1,zz-marker" {
 		t.Fatalf("status=any list %s", ids(l))
 	}
-	zm := registerWith(t, m0, "life", "zmark", map[string]any{"address": "10.1.0.97:80", "metadata": map[string]string{"zone": "z"}})
+	// TTL 300 s: never heartbeated, it must outlive the leader changes and
+	// restarts below (10 s did not on a loaded machine, and its expiry is
+	// not one the ledger check expects).
+	zm := registerWith(t, m0, "life", "zmark", map[string]any{"address": "10.1.0.97:80", "ttl": 300, "metadata": map[string]string{"zone": "z"}})
 	if e := zoneUpStream.next(t, 10*time.Second); e.instance(t).ID != "zmark" || e.rev(t) != zm.Revision {
 		t.Fatalf("meta.zone=z (up) stream: %s first, want zmark's registration; l1 never was in its view", e)
 	}

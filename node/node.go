@@ -105,6 +105,9 @@ type Node struct {
 	closing   *atomic.Bool
 	closeOnce sync.Once
 
+	// renewer keeps a follower's lease streams to the leader (renew.go).
+	renewer renewer
+
 	guard     *guard // nil without a disk guard
 	stopGuard context.CancelFunc
 	guardDone chan struct{}
@@ -319,6 +322,7 @@ func (n *Node) Close() {
 		n.stopGuard()
 		<-n.guardDone
 		n.closing.Store(true)
+		n.renewer.close()
 		n.client.Close()
 		n.etcd.Close()
 	})
@@ -331,6 +335,7 @@ func (n *Node) Kill() {
 		n.stopGuard()
 		<-n.guardDone
 		n.closing.Store(true)
+		n.renewer.close()
 		n.client.Close()
 		n.etcd.Server.HardStop()
 		n.etcd.Close()

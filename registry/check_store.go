@@ -60,14 +60,14 @@ func (s *Store) ClaimChecks(ctx context.Context, member string) (CheckFence, err
 func (s *Store) RenewLease(ctx context.Context, lease int64) (int64, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	ka, err := s.keepAlive(ctx, lease)
+	ttl, err := s.keepAlive(ctx, lease)
 	if err != nil {
 		if isLeaseNotFound(err) {
 			return 0, Errorf(KindNotFound, CodeNotFound, "lease %d has ended", lease)
 		}
 		return 0, AsError(err)
 	}
-	return ka.TTL, nil
+	return ttl, nil
 }
 
 // checkedInstance reads service/id and its record and reports them when

@@ -26,9 +26,9 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	if hint != 0 {
-		ka, err := s.keepAlive(ctx, hint)
+		ttl, err := s.keepAlive(ctx, hint)
 		if err == nil {
-			return ka.TTL, nil
+			return ttl, nil
 		}
 		if !isLeaseNotFound(err) {
 			return 0, AsError(err)
@@ -47,20 +47,30 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 	if kv.Lease == 0 {
 		return 0, Errorf(KindConflict, CodeNoLease, "instance %s of service %s was written without a lease by a plain etcd client; there is nothing to renew", quote(id), quote(service))
 	}
-	ka, err := s.keepAlive(ctx, kv.Lease)
+	ttl, err := s.keepAlive(ctx, kv.Lease)
 	if err != nil {
 		if isLeaseNotFound(err) {
 			return 0, notFound(service, id)
 		}
 		return 0, AsError(err)
 	}
-	return ka.TTL, nil
+	return ttl, nil
 }
 
-// keepAlive renews lease once; renewals are safe to repeat.
-func (s *Store) keepAlive(ctx context.Context, lease int64) (*clientv3.LeaseKeepAliveResponse, error) {
-	return read(ctx, s, func(ctx context.Context) (*clientv3.LeaseKeepAliveResponse, error) {
-		return s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+// keepAlive renews lease once and returns the seconds it now has; renewals
+// are safe to repeat. Through the store's LeaseRenewer when it has one (the
+// node renews at the leader, node/renew.go), else the client's
+// KeepAliveOnce.
+func (s *Store) keepAlive(ctx context.Context, lease int64) (int64, error) {
+	return read(ctx, s, func(ctx context.Context) (int64, error) {
+		if s.renewer != nil {
+			return s.renewer.RenewLease(ctx, lease)
+		}
+		ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+		if err != nil {
+			return 0, err
+		}
+		return ka.TTL, nil
 	})
 }
 

@@ -56,11 +56,24 @@ type Options struct {
 	// covers a change of check owner (CheckTTL): two election timeouts and
 	// a second; 0: DefaultCheckFailover.
 	CheckFailover time.Duration
+	// Renewer, when set, renews leases (heartbeats, the check owner's
+	// renewals) instead of the client's KeepAliveOnce: node.Node renews at
+	// the leader without etcd's per-renewal forwarding (node/renew.go).
+	Renewer LeaseRenewer
+}
+
+// LeaseRenewer renews one lease (node.Node implements it).
+type LeaseRenewer interface {
+	// RenewLease renews lease id once and returns the seconds it now
+	// has; rpctypes.ErrLeaseNotFound when it does not exist, otherwise
+	// the errors of clientv3's KeepAliveOnce.
+	RenewLease(ctx context.Context, id int64) (int64, error)
 }
 
 // Store reads and writes instances in etcd.
 type Store struct {
 	cli     *clientv3.Client
+	renewer LeaseRenewer // nil: cli's KeepAliveOnce
 	keys    Keys
 	lg      *zap.Logger
 	timeout time.Duration
@@ -111,6 +124,7 @@ func NewStore(cli *clientv3.Client, opts Options) *Store {
 
 		checkFailover: opts.CheckFailover,
 		checkHost:     opts.CheckHost,
+		renewer:       opts.Renewer,
 	}
 }
 

@@ -87,6 +87,30 @@ func TestE2ECluster3TLS(t *testing.T) {
 		}
 		return nil
 	})
+	// Heartbeats on every member: a follower renews at the leader over
+	// lease streams it dials to the leader's https client URL with its own
+	// certificate (--client-cert-auth is on), not through etcd's
+	// forwarding (node/renew.go).
+	streamed := regexp.MustCompile(`(?m)^regd_lease_renewals_total\{path="stream"\} ([0-9.e+]+)$`)
+	poll.Until(t, 20*time.Second, "both followers renewing over TLS lease streams", func() error {
+		n := 0
+		for _, m := range []string{"m1", "m2", "m3"} {
+			if status, body, err := send(http.MethodPut, rest[m]+"/v1/services/tls/instances/a/heartbeat", ""); err != nil || status != http.StatusOK {
+				return fmt.Errorf("heartbeat on %s: %d %s %v", m, status, body, err)
+			}
+			_, body, err := send(http.MethodGet, rest[m]+"/metrics", "")
+			if err != nil {
+				return err
+			}
+			if g := streamed.FindStringSubmatch(body); g != nil && g[1] != "0" {
+				n++
+			}
+		}
+		if n < 2 {
+			return fmt.Errorf("%d members renewed over a stream, want the 2 followers", n)
+		}
+		return nil
+	})
 	// Plain HTTP is not served.
 	plainURL := strings.Replace(rest["m3"], "https://", "http://", 1) + "/v1/services"
 	if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(plainURL); err == nil {

@@ -157,7 +157,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		WriteGate: func() error { return storageRefusal(n.StorageErr()) },
 		// Requests caught by a leader change are retried as soon as this
 		// member knows the new leader (registry/retry.go).
-		Leadership:    n,
+		Leadership: n,
+		// Heartbeats renew at the leader: in process there, over lease
+		// streams to it from a follower (node/renew.go).
+		Renewer:       n,
 		NamingPrefix:  cfg.GRPCNamingPrefix,
 		CheckFailover: checkFailover(cfg.Node),
 		// A check at an IP address outside --check-allowed-cidrs could
@@ -173,6 +176,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Name: "regd_store_retries_total",
 		Help: "etcd calls the registry made again because a leader change (or a lost attempt) overtook them; the clients saw one answer.",
 	}, func() float64 { return float64(store.Retries()) }))
+	for path, count := range map[string]func(node.RenewalCounts) int64{
+		"local":    func(c node.RenewalCounts) int64 { return c.Local },
+		"stream":   func(c node.RenewalCounts) int64 { return c.Stream },
+		"fallback": func(c node.RenewalCounts) int64 { return c.Fallback },
+	} {
+		metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "regd_lease_renewals_total",
+			Help:        "Lease renewals (heartbeats, the check owner's) this member made, by path: local at the leader in process, stream over a follower's stream to the leader, fallback through etcd's forwarding (node/renew.go).",
+			ConstLabels: prometheus.Labels{"path": path},
+		}, func() float64 { return float64(count(n.Renewals())) }))
+	}
 	ledger := registry.NewLedger(store)
 	viewCtx, stopView := context.WithCancel(context.Background())
 	viewDone := make(chan struct{})
