@@ -66,6 +66,7 @@ func fakeInstance(service, id, addr string) registry.Instance {
 type fakeView struct{}
 
 func (fakeView) WaitRev(context.Context, int64) error { return nil }
+func (fakeView) Rev() int64                           { return 2 }
 func (fakeView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) {
 	return []byte("[]"), 2, true
 }

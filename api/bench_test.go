@@ -70,6 +70,7 @@ func (v *benchView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool)
 func (v *benchView) Block(string, registry.Filter, int64) *registry.Waiter { return nil }
 
 func (v *benchView) WaitRev(context.Context, int64) error { return nil }
+func (v *benchView) Rev() int64                           { return v.list.Revision }
 func (v *benchView) Services() registry.ServiceList {
 	return registry.ServiceList{Revision: v.list.Revision}
 }

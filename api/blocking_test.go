@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regd/regd/api"
 	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
@@ -368,6 +369,38 @@ func TestReadYourWrites(t *testing.T) {
 		return nil
 	})
 
+	// A min_revision beyond the cluster's current revision is refused at
+	// once on every member and route (400 future_revision, as etcd's
+	// ErrFutureRev), not held for the 5 s catch-up and answered 503; up to
+	// it, it is answered. The cluster is settled: nothing but the test
+	// writes, so the head read here stays the head.
+	head := listInstances(t, m0, "ryw", "").Revision
+	for _, m := range []*regdtest.Member{m0, m1, m2} {
+		for _, route := range []string{"/v1/services/ryw/instances", "/v1/services", "/v1/prometheus/targets"} {
+			for _, q := range []string{"?min_revision=", "?stale&min_revision="} {
+				for _, n := range []int64{head + 1, head + 1000, 1 << 62} {
+					u := m.URL(route + q + strconv.FormatInt(n, 10))
+					begin := time.Now()
+					code, _, body := regdtest.Do(t, http.MethodGet, u, nil)
+					if code != http.StatusBadRequest || wErrorCode(body) != registry.CodeFutureRevision ||
+						!strings.Contains(string(body), fmt.Sprintf("current revision %d", head)) {
+						t.Fatalf("%s (head %d): %d %s; want 400 future_revision naming the head", u, head, code, body)
+					}
+					if d := time.Since(begin); d > 2*time.Second {
+						t.Fatalf("%s: the 400 took %s: it waited for the view", u, d)
+					}
+				}
+				u := m.URL(route + q + strconv.FormatInt(head, 10))
+				if code, hdr, body := regdtest.Do(t, http.MethodGet, u, nil); code != http.StatusOK || hdr.Get(api.HeaderRevision) != strconv.FormatInt(head, 10) {
+					t.Fatalf("%s (the head): %d %s %s; want 200 at the head", u, code, hdr.Get(api.HeaderRevision), body)
+				}
+			}
+		}
+	}
+	if now := listInstances(t, m0, "ryw", "").Revision; now != head {
+		t.Fatalf("the refused reads moved the revision from %d to %d", head, now)
+	}
+
 	// A blocking query on one member wakes on a write through another.
 	l := listInstances(t, m1, "ryw", "")
 	blocked := asyncGet(context.Background(), fmt.Sprintf("%s?index=%d&wait=5s", m1.URL("/v1/services/ryw/instances"), l.Revision))
@@ -395,6 +428,13 @@ func TestReadYourWrites(t *testing.T) {
 		if ids(got) != "i1,i2" || time.Since(begin) > time.Second {
 			t.Fatalf("%s without a quorum: %+v after %s", q, got, time.Since(begin))
 		}
+	}
+	// Beyond what the view has applied, min_revision needs the cluster's
+	// head to tell a future revision from a lagging view: without a
+	// quorum it is 503, even with stale.
+	code, _, body = regdtest.Do(t, http.MethodGet, m2.URL("/v1/services/ryw/instances?stale&min_revision="+strconv.FormatInt(1<<40, 10)), nil)
+	if code != http.StatusServiceUnavailable || wErrorCode(body) != registry.CodeUnavailable {
+		t.Fatalf("min_revision beyond the view without a quorum: %d %s, want 503 unavailable", code, body)
 	}
 	code, _, body = regdtest.Do(t, http.MethodGet, m2.URL("/v1/services?stale"), nil)
 	var sl registry.ServiceList

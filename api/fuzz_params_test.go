@@ -28,6 +28,7 @@ func (paramRegistry) Revision(context.Context) (int64, error) { return paramRev,
 type paramView struct{ api.View }
 
 func (paramView) WaitRev(context.Context, int64) error { return nil }
+func (paramView) Rev() int64                           { return paramRev }
 func (paramView) InstancesJSON(string, registry.Filter) ([]byte, int64, bool) {
 	return []byte("[]"), paramRev, true
 }
@@ -172,6 +173,11 @@ func contractCheck(path string, q url.Values, lastEventID string) (bad bool, wai
 	switch {
 	case isList(path):
 		if !revisionParamOK(q.Get("index")) || !revisionParamOK(q.Get("min_revision")) {
+			return true, 0
+		}
+		// A revision beyond the cluster's (the fake's paramRev) is no
+		// revision yet: future_revision.
+		if mr := q.Get("min_revision"); mr != "" && mustInt(mr) > paramRev {
 			return true, 0
 		}
 		if path == paramRoutes[0] && !filterOK(q) {

@@ -27,7 +27,7 @@ const (
 // readOptions are the query parameters every list read accepts.
 type readOptions struct {
 	stale  bool            // serve this node's view as it is
-	minRev int64           // wait until this node has applied minRev
+	minRev int64           // wait until this node has applied minRev (a revision the cluster has reached)
 	index  int64           // blocking query: hold until a change after index
 	wait   time.Duration   // ... or until wait ends
 	filter registry.Filter // ?status= and ?meta.<key>= (instance lists only: withFilter)
@@ -93,11 +93,32 @@ func parseWait(w string) (time.Duration, error) {
 // as current as the cluster (a linearizable revision read, then a wait for
 // the view to apply it), so a read on any member sees every acknowledged
 // write; with min_revision, at least that revision; with stale, as it is.
+//
+// A min_revision the view has applied answers at once, without a quorum.
+// One beyond it is checked against the cluster's current revision (a
+// linearizable read): beyond that too, it is a revision no write has made
+// yet, and the read is refused at once with 400 future_revision, as etcd
+// refuses a range or watch at a future revision (ErrFutureRev), rather
+// than held for catchUpTimeout and answered 503. Up to it, the view is
+// behind and the read waits for it.
 func (s *Server) catchUp(c echo.Context, o readOptions) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), catchUpTimeout)
 	defer cancel()
 	target := o.minRev
-	if !o.stale && o.minRev == 0 {
+	switch {
+	case o.minRev > 0:
+		if s.cfg.View.Rev() >= o.minRev {
+			return nil
+		}
+		head, err := s.cfg.Registry.Revision(ctx)
+		if err != nil {
+			return err
+		}
+		if o.minRev > head {
+			return registry.Errorf(registry.KindInvalid, registry.CodeFutureRevision,
+				"min_revision %d is beyond the cluster's current revision %d: no write has made it yet", o.minRev, head)
+		}
+	case !o.stale:
 		rev, err := s.cfg.Registry.Revision(ctx)
 		if err != nil {
 			return err

@@ -46,6 +46,9 @@ type Registry interface {
 
 // View is the watch-fed, in-memory registry (registry.View implements it).
 type View interface {
+	// Rev is the revision the view reflects now.
+	Rev() int64
+	// WaitRev waits until the view reflects at least rev.
 	WaitRev(ctx context.Context, rev int64) error
 	// InstancesJSON is the service's instances that f selects as a JSON
 	// array, and the revision the view reflects. shared: the array is

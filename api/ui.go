@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/regd/regd/registry"
 )
 
 // uiRoutes mount the web UI (package ui, wired in internal/server) beside
@@ -24,10 +26,15 @@ func uiRoutes(ui http.Handler) []route {
 
 // toUI redirects a browser at / to the UI. Anything that does not ask for
 // HTML (curl sends */*, API clients application/json) gets the API's usual
-// 404: / is not an API route.
+// 404 route_not_found, whose message names the UI: / is not an API route.
+// Not a redirect for every client, as Consul's agent does: HTTP clients
+// follow redirects by default (Go's, Python's requests), so an API client
+// or a probe that GETs / would get 200 and the UI's HTML where it expects
+// the contract's JSON; curl without -L would get an empty 302.
 func toUI(c echo.Context) error {
 	if !acceptsHTML(c.Request().Header.Values(echo.HeaderAccept)) {
-		return echo.ErrNotFound
+		return registry.Errorf(registry.KindNotFound, registry.CodeRouteNotFound,
+			"/ is no API route: the web UI is at /ui/, the API is described at /v1/openapi.json")
 	}
 	return c.Redirect(http.StatusFound, "/ui/")
 }

@@ -112,8 +112,12 @@ func TestUIMount(t *testing.T) {
 				t.Errorf("Location %q, want %q", got, tt.location)
 			}
 			if tt.code != "" && tt.method != "HEAD" {
-				if code, _ := decodeErrorBody(t, body); code != tt.code {
+				code, msg := decodeErrorBody(t, body)
+				if code != tt.code {
 					t.Errorf("code %q, want %q (body %s)", code, tt.code, body)
+				}
+				if tt.path == "/" && !strings.Contains(msg, "/ui/") {
+					t.Errorf("message %q at / does not name the UI", msg)
 				}
 			}
 			if strings.HasPrefix(tt.path, "/ui") && (tt.method == "GET" || tt.method == "HEAD") && hdr.Get("Content-Security-Policy") == "" {

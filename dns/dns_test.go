@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -350,4 +351,94 @@ func TestDNSClusterAnswersAlike(t *testing.T) {
 			return err
 		})
 	}
+}
+
+// TestDNSBadVersion: a query with an EDNS version regd does not implement
+// (anything but 0) is answered BADVERS (16, an extended RCODE: 0 in the
+// header, 1 in the OPT record's upper TTL byte) with an OPT record of
+// version 0, the highest regd implements, and no records (RFC 6891
+// §6.1.3), over UDP and TCP, to a real miekg/dns client and to dig.
+// miekg/dns's server cannot do it itself: its MsgAcceptFunc sees only the
+// header, not the OPT record, so the answerer does.
+func TestDNSBadVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	c := regdtest.StartCluster(t, 1, regdtest.Options{DNS: true})
+	m := c.Members[0]
+	register(t, m, "web", "w1", map[string]any{"address": "10.0.0.1:80"})
+	addr := m.DNSAddr
+
+	badvers := 0
+	for _, net := range []string{"udp", "tcp"} {
+		for _, version := range []uint8{0, 1, 255} {
+			for _, do := range []bool{false, true} {
+				name := fmt.Sprintf("%s version %d DO %v", net, version, do)
+				req := new(mdns.Msg)
+				req.SetQuestion("web.service.regd.", mdns.TypeA)
+				req.SetEdns0(1232, do)
+				req.IsEdns0().SetVersion(version)
+				cl := &mdns.Client{Net: net, UDPSize: 1232, Timeout: 3 * time.Second}
+				r, _, err := cl.Exchange(req, addr)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				opt := r.IsEdns0()
+				if opt == nil || opt.Version() != 0 || opt.Do() != do {
+					t.Fatalf("%s: OPT %v; want one of version 0 with DO %v", name, opt, do)
+				}
+				if version == 0 { // the control: the same query, answered
+					if r.Rcode != mdns.RcodeSuccess || !slices.Equal(records(r.Answer), []string{"A 10.0.0.1"}) {
+						t.Fatalf("%s: %s %v; want NOERROR with A 10.0.0.1", name, rcodeName(r.Rcode), r.Answer)
+					}
+					continue
+				}
+				badvers++
+				// miekg/dns's Unpack adds the OPT record's upper bits
+				// to the header's four: 16 is 0 in the header and 1
+				// in the OPT record, as RFC 6891 §6.1.3 puts it.
+				if r.Rcode != mdns.RcodeBadVers || opt.ExtendedRcode() != mdns.RcodeBadVers {
+					t.Fatalf("%s: rcode %s (extended %d); want BADVERS", name, rcodeName(r.Rcode), opt.ExtendedRcode())
+				}
+				if len(r.Answer)+len(r.Ns) != 0 || len(r.Extra) != 1 {
+					t.Fatalf("%s: answer %v, authority %v, additional %v; want the OPT record only", name, r.Answer, r.Ns, r.Extra)
+				}
+			}
+		}
+	}
+
+	t.Run("dig", func(t *testing.T) {
+		dig, err := exec.LookPath("dig")
+		if err != nil {
+			t.Skip("dig is not installed (Debian: bind9-dnsutils; .ci/run installs it)")
+		}
+		host, port, _ := strings.Cut(addr, ":")
+		// +noednsnegotiation: dig's default answers BADVERS by asking
+		// again with version 0 and prints that answer, after a line
+		// saying so.
+		out, err := exec.Command(dig, "@"+host, "-p", port, "+edns=1", "+noednsnegotiation", "+time=3", "+tries=1", "web.service.regd.", "A").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "status: BADVERS") || !strings.Contains(string(out), "EDNS: version: 0,") {
+			t.Fatalf("dig +edns=1 +noednsnegotiation: %v, want status BADVERS and EDNS version 0:\n%s", err, out)
+		}
+		badvers++
+		out, err = exec.Command(dig, "@"+host, "-p", port, "+edns=1", "+time=3", "+tries=1", "web.service.regd.", "A").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "BADVERS, retrying with EDNS version 0") || !strings.Contains(string(out), "status: NOERROR") {
+			t.Fatalf("dig +edns=1: %v, want its retry with version 0 answered NOERROR:\n%s", err, out)
+		}
+		badvers++
+	})
+
+	// Counted under their name, BADVERS (16 is also TSIG's BADSIG, the
+	// name miekg/dns's RcodeToString gives it).
+	_, _, body := regdtest.Do(t, http.MethodGet, m.URL("/metrics"), nil)
+	if want := fmt.Sprintf(`regd_dns_queries_total{rcode="BADVERS",type="A"} %d`, badvers); !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %q; it has %q", want, regexp.MustCompile(`(?m)^regd_dns_queries_total.*$`).FindAllString(string(body), -1))
+	}
+}
+
+func rcodeName(rcode int) string {
+	if rcode == mdns.RcodeBadVers {
+		return "BADVERS"
+	}
+	return mdns.RcodeToString[rcode]
 }

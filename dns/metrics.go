@@ -34,7 +34,7 @@ func newMetrics(reg *prometheus.Registry, view View) *metrics {
 	m := &metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regd_dns_queries_total",
-			Help: "DNS queries answered, by query type (A, AAAA, SRV, TXT, ..., other; none when refused before parsing) and response code (NOERROR, NXDOMAIN, REFUSED, ...).",
+			Help: "DNS queries answered, by query type (A, AAAA, SRV, TXT, ..., other; none when refused before parsing) and response code (NOERROR, NXDOMAIN, REFUSED, BADVERS, ...).",
 		}, []string{"type", "rcode"}),
 		truncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "regd_dns_truncated_total",
@@ -70,7 +70,13 @@ func (m *metrics) count(req, resp *mdns.Msg) {
 	}
 }
 
+// rcodeString is the label of a response code. 16 is BADVERS in a DNS
+// answer (RFC 6891 §6.1.3); miekg/dns's RcodeToString names it by TSIG's
+// BADSIG (RFC 8945), which shares the value.
 func rcodeString(rcode int) string {
+	if rcode == mdns.RcodeBadVers {
+		return "BADVERS"
+	}
 	if s, ok := mdns.RcodeToString[rcode]; ok {
 		return s
 	}

@@ -73,6 +73,10 @@ const (
 	CodeInvalidParameter = "invalid_parameter"    // a malformed query parameter or header
 	CodeInvalidMember    = "invalid_member"       // a member's name or peer URLs are malformed
 	CodeBadRequest       = "bad_request"          // any other request HTTP itself refuses
+	// CodeFutureRevision: a read's min_revision beyond the cluster's
+	// current revision, which no write has made yet (etcd: ErrFutureRev,
+	// "mvcc: required revision is a future revision").
+	CodeFutureRevision = "future_revision"
 
 	// Credentials (401, 403).
 	CodeUnauthorized = "unauthorized" // no token where one is needed, or a token that is not valid

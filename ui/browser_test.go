@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -973,6 +974,34 @@ func TestServedByRegd(t *testing.T) {
 	}
 	if status, _, _ := rest(t, http.MethodGet, origin+"/v1/services", "", nil); status != 401 {
 		t.Errorf("GET /v1/services without a token: %d, want 401 (the UI must not open the API)", status)
+	}
+	// / sends a browser to the UI; curl (Accept: */*) and API clients
+	// get the JSON 404, which names the UI, not a redirect they would
+	// follow into HTML.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, accept := range []string{"text/html,application/xhtml+xml,*/*;q=0.8", "*/*", "application/json", ""} {
+		req, err := http.NewRequest(http.MethodGet, origin+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.HasPrefix(accept, "text/html") {
+			if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/ui/" {
+				t.Errorf("GET / by a browser: %d Location %q, want 302 /ui/", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), `"code":"route_not_found"`) || !strings.Contains(string(b), "/ui/") {
+			t.Errorf("GET / with Accept %q: %d %s, want 404 route_not_found naming /ui/", accept, resp.StatusCode, b)
+		}
 	}
 	status, _, b := rest(t, http.MethodGet, origin+"/v1/auth/token", readToken, nil)
 	if status != 200 || !strings.Contains(string(b), `"scope":"read"`) {

@@ -13,13 +13,15 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/regd/regd/api"
+	"github.com/regd/regd/internal/checktest"
 	"github.com/regd/regd/internal/poll"
 	"github.com/regd/regd/internal/regdtest"
 )
 
 // TestScreenshots writes a PNG of each page of the UI, as a write token
 // sees it on a three-member cluster (with an instance drained from the
-// page, one out of service, two expiries), to the directory in
+// page, one out of service, two expiries, and orders' instances checked by
+// the registry, one of them failing: the Health column), to the directory in
 // $REGD_UI_SCREENSHOTS: `make screenshots` writes docs/ui/, which the README
 // shows. Without the variable it skips; it is not part of `make test`.
 func TestScreenshots(t *testing.T) {
@@ -34,14 +36,21 @@ func TestScreenshots(t *testing.T) {
 	c := regdtest.StartCluster(t, 3, regdtest.Options{Auth: api.NewAuth(tokens, false)})
 	origin := "http://" + c.Members[0].HTTPAddr
 
+	// orders' instances have HTTP checks the registry runs, against a
+	// loopback backend; orders-2's fails (20 failures allowed, 5 s
+	// apart: it stays listed, "failing", for the whole run).
+	backend := checktest.NewHTTP(t)
+	backend.Set("orders-2", checktest.Failing)
 	for i, zone := range []string{"a", "a", "b", "c"} {
 		weight := 100
 		if i == 3 {
 			weight = 50 // a canary
 		}
-		register(t, origin, "orders", fmt.Sprintf("orders-%d", i+1), map[string]any{
+		id := fmt.Sprintf("orders-%d", i+1)
+		register(t, origin, "orders", id, map[string]any{
 			"address": fmt.Sprintf("10.0.1.%d:8080", i+11), "ttl": 120, "weight": weight,
 			"metadata": map[string]string{"zone": zone, "version": "2.3.1", "protocol": "http"},
+			"check":    map[string]any{"http": backend.URL(id), "interval": "5s", "failures": 20},
 		})
 	}
 	for i := range 2 {
@@ -55,6 +64,26 @@ func TestScreenshots(t *testing.T) {
 	// Two instances that stop heartbeating, for the expiry reports.
 	register(t, origin, "cart", "cart-1", map[string]any{"address": "10.0.4.1:8000", "ttl": 2})
 	register(t, origin, "orders", "orders-9", map[string]any{"address": "10.0.1.99:8080", "ttl": 2, "metadata": map[string]string{"zone": "b"}})
+	// Every check probed once (the first probes spread over the
+	// interval): each of orders' rows shows its health.
+	poll.Until(t, 20*time.Second, "a health result for each of orders' instances", func() error {
+		status, _, b := rest(t, http.MethodGet, origin+"/v1/services/orders/instances?status=any", readToken, nil)
+		var l struct {
+			Instances []struct {
+				ID     string
+				Health *struct{ Status string }
+			}
+		}
+		if status != 200 || json.Unmarshal(b, &l) != nil {
+			return fmt.Errorf("orders: %d %s", status, b)
+		}
+		for _, in := range l.Instances {
+			if in.Health == nil && in.ID != "orders-9" {
+				return fmt.Errorf("%s not checked yet", in.ID)
+			}
+		}
+		return nil
+	})
 	poll.Until(t, 30*time.Second, "the two expiry reports for the screenshots", func() error {
 		status, _, b := rest(t, http.MethodGet, origin+"/v1/expirations", readToken, nil)
 		var l struct{ Expirations []json.RawMessage }
