@@ -3,11 +3,20 @@ package registry
 import (
 	"encoding/json"
 	"sort"
+	"strings"
 )
 
 // serviceState is one service in the index.
+//
+// Memory (a member keeps every instance of the registry here; issue 17
+// counts a million): each instance is one heap Instance, shared by the
+// index, the service's log and the events' Prev, never modified once in
+// the index (a change stores a new one). Its Service is the service's
+// name, its ID a copy of the id alone: neither keeps the etcd key it was
+// parsed from alive.
 type serviceState struct {
-	instances map[string]Instance
+	name      string // the services map's key, shared by its instances
+	instances map[string]*Instance
 	up        int // instances with status up
 	changed   int64
 	wake      chan struct{}
@@ -81,13 +90,17 @@ func (v *View) instance(svc, id string) (Instance, bool) {
 		return Instance{}, false
 	}
 	inst, ok := st.instances[id]
-	return inst, ok
+	if !ok {
+		return Instance{}, false
+	}
+	return *inst, true
 }
 
 func (v *View) state(svc string) *serviceState {
 	st, ok := v.services[svc]
 	if !ok {
-		st = &serviceState{instances: make(map[string]Instance), wake: make(chan struct{})}
+		svc = strings.Clone(svc) // not the etcd key it may be cut from
+		st = &serviceState{name: svc, instances: make(map[string]*Instance), wake: make(chan struct{})}
 		v.services[svc] = st
 		v.addFold(svc)
 	}
@@ -151,8 +164,8 @@ func (v *View) List(service string, f Filter) InstanceList {
 	if service == "" {
 		for _, st := range v.services {
 			for _, inst := range st.instances {
-				if f.Match(inst) {
-					out.Instances = append(out.Instances, inst)
+				if f.Match(*inst) {
+					out.Instances = append(out.Instances, *inst)
 				}
 			}
 		}
@@ -175,7 +188,7 @@ func (st *serviceState) sortedInstances() []Instance {
 	if st.sorted == nil {
 		st.sorted = make([]Instance, 0, len(st.instances))
 		for _, inst := range st.instances {
-			st.sorted = append(st.sorted, inst)
+			st.sorted = append(st.sorted, *inst)
 		}
 		sort.Slice(st.sorted, func(i, j int) bool { return st.sorted[i].ID < st.sorted[j].ID })
 	}
