@@ -87,7 +87,9 @@ func heapNow() uint64 {
 // B/instance is everything the view holds; index-B/instance leaves out the
 // event history (a ring of the last DefaultViewHistory events, which holds
 // every event here but is a fixed ~65,536 events at a million), whose cost
-// per event is history-B/event. Run it alone, once:
+// per event is history-B/event. listed-B/instance is what every service's
+// list adds once it has been asked for (View.List, cached per service until
+// it changes). Run it alone, once:
 //
 //	go test -run '^$' -bench ViewMemory -benchtime 1x ./registry/
 //
@@ -99,7 +101,7 @@ func BenchmarkViewMemory(b *testing.B) {
 	for _, w := range memWorkloads {
 		for _, path := range []string{"apply", "load"} {
 			b.Run(fmt.Sprintf("workload=%s/path=%s", w.name, path), func(b *testing.B) {
-				var total, index, history float64
+				var total, index, history, listed float64
 				for b.Loop() {
 					before := heapNow()
 					v := NewView(NewStore(nil, Options{Prefix: "/service/"}), ViewOptions{})
@@ -138,6 +140,14 @@ func BenchmarkViewMemory(b *testing.B) {
 					v.history = nil
 					v.mu.Unlock()
 					bare := heapNow()
+					// Every service listed once (the default filter, up
+					// instances), as the API's lists, DNS and Prometheus
+					// discovery cache them until the service changes.
+					for _, s := range v.Services().Services {
+						benchSink = v.List(s.Name, Filter{})
+					}
+					benchSink = nil
+					listed = float64(heapNow()-bare) / n
 					runtime.KeepAlive(v)
 					total = float64(full-before) / n
 					index = float64(bare-before) / n
@@ -148,6 +158,7 @@ func BenchmarkViewMemory(b *testing.B) {
 				b.ReportMetric(total, "B/instance")
 				b.ReportMetric(index, "index-B/instance")
 				b.ReportMetric(history, "history-B/event")
+				b.ReportMetric(listed, "listed-B/instance")
 			})
 		}
 	}

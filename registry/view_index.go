@@ -208,10 +208,19 @@ func (st *serviceState) list(f Filter) *cachedList {
 	all := st.sortedInstances()
 	l := &cachedList{sorted: all}
 	if !f.everything() {
-		l.sorted = make([]Instance, 0, len(all))
-		for _, inst := range all {
-			if f.Match(inst) {
-				l.sorted = append(l.sorted, inst)
+		// Shared with all while f selects every instance (the default
+		// filter of a service whose instances are all up): one copy of
+		// the list per service, not two.
+		shared := true
+		for i, inst := range all {
+			switch {
+			case f.Match(inst):
+				if !shared {
+					l.sorted = append(l.sorted, inst)
+				}
+			case shared:
+				l.sorted = append(make([]Instance, 0, len(all)-1), all[:i]...)
+				shared = false
 			}
 		}
 	}
@@ -264,6 +273,26 @@ func (v *View) InstancesJSON(service string, f Filter) (encoded []byte, rev int6
 		v.mu.Unlock()
 	}
 	return encoded, rev, shared
+}
+
+// Count is how many of service's instances f selects and match accepts,
+// from memory. Unlike List it caches nothing: a gauge that counts over
+// every service on each scrape (DNS's unservable names) would otherwise
+// keep a sorted copy of every service's list until it changes.
+func (v *View) Count(service string, f Filter, match func(Instance) bool) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st, ok := v.services[service]
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, inst := range st.instances {
+		if f.Match(*inst) && match(*inst) {
+			n++
+		}
+	}
+	return n
 }
 
 // Services lists the services with instances, from memory: how many, and
