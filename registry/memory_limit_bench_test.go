@@ -1,7 +1,6 @@
 package registry_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math"
@@ -10,12 +9,12 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/regd/regd/internal/loadgen"
 	"github.com/regd/regd/internal/regdtest"
 	"github.com/regd/regd/registry"
 )
@@ -112,18 +111,11 @@ func gcStats() (cycles uint64, cpu float64) {
 // (proc(5), /proc/pid/clear_refs, 5); peakRSS reads it (VmHWM).
 func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
-func peakRSS() uint64 {
-	f, err := os.Open("/proc/self/status")
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	_, hwm := loadgen.ParseStatusMemory(b)
+	return hwm
 }
