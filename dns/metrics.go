@@ -105,11 +105,7 @@ func (u *unservable) count() float64 {
 				n += s.Up
 				continue
 			}
-			for _, inst := range u.view.List(s.Name, registry.Filter{}).Instances {
-				if !ServableName(inst.ID) {
-					n++
-				}
-			}
+			n += u.view.Count(s.Name, registry.Filter{}, func(inst registry.Instance) bool { return !ServableName(inst.ID) })
 		}
 		u.rev, u.n = rev, n
 	}

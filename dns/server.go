@@ -66,9 +66,9 @@ type View interface {
 	ServiceFold(service string, f registry.Filter) []registry.Instance
 	// Rev is the revision the view reflects (the SOA's serial).
 	Rev() int64
-	// Services and List serve the unservable-names gauge.
+	// Services and Count serve the unservable-names gauge.
 	Services() registry.ServiceList
-	List(service string, f registry.Filter) registry.InstanceList
+	Count(service string, f registry.Filter, match func(registry.Instance) bool) int
 }
 
 // Config is one node's DNS server.

@@ -32,13 +32,18 @@ type meta struct {
 	rev int64 // the record's ModRevision, when read from etcd
 }
 
+// noMetadata is the Metadata of every instance without any: one empty map
+// for all of them instead of one each (a million instances would hold 48
+// MB of empty maps). Instances are read-only once built, like this map.
+var noMetadata = map[string]string{}
+
 // instance is the API's view of a REST instance whose key is at keyRev:
 // its revision is that of its last registration or update, whichever
 // wrote last (the key, or this record).
 func (m meta) instance(service, id string, keyRev int64) Instance {
 	md := m.Metadata
-	if md == nil {
-		md = map[string]string{}
+	if len(md) == 0 {
+		md = noMetadata
 	}
 	at := m.RegisteredAt
 	// Only regd writes these records; anything else in them (another

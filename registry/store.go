@@ -343,7 +343,7 @@ func (s *Store) build(ctx context.Context, service, id string, k KeyState, m met
 		Service:  service,
 		ID:       id,
 		Address:  k.Address,
-		Metadata: map[string]string{},
+		Metadata: noMetadata,
 		Status:   StatusUp,
 		Weight:   DefaultWeight,
 		TTL:      s.leaseTTL(ctx, k.Lease),

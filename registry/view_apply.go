@@ -37,10 +37,14 @@ func (v *View) apply(ctx context.Context, ch Changes) {
 	var updates []viewChange
 	v.mu.Lock()
 	keyed := make(map[string]bool, len(ch.Instances))
+	// records are the meta records of the changed keys before this
+	// revision (View.record).
+	records := make(map[string]record, len(ch.Instances))
 	for i := range ch.Instances {
 		ic := &ch.Instances[i]
 		ic.Prev = nil
 		keyed[ic.Service+"/"+ic.ID] = true
+		records[ic.Service+"/"+ic.ID] = v.record(ic.Service, ic.ID)
 		if old, ok := v.instance(ic.Service, ic.ID); ok {
 			olds[ic.Service+"/"+ic.ID] = old
 			ic.Prev = &KeyState{Address: old.Address, Valid: true, Lease: leaseIDOf(old), ModRevision: old.Revision}
@@ -72,9 +76,7 @@ func (v *View) apply(ctx context.Context, ch Changes) {
 		if m, ok := ch.metaPut[key]; ok {
 			return m
 		}
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		return v.metas[key]
+		return records[key].m
 	}
 	var changes []viewChange
 	for _, ic := range ch.Instances {
@@ -100,12 +102,6 @@ func (v *View) apply(ctx context.Context, ch Changes) {
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for k := range ch.metaDel {
-		delete(v.metas, k)
-	}
-	for k, m := range ch.metaPut {
-		v.metas[k] = m
-	}
 	for _, ic := range ch.Instances {
 		v.trackValue(ic.Service, ic.ID, !ic.Deleted && !ic.Now.Valid, ch.Revision)
 	}
@@ -118,10 +114,91 @@ func (v *View) apply(ctx context.Context, ch Changes) {
 		changes[i].event.Index, changes[i].event.Batch = i, len(changes)
 		countsChanged = v.applyChange(changes[i], ch.Revision) || countsChanged
 	}
+	// Each changed record, and the record of each changed key, as it is
+	// after this revision.
+	for k, r := range records {
+		if m, ok := ch.metaPut[k]; ok {
+			r = record{m, true}
+		} else if ch.metaDel[k] {
+			r = record{}
+		}
+		v.keepRecord(k, r)
+	}
+	for k := range ch.metaDel {
+		if _, ok := records[k]; !ok {
+			v.keepRecord(k, record{})
+		}
+	}
+	for k, m := range ch.metaPut {
+		if _, ok := records[k]; !ok {
+			v.keepRecord(k, record{m, true})
+		}
+	}
 	if countsChanged {
 		v.touchAll(ch.Revision)
 	}
 	v.setRev(ch.Revision)
+}
+
+// record is an instance's meta record as the view knows it; ok false:
+// none.
+type record struct {
+	m  meta
+	ok bool
+}
+
+// The view needs an instance's meta record whenever its key changes in a
+// revision that does not write the record (a plain client rewrites the
+// value, or puts the key back on its lease). Most records are the instance
+// itself: an instance built from its record (it has RegisteredAt; the
+// record describes its lease) holds every field of it that matters, so
+// View.metas keeps only the others — records of keys that are no instance,
+// or not on the record's lease, and "none" where an instance built from a
+// record has lost it (a zero meta, which describes no lease). A million
+// instances then cost no second map of a million decoded records.
+
+// record is the meta record of service/id before the revision being
+// applied. Call with v.mu held.
+func (v *View) record(svc, id string) record {
+	if m, ok := v.metas[svc+"/"+id]; ok {
+		return record{m, m.Lease != 0}
+	}
+	st, ok := v.services[svc]
+	if !ok {
+		return record{}
+	}
+	inst, ok := st.instances[id]
+	if !ok || inst.RegisteredAt == nil {
+		return record{}
+	}
+	// What meta.instance made inst from: building from it again gives
+	// the same instance, with the new key's address and revision.
+	m := meta{Metadata: inst.Metadata, TTL: inst.TTL, Lease: leaseIDOf(*inst), RegisteredAt: *inst.RegisteredAt, Check: inst.Check, Health: inst.Health}
+	m.setLifecycle(inst.Status, int64(inst.Weight))
+	return record{m, true}
+}
+
+// keepRecord stores r, the record of key ("service/id") after the revision
+// just applied to the index, in View.metas unless the instance there holds
+// it. Call with v.mu held.
+func (v *View) keepRecord(key string, r record) {
+	svc, id, _ := strings.Cut(key, "/")
+	var inst *Instance
+	if st, ok := v.services[svc]; ok {
+		inst = st.instances[id]
+	}
+	fromRecord := inst != nil && inst.RegisteredAt != nil
+	switch {
+	case r.ok && fromRecord && r.m.describes(leaseIDOf(*inst)):
+		delete(v.metas, key) // inst was built from it in this revision, or before
+	case r.ok:
+		r.m.Address = "" // the key's value is the address
+		v.metas[key] = r.m
+	case fromRecord:
+		v.metas[key] = meta{} // none, though inst was built from one
+	default:
+		delete(v.metas, key)
+	}
 }
 
 func eventType(c Cause) string {
@@ -160,20 +237,26 @@ func (v *View) trackValue(svc, id string, invalid bool, rev int64) {
 // service's counts (instances, up) changed. Call with v.mu held.
 func (v *View) applyChange(c viewChange, rev int64) bool {
 	st := v.state(c.svc)
-	old, existed := st.instances[c.id]
-	var prev, now *Instance
-	if existed {
-		prev = &old
-	}
-	if existed && isUp(old) {
+	prev, existed := st.instances[c.id]
+	var now *Instance
+	if existed && isUp(*prev) {
 		st.up--
 	}
 	if c.del {
 		delete(st.instances, c.id)
 	} else {
-		st.instances[c.id] = c.event.Instance
-		now = &c.event.Instance
-		if isUp(c.event.Instance) {
+		inst := c.event.Instance
+		// The strings the index keeps (serviceState).
+		inst.Service = st.name
+		if existed {
+			inst.ID = prev.ID
+		} else {
+			inst.ID = strings.Clone(c.id)
+		}
+		now = &inst
+		st.instances[inst.ID] = now
+		c.event.Instance = inst
+		if isUp(inst) {
 			st.up++
 		}
 	}
@@ -181,7 +264,7 @@ func (v *View) applyChange(c viewChange, rev int64) bool {
 	st.record(rev, prev, now)
 	v.wakeWaiters(c.svc, rev, prev, now)
 	v.publish(c.event)
-	upChanged := existed && isUp(old) != (!c.del && isUp(c.event.Instance))
+	upChanged := existed && isUp(*prev) != (!c.del && isUp(*now))
 	return existed == c.del || upChanged
 }
 
@@ -220,17 +303,28 @@ func (v *View) load(ctx context.Context, rev int64, kvs []*mvccpb.KeyValue) {
 			}
 		}
 	}
-	fresh := make(map[string]map[string]Instance)
+	fresh := make(map[string]map[string]*Instance)
 	for _, in := range valid {
 		if fresh[in.svc] == nil {
-			fresh[in.svc] = make(map[string]Instance)
+			fresh[in.svc] = make(map[string]*Instance)
 		}
-		fresh[in.svc][in.id] = v.build(ctx, in.svc, in.id, in.k, metas[in.svc+"/"+in.id])
+		inst := v.build(ctx, in.svc, in.id, in.k, metas[in.svc+"/"+in.id])
+		inst.ID = strings.Clone(in.id) // the service's name is set below
+		fresh[in.svc][inst.ID] = &inst
 	}
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.metas = metas
+	// Kept only where no instance holds them (View.record); a new map,
+	// as a Go map does not shrink.
+	v.metas = make(map[string]meta)
+	for k, m := range metas {
+		svc, id, _ := strings.Cut(k, "/")
+		if inst := fresh[svc][id]; inst == nil || inst.RegisteredAt == nil {
+			m.Address = ""
+			v.metas[k] = m
+		}
+	}
 	stillInvalid := make(map[string]bool)
 	for _, in := range invalid {
 		v.trackValue(in.svc, in.id, true, rev)
@@ -250,7 +344,7 @@ func (v *View) load(ctx context.Context, rev int64, kvs []*mvccpb.KeyValue) {
 	// query wakes (a hint; it compares and asks again).
 	for svc, st := range v.services {
 		if _, ok := fresh[svc]; !ok {
-			st.instances, st.up = map[string]Instance{}, 0
+			st.instances, st.up = map[string]*Instance{}, 0
 			st.log, st.logFloor = nil, rev
 			v.touch(svc, st, rev)
 		}
@@ -259,7 +353,8 @@ func (v *View) load(ctx context.Context, rev int64, kvs []*mvccpb.KeyValue) {
 		st := v.state(svc)
 		st.instances, st.up = insts, 0
 		for _, inst := range insts {
-			if isUp(inst) {
+			inst.Service = st.name
+			if isUp(*inst) {
 				st.up++
 			}
 		}
@@ -284,7 +379,7 @@ func (v *View) load(ctx context.Context, rev int64, kvs []*mvccpb.KeyValue) {
 
 // resyncEvents is the difference between the index and a reloaded state,
 // as events at rev, sorted by service and id. Call with v.mu held.
-func (v *View) resyncEvents(rev int64, fresh map[string]map[string]Instance, invalid map[string]bool, marked map[int64]bool) []Event {
+func (v *View) resyncEvents(rev int64, fresh map[string]map[string]*Instance, invalid map[string]bool, marked map[int64]bool) []Event {
 	var events []Event
 	gone := Changes{Revision: rev}
 	olds := make(map[string]Instance)
@@ -292,14 +387,13 @@ func (v *View) resyncEvents(rev int64, fresh map[string]map[string]Instance, inv
 		for id, old := range st.instances {
 			if inst, ok := fresh[svc][id]; ok {
 				if inst.Revision != old.Revision {
-					prev := old
-					events = append(events, Event{Type: EventRegister, Instance: inst, Prev: &prev, Revision: rev})
+					events = append(events, Event{Type: EventRegister, Instance: *inst, Prev: old, Revision: rev})
 				}
 				continue
 			}
 			k := svc + "/" + id
-			olds[k] = old
-			lease := leaseIDOf(old)
+			olds[k] = *old
+			lease := leaseIDOf(*old)
 			ic := InstanceChange{Service: svc, ID: id, Deleted: !invalid[k], Prev: &KeyState{Address: old.Address, Valid: true, Lease: lease}}
 			if ic.Deleted && lease != 0 && !marked[lease] {
 				gone.EndedLeases = setAdd(gone.EndedLeases, lease)
@@ -310,7 +404,7 @@ func (v *View) resyncEvents(rev int64, fresh map[string]map[string]Instance, inv
 	for svc, insts := range fresh {
 		for id, inst := range insts {
 			if _, ok := v.instance(svc, id); !ok {
-				events = append(events, Event{Type: EventRegister, Instance: inst, Revision: rev})
+				events = append(events, Event{Type: EventRegister, Instance: *inst, Revision: rev})
 			}
 		}
 	}

@@ -3,11 +3,20 @@ package registry
 import (
 	"encoding/json"
 	"sort"
+	"strings"
 )
 
 // serviceState is one service in the index.
+//
+// Memory (a member keeps every instance of the registry here; issue 17
+// counts a million): each instance is one heap Instance, shared by the
+// index, the service's log and the events' Prev, never modified once in
+// the index (a change stores a new one). Its Service is the service's
+// name, its ID a copy of the id alone: neither keeps the etcd key it was
+// parsed from alive.
 type serviceState struct {
-	instances map[string]Instance
+	name      string // the services map's key, shared by its instances
+	instances map[string]*Instance
 	up        int // instances with status up
 	changed   int64
 	wake      chan struct{}
@@ -81,13 +90,17 @@ func (v *View) instance(svc, id string) (Instance, bool) {
 		return Instance{}, false
 	}
 	inst, ok := st.instances[id]
-	return inst, ok
+	if !ok {
+		return Instance{}, false
+	}
+	return *inst, true
 }
 
 func (v *View) state(svc string) *serviceState {
 	st, ok := v.services[svc]
 	if !ok {
-		st = &serviceState{instances: make(map[string]Instance), wake: make(chan struct{})}
+		svc = strings.Clone(svc) // not the etcd key it may be cut from
+		st = &serviceState{name: svc, instances: make(map[string]*Instance), wake: make(chan struct{})}
 		v.services[svc] = st
 		v.addFold(svc)
 	}
@@ -151,8 +164,8 @@ func (v *View) List(service string, f Filter) InstanceList {
 	if service == "" {
 		for _, st := range v.services {
 			for _, inst := range st.instances {
-				if f.Match(inst) {
-					out.Instances = append(out.Instances, inst)
+				if f.Match(*inst) {
+					out.Instances = append(out.Instances, *inst)
 				}
 			}
 		}
@@ -175,7 +188,7 @@ func (st *serviceState) sortedInstances() []Instance {
 	if st.sorted == nil {
 		st.sorted = make([]Instance, 0, len(st.instances))
 		for _, inst := range st.instances {
-			st.sorted = append(st.sorted, inst)
+			st.sorted = append(st.sorted, *inst)
 		}
 		sort.Slice(st.sorted, func(i, j int) bool { return st.sorted[i].ID < st.sorted[j].ID })
 	}
@@ -195,10 +208,19 @@ func (st *serviceState) list(f Filter) *cachedList {
 	all := st.sortedInstances()
 	l := &cachedList{sorted: all}
 	if !f.everything() {
-		l.sorted = make([]Instance, 0, len(all))
-		for _, inst := range all {
-			if f.Match(inst) {
-				l.sorted = append(l.sorted, inst)
+		// Shared with all while f selects every instance (the default
+		// filter of a service whose instances are all up): one copy of
+		// the list per service, not two.
+		shared := true
+		for i, inst := range all {
+			switch {
+			case f.Match(inst):
+				if !shared {
+					l.sorted = append(l.sorted, inst)
+				}
+			case shared:
+				l.sorted = append(make([]Instance, 0, len(all)-1), all[:i]...)
+				shared = false
 			}
 		}
 	}
@@ -251,6 +273,26 @@ func (v *View) InstancesJSON(service string, f Filter) (encoded []byte, rev int6
 		v.mu.Unlock()
 	}
 	return encoded, rev, shared
+}
+
+// Count is how many of service's instances f selects and match accepts,
+// from memory. Unlike List it caches nothing: a gauge that counts over
+// every service on each scrape (DNS's unservable names) would otherwise
+// keep a sorted copy of every service's list until it changes.
+func (v *View) Count(service string, f Filter, match func(Instance) bool) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st, ok := v.services[service]
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, inst := range st.instances {
+		if f.Match(*inst) && match(*inst) {
+			n++
+		}
+	}
+	return n
 }
 
 // Services lists the services with instances, from memory: how many, and
