@@ -150,6 +150,7 @@ type Server struct {
 	closeOnce sync.Once
 	streams   *streamLimiter
 	keepAlive time.Duration
+	takenOver takenOver // watch streams that outlive their handlers
 
 	inflight     atomic.Int64
 	shedCount    atomic.Int64
@@ -237,6 +238,8 @@ func (s *Server) Drain() { s.draining.Store(true) }
 
 // Close tells long-lived requests (watch streams, blocking queries) to end
 // now, so that the HTTP server's graceful shutdown does not wait on them.
+// Watch streams on HTTP/1.x connections outlive their handlers, out of the
+// HTTP server's sight: Wait waits for them.
 func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // Closing is closed when the server shuts down.
