@@ -179,47 +179,56 @@ const (
 type takenOver struct {
 	mu    sync.Mutex
 	conns map[*streamConn]struct{}
-	wg    sync.WaitGroup
+	idle  chan struct{} // closed when conns empties; nil: no one waits
 }
 
 func (t *takenOver) add(c *streamConn) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.conns == nil {
 		t.conns = make(map[*streamConn]struct{})
 	}
 	t.conns[c] = struct{}{}
-	t.wg.Add(1)
-	t.mu.Unlock()
 }
 
 func (t *takenOver) remove(c *streamConn) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	delete(t.conns, c)
-	t.mu.Unlock()
-	t.wg.Done()
+	if len(t.conns) == 0 && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
 }
 
 // Wait waits until the watch streams that outlive their handlers have
 // ended; call it after Close, once the HTTP server's Shutdown has returned
 // (net/http does not track them). When ctx ends first, their connections
-// are closed and Wait returns ctx's error once the streams are gone.
+// are closed and Wait returns ctx's error once the streams are gone (each
+// notices within its health tick, healthEvery).
 func (s *Server) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		s.takenOver.wg.Wait()
-		close(done)
-	}()
+	t := &s.takenOver
+	t.mu.Lock()
+	if len(t.conns) == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 	}
-	s.takenOver.mu.Lock()
-	for c := range s.takenOver.conns {
-		_ = c.conn.Close() // the stream's write fails, and it ends
+	t.mu.Lock()
+	for c := range t.conns {
+		_ = c.conn.Close() // the stream's next write or look fails, and it ends
 	}
-	s.takenOver.mu.Unlock()
-	<-done
+	t.mu.Unlock()
+	<-idle
 	return ctx.Err()
 }
 
