@@ -7,6 +7,8 @@
 // authentication (auth.go), load limits (limits.go), compression (gzip.go)
 // and metrics (metrics.go) read the class from there. Every error leaves
 // through one exit (errors.go). Handlers live in one file per resource.
+// Watch streams over HTTP/1.x outlive their handlers on connections taken
+// from net/http (detach.go); Server.Wait is how shutdown waits for them.
 package api
 
 import (

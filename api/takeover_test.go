@@ -160,6 +160,17 @@ func streamsGauge(t testing.TB, reg *prometheus.Registry) int {
 	return 0
 }
 
+// waitGauge polls until reg's regd_watch_streams is want.
+func waitGauge(t testing.TB, reg *prometheus.Registry, want int, what string) {
+	t.Helper()
+	poll.Until(t, 10*time.Second, what, func() error {
+		if n := streamsGauge(t, reg); n != want {
+			return fmt.Errorf("%d watch streams open, want %d", n, want)
+		}
+		return nil
+	})
+}
+
 // TestWatchTLS: over TLS a stream on HTTP/1.1 is taken over (and its
 // client's close, a TLS close_notify and a FIN, is noticed); one on HTTP/2
 // is not, and works as before. Server.Wait closes what is still open when
@@ -197,34 +208,19 @@ func TestWatchTLS(t *testing.T) {
 	if s1.Resp.ProtoMajor != 1 || !slices.Equal(s1.Resp.TransferEncoding, []string{"chunked"}) || s2.Resp.ProtoMajor != 2 {
 		t.Fatalf("streams over %s (Transfer-Encoding %q) and %s; want HTTP/1.1 chunked and HTTP/2", s1.Resp.Proto, s1.Resp.TransferEncoding, s2.Resp.Proto)
 	}
-	poll.Until(t, 10*time.Second, "both streams are counted", func() error {
-		if n := streamsGauge(t, reg); n != 2 {
-			return fmt.Errorf("%d streams", n)
-		}
-		return nil
-	})
+	waitGauge(t, reg, 2, "both streams are counted")
 	inst := wRegister(t, m, "tls", "t1", "10.1.2.1:80", 60)
 	s1.expect(t, registry.EventRegister, "tls", "t1", inst.Revision)
 	s2.expect(t, registry.EventRegister, "tls", "t1", inst.Revision)
 
 	s1.Close()
 	h1tr.CloseIdleConnections()
-	poll.Until(t, 10*time.Second, "the TLS client's close is noticed", func() error {
-		if n := streamsGauge(t, reg); n != 1 {
-			return fmt.Errorf("%d streams", n)
-		}
-		return nil
-	})
+	waitGauge(t, reg, 1, "the TLS client's close is noticed")
 
 	// Wait with an ended context closes the taken-over streams it waits
 	// for; s3 has no closing comment, its connection just ends.
 	s3 := open(h1)
-	poll.Until(t, 10*time.Second, "the third stream is counted", func() error {
-		if n := streamsGauge(t, reg); n != 2 {
-			return fmt.Errorf("%d streams", n)
-		}
-		return nil
-	})
+	waitGauge(t, reg, 2, "the third stream is counted")
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := s.Wait(ended); !errors.Is(err, context.Canceled) {

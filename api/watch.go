@@ -46,6 +46,9 @@ func (s *Server) watchAll(c echo.Context) error { return s.stream(c, "") }
 // The per-client cap of streams is applied by the limits (class stream).
 // A HEAD request gets the stream's status and headers, and no events: it
 // returns at once instead of holding the connection.
+// Over HTTP/1.x the stream leaves net/http once its head is written and
+// runs on a goroutine of its own (detach.go); errors before the head leave
+// through the one error exit, as for any request.
 func (s *Server) stream(c echo.Context, service string) error {
 	after, resume, err := lastEventID(c)
 	if err != nil {
