@@ -28,8 +28,10 @@ import (
 // as they are for HTTP/1.0, whose body ends when the connection closes. The
 // head says Connection: close, because the connection is not handed back
 // to net/http for another request when the stream ends. The client's
-// close is noticed by a write that fails, or by a look at the socket on
-// the stream's health tick (gone), without a reader goroutine.
+// close is noticed by a write that fails, or by a look at the socket
+// (gone) that one loop for all streams takes once per healthEvery (sweep),
+// without a reader goroutine per stream; the same loop checks the node's
+// readiness for every stream at once.
 
 // ctxDetached holds the *detachment of a request whose stream was taken
 // over: the middleware leaves their end-of-request work to it.
@@ -86,6 +88,7 @@ type streamConn struct {
 	raw     syscall.RawConn // the TCP socket under conn, for gone; nil: unknown
 	chunked bool
 	timeout time.Duration // per write
+	goneC   chan struct{} // closed when sweep finds the client gone
 }
 
 // errNoTakeover: the response cannot be taken over (HTTP/2, a recorder).
@@ -103,7 +106,7 @@ func takeOver(w http.ResponseWriter, r *http.Request, timeout time.Duration) (*s
 		return nil, errNoTakeover
 	}
 	// The bufio.ReadWriter net/http returns is dropped with its buffers.
-	return &streamConn{conn: conn, raw: rawConn(conn), chunked: r.ProtoAtLeast(1, 1), timeout: timeout}, nil
+	return &streamConn{conn: conn, raw: rawConn(conn), chunked: r.ProtoAtLeast(1, 1), timeout: timeout, goneC: make(chan struct{})}, nil
 }
 
 // rawConn is the socket under c (a TLS connection's, a limited listener's),
@@ -151,13 +154,15 @@ func (c *streamConn) close() {
 // gone reports whether the client has closed its end of the connection,
 // looking without waiting. Data the client sent is read and dropped: for
 // TLS it may be the close_notify alert, which the read turns into io.EOF.
+// Only sweep calls it (a read concurrent with the stream's writes is
+// allowed on a net.Conn and a tls.Conn).
 func (c *streamConn) gone() bool {
 	switch peek(c.raw) {
 	case peerClosed:
 		return true
 	case peerSent:
 		var buf [512]byte
-		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		_ = c.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 		_, err := c.conn.Read(buf[:])
 		var ne net.Error
 		return err != nil && !(errors.As(err, &ne) && ne.Timeout())
@@ -173,6 +178,53 @@ const (
 	peerSent                     // bytes to read
 	peerClosed                   // end of stream or an error: the client is gone
 )
+
+// healthState is the node's readiness as the streams follow it: down is
+// closed, with err set before, when a check found the node unable to serve
+// (sweep then starts a new healthState for the streams that come later).
+type healthState struct {
+	down chan struct{}
+	err  error
+}
+
+// streamHealth is the current healthState; the first call starts sweep.
+func (s *Server) streamHealth() *healthState {
+	s.sweepOnce.Do(func() {
+		s.health.Store(&healthState{down: make(chan struct{})})
+		go s.sweep()
+	})
+	return s.health.Load()
+}
+
+// sweep is the streams' one periodic check, instead of a ticker and a
+// check per stream (10,000 streams would wake 10,000 goroutines a second):
+// once per healthEvery, until the server closes, it checks that the node
+// can serve (Cluster.Ready) and looks at every taken-over connection for a
+// client that left.
+func (s *Server) sweep() {
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	var conns []*streamConn
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-tick.C:
+		}
+		if err := s.cfg.Cluster.Ready(); err != nil {
+			old := s.health.Swap(&healthState{down: make(chan struct{})})
+			old.err = err
+			close(old.down)
+		}
+		conns = s.takenOver.list(conns[:0])
+		for _, c := range conns {
+			if c.gone() {
+				close(c.goneC)
+			}
+		}
+		clear(conns) // hold no ended stream
+	}
+}
 
 // takenOver tracks the streams running on taken-over connections, which
 // net/http's Shutdown neither waits for nor closes.
@@ -191,6 +243,21 @@ func (t *takenOver) add(c *streamConn) {
 	t.conns[c] = struct{}{}
 }
 
+// list appends the streams' connections to dst; those that sweep found
+// gone are left out (their streams are ending).
+func (t *takenOver) list(dst []*streamConn) []*streamConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		select {
+		case <-c.goneC:
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
 func (t *takenOver) remove(c *streamConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -204,8 +271,8 @@ func (t *takenOver) remove(c *streamConn) {
 // Wait waits until the watch streams that outlive their handlers have
 // ended; call it after Close, once the HTTP server's Shutdown has returned
 // (net/http does not track them). When ctx ends first, their connections
-// are closed and Wait returns ctx's error once the streams are gone (each
-// notices within its health tick, healthEvery).
+// are closed and Wait returns ctx's error once the streams are gone (a
+// stream notices at its next write, or at sweep's next look).
 func (s *Server) Wait(ctx context.Context) error {
 	t := &s.takenOver
 	t.mu.Lock()

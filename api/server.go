@@ -153,6 +153,8 @@ type Server struct {
 	streams   *streamLimiter
 	keepAlive time.Duration
 	takenOver takenOver // watch streams that outlive their handlers
+	sweepOnce sync.Once
+	health    atomic.Pointer[healthState] // the node's readiness for streams (sweep)
 
 	inflight     atomic.Int64
 	shedCount    atomic.Int64

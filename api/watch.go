@@ -18,8 +18,10 @@ const (
 	// DefaultKeepAlive is the interval of SSE comment lines that keep
 	// proxies from closing an idle stream.
 	DefaultKeepAlive = 15 * time.Second
-	// healthEvery is how often a stream checks that its node still knows a
-	// leader; a stream on a cut-off node is closed so the client moves on.
+	// healthEvery is how often the streams' check (sweep, detach.go) looks
+	// that the node still knows a leader, and at the connections of
+	// taken-over streams; a stream on a cut-off node is closed so the
+	// client moves on.
 	healthEvery = time.Second
 )
 
@@ -103,10 +105,11 @@ func (s *Server) stream(c echo.Context, service string) error {
 	w.WriteHeader(http.StatusOK)
 	w.Flush()
 	s.metrics.streams.Inc()
+	health := s.streamHealth()
 	conn, err := takeOver(w.Writer, r, s.writeTimeout)
 	if err != nil {
 		// HTTP/2: the stream stays in its handler.
-		s.follow(sub, reset, writerSink{w}, r.Context().Done(), nil)
+		s.follow(sub, reset, writerSink{w}, health, r.Context().Done())
 		sub.Close()
 		s.metrics.streams.Dec()
 		return nil
@@ -115,7 +118,7 @@ func (s *Server) stream(c echo.Context, service string) error {
 	c.Set(ctxDetached, d)
 	s.takenOver.add(conn)
 	go func() {
-		s.follow(sub, reset, conn, nil, conn)
+		s.follow(sub, reset, conn, health, conn.goneC)
 		sub.Close()
 		conn.close()
 		s.metrics.streams.Dec()
@@ -136,12 +139,12 @@ type sink interface {
 const maxFrame = 32 << 10
 
 // follow writes the subscription's events to out until the stream ends:
-// a write fails, the client is gone (clientGone closes, or conn, when
-// set, finds the connection closed on the health tick), the subscription
-// fails (a slow consumer, the view closed), the node stops being ready or
-// shuts down. It runs on a goroutine of its own once the connection is
-// taken over; its frames stay small so that its stack does too.
-func (s *Server) follow(sub *registry.Subscription, reset *registry.InstanceList, out sink, clientGone <-chan struct{}, conn *streamConn) {
+// a write fails, the client is gone (clientGone closes), the subscription
+// fails (a slow consumer, the view closed), the node stops being ready
+// (health) or shuts down. It runs on a goroutine of its own once the
+// connection is taken over; its frames stay small so that its stack does
+// too.
+func (s *Server) follow(sub *registry.Subscription, reset *registry.InstanceList, out sink, health *healthState, clientGone <-chan struct{}) {
 	if reset != nil {
 		f := getFrame()
 		err := appendEvent(f, registry.AfterRevision(reset.Revision), "reset", reset)
@@ -155,8 +158,6 @@ func (s *Server) follow(sub *registry.Subscription, reset *registry.InstanceList
 	}
 	keepAlive := time.NewTicker(s.keepAlive)
 	defer keepAlive.Stop()
-	health := time.NewTicker(healthEvery)
-	defer health.Stop()
 	for {
 		events, err := sub.Drain()
 		if len(events) > 0 {
@@ -178,14 +179,9 @@ func (s *Server) follow(sub *registry.Subscription, reset *registry.InstanceList
 			if sendString(out, ": keepalive\n\n") != nil {
 				return
 			}
-		case <-health.C:
-			if err := s.cfg.Cluster.Ready(); err != nil {
-				_ = sendString(out, ": closing: "+err.Error()+"\n\n")
-				return
-			}
-			if conn != nil && conn.gone() {
-				return
-			}
+		case <-health.down:
+			_ = sendString(out, ": closing: "+health.err.Error()+"\n\n")
+			return
 		case <-clientGone:
 			return
 		case <-s.closing:

@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,16 +49,18 @@ func BenchmarkWatchMemory(b *testing.B) {
 	rev := wRegister(b, m, "bench", "i0", "10.9.0.1:80", 60).Revision
 	control := controlConnCost(b, watchMemStreams)
 	b.Logf("control: %.0f B per client connection (half of a connected pair)", control)
+	idle := cpuOver(idleWindow)
+	b.Logf("idle: the process used %s of CPU in %s with nothing held", idle, idleWindow)
 
 	b.Run("sse", func(b *testing.B) {
 		for b.Loop() {
-			measureHeld(b, m.HTTPAddr, control, "GET /v1/services/bench/watch HTTP/1.1\r\nHost: regd\r\n\r\n", true, func() error { return nil })
+			measureHeld(b, m.HTTPAddr, control, idle, "GET /v1/services/bench/watch HTTP/1.1\r\nHost: regd\r\n\r\n", true, func() error { return nil })
 		}
 	})
 	b.Run("blocking", func(b *testing.B) {
 		req := "GET /v1/services/bench/instances?index=" + strconv.FormatInt(rev, 10) + "&wait=300s HTTP/1.1\r\nHost: regd\r\n\r\n"
 		for b.Loop() {
-			measureHeld(b, m.HTTPAddr, control, req, false, func() error {
+			measureHeld(b, m.HTTPAddr, control, idle, req, false, func() error {
 				if n := m.Server().View().Waiting("bench"); n < watchMemStreams {
 					return fmt.Errorf("%d of %d blocking queries waiting", n, watchMemStreams)
 				}
@@ -65,6 +68,21 @@ func BenchmarkWatchMemory(b *testing.B) {
 			})
 		}
 	})
+}
+
+// idleWindow is how long the process's CPU is read while nothing changes.
+const idleWindow = 5 * time.Second
+
+// cpuOver is the CPU time (user and system) the process uses in d.
+func cpuOver(d time.Duration) time.Duration {
+	used := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	start := used()
+	time.Sleep(d) // a measuring window, not synchronisation
+	return used() - start
 }
 
 // memNow is the process's Go stacks and heap in use, after a collection,
@@ -125,7 +143,7 @@ func controlConnCost(b *testing.B, n int) float64 {
 // the server holds them all (the response head read when head is set,
 // then ready returns nil and the goroutine count settles), and reports
 // the server's bytes and goroutines per held request.
-func measureHeld(b *testing.B, addr string, control float64, req string, head bool, ready func() error) {
+func measureHeld(b *testing.B, addr string, control float64, idle time.Duration, req string, head bool, ready func() error) {
 	stack0, heap0, g0 := memNow()
 	conns := make([]net.Conn, 0, watchMemStreams)
 	defer func() {
@@ -180,8 +198,13 @@ func measureHeld(b *testing.B, addr string, control float64, req string, head bo
 	b.ReportMetric(stack/n, "stack-B/stream")
 	b.ReportMetric(heap/n, "heap-B/stream")
 	b.ReportMetric(float64(g1-g0)/n, "goroutines/stream")
-	b.Logf("%d held: server %.1f KiB per stream (stacks %.1f KiB, heap %.1f KiB after the client's %.0f B), %.2f goroutines per stream",
-		watchMemStreams, (stack+heap)/n/1024, stack/n/1024, heap/n/1024, control, float64(g1-g0)/n)
+	// What the held requests cost while nothing changes: timers, the
+	// streams' health ticks and their looks at their sockets.
+	held := cpuOver(idleWindow)
+	cpu := float64(held-idle) / float64(time.Microsecond) / n / idleWindow.Seconds()
+	b.ReportMetric(cpu, "idle-cpu-µs/stream/s")
+	b.Logf("%d held: server %.1f KiB per stream (stacks %.1f KiB, heap %.1f KiB after the client's %.0f B), %.2f goroutines per stream; idle CPU %s in %s (%s with nothing held): %.2f µs per stream per second",
+		watchMemStreams, (stack+heap)/n/1024, stack/n/1024, heap/n/1024, control, float64(g1-g0)/n, held, idleWindow, idle, cpu)
 }
 
 // readHead reads a response head up to its blank line, a byte at a time
