@@ -25,9 +25,14 @@ import (
 //
 // After the takeover the stream frames its writes itself: chunked, as
 // net/http declared in the head for an HTTP/1.1 request (RFC 9112 §7.1), or
-// as they are for HTTP/1.0, whose body ends when the connection closes. The
-// head says Connection: close, because the connection is not handed back
-// to net/http for another request when the stream ends. The client's
+// as they are for HTTP/1.0, whose body ends when the connection closes.
+// When the stream ends, its last chunk is written and the connection
+// closed: it cannot go back to net/http for another request. The head does
+// not say Connection: close, though: Python's http.client, for one, lets
+// go of its socket on that header, and clients stop a stream by shutting
+// that socket down (examples/python); a client that reuses the connection
+// finds it closed, as after a server's idle timeout, and retries (RFC 9112
+// §9.3.1). The client's
 // close is noticed by a write that fails, or by a look at the socket
 // (gone) that one loop for all streams takes once per healthEvery (sweep),
 // without a reader goroutine per stream; the same loop checks the node's
@@ -94,8 +99,8 @@ type streamConn struct {
 // errNoTakeover: the response cannot be taken over (HTTP/2, a recorder).
 var errNoTakeover = errors.New("the connection cannot be taken over")
 
-// takeOver takes the connection of w, whose head (with Connection: close)
-// has been written and flushed. Bytes the client sent after its request are
+// takeOver takes the connection of w, whose head has been written and
+// flushed. Bytes the client sent after its request are
 // dropped: an SSE client sends nothing more.
 func takeOver(w http.ResponseWriter, r *http.Request, timeout time.Duration) (*streamConn, error) {
 	if r.ProtoMajor != 1 {

@@ -96,11 +96,6 @@ func (s *Server) stream(c echo.Context, service string) error {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	if r.ProtoMajor == 1 {
-		// The connection is taken over below and closed when the stream
-		// ends (detach.go): not one for the client to reuse.
-		h.Set(echo.HeaderConnection, "close")
-	}
 	setRevision(c, start)
 	w.WriteHeader(http.StatusOK)
 	w.Flush()
