@@ -90,14 +90,12 @@ func (s *Server) stream(c echo.Context, service string) error {
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	if r.Method == http.MethodHead {
-		sub.Close()
-		setRevision(c, start)
-		w.WriteHeader(http.StatusOK)
-		return nil
-	}
 	setRevision(c, start)
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		sub.Close()
+		return nil
+	}
 	w.Flush()
 	s.metrics.streams.Inc()
 	health := s.streamHealth()
