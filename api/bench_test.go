@@ -248,12 +248,13 @@ func BenchmarkEncodeInstance(b *testing.B) {
 		}
 	})
 	b.Run("sse-event", func(b *testing.B) {
-		w := &discardWriter{h: http.Header{}}
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := writeEvent(w, registry.AfterRevision(inst.Revision), registry.EventRegister, inst); err != nil {
+			f := getFrame()
+			if err := appendEvent(f, registry.AfterRevision(inst.Revision), registry.EventRegister, inst); err != nil {
 				b.Fatal(err)
 			}
+			putFrame(f)
 		}
 	})
 }

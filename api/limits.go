@@ -67,7 +67,9 @@ func (s *Server) limit(next echo.HandlerFunc) echo.HandlerFunc {
 				return registry.Errorf(registry.KindTooMany, registry.CodeTooManyStreams,
 					"this client already has its maximum of %d open watch streams and blocking queries on this node", s.streams.max)
 			}
-			defer release()
+			// A stream holds its slot until it ends, also when it
+			// outlives its handler (detach.go).
+			defer atEnd(c, release)
 		case s.cfg.MaxInFlight > 0:
 			if n := s.inflight.Add(1); n > int64(s.cfg.MaxInFlight) {
 				s.inflight.Add(-1)
@@ -245,6 +247,10 @@ func (c *limitConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
+
+// NetConn is the connection under the cap: a watch stream looks at its
+// socket through it (detach.go).
+func (c *limitConn) NetConn() net.Conn { return c.Conn }
 
 // CloseWrite keeps the half-close net/http uses to deliver a final answer
 // before closing a connection whose request body it did not read.

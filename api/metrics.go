@@ -14,6 +14,7 @@ import (
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	streams  prometheus.Gauge
 }
 
 // newHTTPMetrics registers on reg, not the default registry, so that several
@@ -29,8 +30,12 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help:    "REST request latency by method and route template; watch streams are not timed.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"method", "route"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "regd_watch_streams",
+			Help: "Watch streams (Server-Sent Events) open on this node; blocking queries are not counted.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.streams)
 	return m
 }
 
@@ -66,34 +71,49 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = "unmatched"
 		}
-		status := c.Response().Status
-		elapsed := time.Since(start)
-		s.metrics.observe(c.Request().Method, route, s.routeOf(c).class, status, elapsed)
-		s.logRequest(c, route, status, elapsed)
+		r := c.Request()
+		l := requestLine{method: r.Method, path: r.URL.Path, route: route, remote: r.RemoteAddr,
+			status: c.Response().Status, class: s.routeOf(c).class, shed: c.Get(ctxShed) != nil}
+		// A stream that outlives its handler (detach.go) is counted and
+		// logged when it ends.
+		atEnd(c, func() { s.endRequest(l, time.Since(start)) })
 		return nil
 	}
 }
 
-func (s *Server) logRequest(c echo.Context, route string, status int, elapsed time.Duration) {
+// requestLine is what the metrics and the log keep of a request: read
+// before its handler returns, because echo reuses the context afterwards.
+type requestLine struct {
+	method, path, route, remote string
+	status                      int
+	class                       class
+	shed                        bool
+}
+
+func (s *Server) endRequest(l requestLine, elapsed time.Duration) {
+	s.metrics.observe(l.method, l.route, l.class, l.status, elapsed)
+	s.logRequest(l, elapsed)
+}
+
+func (s *Server) logRequest(l requestLine, elapsed time.Duration) {
 	level := zap.DebugLevel
 	switch {
-	case c.Get(ctxShed) != nil:
+	case l.shed:
 		// Refused by a limit: logged in summary by shed, never one line
 		// per request (a flood must not turn into a flood of log lines).
-	case status >= 500 && status != http.StatusServiceUnavailable:
+	case l.status >= 500 && l.status != http.StatusServiceUnavailable:
 		level = zap.ErrorLevel
-	case status >= 500:
+	case l.status >= 500:
 		level = zap.WarnLevel
 	}
 	if ce := s.lg.Check(level, "request"); ce != nil {
-		r := c.Request()
 		ce.Write(
-			zap.String("method", r.Method),
-			zap.String("path", r.URL.Path),
-			zap.String("route", route),
-			zap.Int("status", status),
+			zap.String("method", l.method),
+			zap.String("path", l.path),
+			zap.String("route", l.route),
+			zap.Int("status", l.status),
 			zap.Duration("took", elapsed),
-			zap.String("remote", r.RemoteAddr),
+			zap.String("remote", l.remote),
 		)
 	}
 }

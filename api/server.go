@@ -7,6 +7,8 @@
 // authentication (auth.go), load limits (limits.go), compression (gzip.go)
 // and metrics (metrics.go) read the class from there. Every error leaves
 // through one exit (errors.go). Handlers live in one file per resource.
+// Watch streams over HTTP/1.x outlive their handlers on connections taken
+// from net/http (detach.go); Server.Wait is how shutdown waits for them.
 package api
 
 import (
@@ -153,6 +155,9 @@ type Server struct {
 	closeOnce sync.Once
 	streams   *streamLimiter
 	keepAlive time.Duration
+	takenOver takenOver // watch streams that outlive their handlers
+	sweepOnce sync.Once
+	health    atomic.Pointer[healthState] // the node's readiness for streams (sweep)
 
 	inflight     atomic.Int64
 	shedCount    atomic.Int64
@@ -240,6 +245,8 @@ func (s *Server) Drain() { s.draining.Store(true) }
 
 // Close tells long-lived requests (watch streams, blocking queries) to end
 // now, so that the HTTP server's graceful shutdown does not wait on them.
+// Watch streams on HTTP/1.x connections outlive their handlers, out of the
+// HTTP server's sight: Wait waits for them.
 func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // Closing is closed when the server shuts down.

@@ -85,13 +85,19 @@ func dialSSE(t testing.TB, url, lastEventID string) (*http.Response, context.Can
 // cancelled by the returned function) and returns the response as it is.
 func dialSSERequest(t testing.TB, req *http.Request) (*http.Response, context.CancelFunc) {
 	t.Helper()
+	return dialSSEWith(t, sseClient, req)
+}
+
+// dialSSEWith is dialSSERequest through client.
+func dialSSEWith(t testing.TB, client *http.Client, req *http.Request) (*http.Response, context.CancelFunc) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(req.Context())
 	req = req.WithContext(ctx)
 	req.Header.Set("Accept", "text/event-stream")
 	// Headers come at once for a stream; a request that hangs before
 	// them is a failure, not something to wait out.
 	timer := time.AfterFunc(15*time.Second, cancel)
-	resp, err := sseClient.Do(req)
+	resp, err := client.Do(req)
 	timer.Stop()
 	if err != nil {
 		cancel()

@@ -18,8 +18,10 @@ const (
 	// DefaultKeepAlive is the interval of SSE comment lines that keep
 	// proxies from closing an idle stream.
 	DefaultKeepAlive = 15 * time.Second
-	// healthEvery is how often a stream checks that its node still knows a
-	// leader; a stream on a cut-off node is closed so the client moves on.
+	// healthEvery is how often the streams' check (sweep, detach.go) looks
+	// that the node still knows a leader, and at the connections of
+	// taken-over streams; a stream on a cut-off node is closed so the
+	// client moves on.
 	healthEvery = time.Second
 )
 
@@ -46,6 +48,9 @@ func (s *Server) watchAll(c echo.Context) error { return s.stream(c, "") }
 // The per-client cap of streams is applied by the limits (class stream).
 // A HEAD request gets the stream's status and headers, and no events: it
 // returns at once instead of holding the connection.
+// Over HTTP/1.x the stream leaves net/http once its head is written and
+// runs on a goroutine of its own (detach.go); errors before the head leave
+// through the one error exit, as for any request.
 func (s *Server) stream(c echo.Context, service string) error {
 	after, resume, err := lastEventID(c)
 	if err != nil {
@@ -79,81 +84,144 @@ func (s *Server) stream(c echo.Context, service string) error {
 	if err != nil {
 		return err
 	}
-	defer sub.Close()
 
-	w := c.Response()
+	w, r := c.Response(), c.Request()
 	h := w.Header()
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	setRevision(c, start)
 	w.WriteHeader(http.StatusOK)
-	w.Flush()
-	if c.Request().Method == http.MethodHead {
+	if r.Method == http.MethodHead {
+		sub.Close()
 		return nil
 	}
+	w.Flush()
+	s.metrics.streams.Inc()
+	health := s.streamHealth()
+	conn, err := takeOver(w.Writer, r, s.writeTimeout)
+	if err != nil {
+		// HTTP/2: the stream stays in its handler.
+		s.follow(sub, reset, writerSink{w}, health, r.Context().Done())
+		sub.Close()
+		s.metrics.streams.Dec()
+		return nil
+	}
+	d := &detachment{}
+	c.Set(ctxDetached, d)
+	s.takenOver.add(conn)
+	go func() {
+		s.follow(sub, reset, conn, health, conn.goneC)
+		sub.Close()
+		conn.close()
+		s.metrics.streams.Dec()
+		d.end()
+		s.takenOver.remove(conn)
+	}()
+	return nil
+}
+
+// sink is where a stream's frames go: a taken-over connection
+// (streamConn) or the response (writerSink).
+type sink interface {
+	send(f *frame) error
+}
+
+// maxFrame is the most a stream assembles before it writes: a burst of
+// events (a mass expiry) goes out in pieces of about this size.
+const maxFrame = 32 << 10
+
+// follow writes the subscription's events to out until the stream ends:
+// a write fails, the client is gone (clientGone closes), the subscription
+// fails (a slow consumer, the view closed), the node stops being ready
+// (health) or shuts down. It runs on a goroutine of its own once the
+// connection is taken over; its frames stay small so that its stack does
+// too.
+func (s *Server) follow(sub *registry.Subscription, reset *registry.InstanceList, out sink, health *healthState, clientGone <-chan struct{}) {
 	if reset != nil {
-		if err := writeEvent(w, registry.AfterRevision(reset.Revision), "reset", reset); err != nil {
-			return nil
+		f := getFrame()
+		err := appendEvent(f, registry.AfterRevision(reset.Revision), "reset", reset)
+		if err == nil {
+			err = out.send(f)
 		}
-		w.Flush()
+		putFrame(f)
+		if err != nil {
+			return
+		}
 	}
 	keepAlive := time.NewTicker(s.keepAlive)
 	defer keepAlive.Stop()
-	health := time.NewTicker(healthEvery)
-	defer health.Stop()
 	for {
 		events, err := sub.Drain()
-		for _, e := range events {
-			var data any = e.Data
-			if e.Data == nil {
-				data = e.Instance
-			}
-			if werr := writeEvent(w, e.ID(), e.Type, data); werr != nil {
-				return nil // the client is gone
-			}
-		}
 		if len(events) > 0 {
-			if http.NewResponseController(w.Writer).Flush() == nil {
-				// Written and flushed: the drain handshake counts it.
-				sub.Delivered(events[len(events)-1].Revision)
+			if sendEvents(out, events) != nil {
+				return // the client is gone
 			}
+			// Written: the drain handshake counts it.
+			sub.Delivered(events[len(events)-1].Revision)
 		}
 		if err != nil {
 			// Slow consumer or view closed: end the stream; the client
 			// reconnects with Last-Event-ID and misses nothing.
-			_, _ = w.Write([]byte(": closing: " + err.Error() + "\n\n"))
-			w.Flush()
-			return nil
+			_ = sendString(out, ": closing: "+err.Error()+"\n\n")
+			return
 		}
 		select {
 		case <-sub.Notify():
 		case <-keepAlive.C:
-			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil {
-				return nil
+			if sendString(out, ": keepalive\n\n") != nil {
+				return
 			}
-			w.Flush()
-		case <-health.C:
-			if err := s.cfg.Cluster.Ready(); err != nil {
-				_, _ = w.Write([]byte(": closing: " + err.Error() + "\n\n"))
-				w.Flush()
-				return nil
-			}
-		case <-ctx.Done():
-			return nil
+		case <-health.down:
+			_ = sendString(out, ": closing: "+health.err.Error()+"\n\n")
+			return
+		case <-clientGone:
+			return
 		case <-s.closing:
 			// The reason, for the client's log; it resumes on another
 			// member with Last-Event-ID.
-			_, _ = w.Write([]byte(": closing: this node is shutting down\n\n"))
-			w.Flush()
-			return nil
+			_ = sendString(out, ": closing: this node is shutting down\n\n")
+			return
 		}
 	}
 }
 
-// writeEvent writes one event: its id (registry.EventID: "<revision>" or
-// "<revision>.<index>"), type and one line of JSON data.
-func writeEvent(w http.ResponseWriter, id registry.EventID, typ string, data any) error {
+// sendEvents writes events, in frames of up to about maxFrame.
+func sendEvents(out sink, events []registry.Event) error {
+	f := getFrame()
+	defer putFrame(f)
+	for _, e := range events {
+		var data any = e.Data
+		if e.Data == nil {
+			data = e.Instance
+		}
+		if err := appendEvent(f, e.ID(), e.Type, data); err != nil {
+			return err
+		}
+		if len(f.b) >= maxFrame {
+			if err := out.send(f); err != nil {
+				return err
+			}
+			f.b = f.b[:chunkRoom]
+		}
+	}
+	if f.empty() {
+		return nil
+	}
+	return out.send(f)
+}
+
+// sendString writes one comment (or any lines) as it is.
+func sendString(out sink, lines string) error {
+	f := getFrame()
+	defer putFrame(f)
+	f.appendString(lines)
+	return out.send(f)
+}
+
+// appendEvent adds one event to f: its id (registry.EventID: "<revision>"
+// or "<revision>.<index>"), type and one line of JSON data.
+func appendEvent(f *frame, id registry.EventID, typ string, data any) error {
 	// Pre-encoded data is written as it is: json.Marshal of a RawMessage
 	// would validate and compact it again for every subscriber.
 	buf, ok := data.(json.RawMessage)
@@ -163,16 +231,14 @@ func writeEvent(w http.ResponseWriter, id registry.EventID, typ string, data any
 			return err
 		}
 	}
-	frame := make([]byte, 0, len(buf)+len(typ)+40)
-	frame = append(frame, "id: "...)
-	frame, _ = id.AppendText(frame) // never fails
-	frame = append(frame, "\nevent: "...)
-	frame = append(frame, typ...)
-	frame = append(frame, "\ndata: "...)
-	frame = append(frame, buf...)
-	frame = append(frame, "\n\n"...)
-	_, err := w.Write(frame)
-	return err
+	f.b = append(f.b, "id: "...)
+	f.b, _ = id.AppendText(f.b) // never fails
+	f.b = append(f.b, "\nevent: "...)
+	f.b = append(f.b, typ...)
+	f.b = append(f.b, "\ndata: "...)
+	f.b = append(f.b, buf...)
+	f.b = append(f.b, "\n\n"...)
+	return nil
 }
 
 // lastEventID is where a stream resumes: Last-Event-ID, or ?after= where

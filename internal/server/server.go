@@ -417,7 +417,8 @@ func (s *Server) View() *registry.View { return s.view }
 //     requests that would wait for a leader or retry answer 503
 //     unavailable at once (their clients go to another member);
 //  2. the REST listener closes and requests in flight finish (each is
-//     bounded by the store's timeout; ctx bounds the whole wait), then
+//     bounded by the store's timeout; ctx bounds the whole wait), watch
+//     streams taken over from net/http end (api.Server.Wait), then
 //     the DNS sockets close (answers being written finish);
 //  3. leader-only work stops and is waited for;
 //  4. a leader hands leadership to the most caught-up voter
@@ -439,6 +440,11 @@ func (s *Server) Close(ctx context.Context) error {
 			s.http.Close()
 		}
 		<-s.httpDone
+		// Watch streams taken over from net/http end on api.Close too,
+		// but Shutdown does not wait for them; closed beyond ctx.
+		if e := s.api.Wait(ctx); e != nil && err == nil {
+			err = fmt.Errorf("watch streams did not end in time: %w", e)
+		}
 		if e := s.closeDNS(ctx); e != nil && err == nil {
 			err = e
 		}
@@ -490,6 +496,9 @@ func (s *Server) Kill() {
 		s.api.Close()
 		s.http.Close()
 		<-s.httpDone
+		now, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = s.api.Wait(now) // closes the taken-over watch streams' connections
 		_ = s.closeDNS(context.Background())
 		s.leader.Stop()
 		s.stopMaint()
