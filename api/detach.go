@@ -94,6 +94,10 @@ type streamConn struct {
 	chunked bool
 	timeout time.Duration // per write
 	goneC   chan struct{} // closed when sweep finds the client gone
+	// broken: a write failed, perhaps part-way through a chunk; the last
+	// chunk must not follow it (the client would read its bytes as the
+	// rest of the cut event). Only the stream's goroutine writes.
+	broken bool
 }
 
 // errNoTakeover: the response cannot be taken over (HTTP/2, a recorder).
@@ -144,12 +148,17 @@ func (c *streamConn) send(f *frame) error {
 		p = f.body()
 	}
 	_, err := c.conn.Write(p)
+	if err != nil {
+		c.broken = true
+	}
 	return err
 }
 
-// close ends the body (the last chunk) and closes the connection.
+// close ends the body (the last chunk) and closes the connection. After a
+// failed write it only closes: the client sees a body cut short, which it
+// treats as a lost connection and resumes from the last whole event.
 func (c *streamConn) close() {
-	if c.chunked {
+	if c.chunked && !c.broken {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = c.conn.Write([]byte("0\r\n\r\n"))
 	}
@@ -236,16 +245,45 @@ func (s *Server) sweep() {
 type takenOver struct {
 	mu    sync.Mutex
 	conns map[*streamConn]struct{}
-	idle  chan struct{} // closed when conns empties; nil: no one waits
+	// pending counts takeovers under way (begin, then add or abort): the
+	// hijacked connection has left net/http's tracking before add.
+	pending int
+	idle    chan struct{} // closed when none are left; nil: no one waits
 }
 
+// begin announces a takeover, so that Wait does not return before it is
+// added (or aborted).
+func (t *takenOver) begin() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pending++
+}
+
+// add ends a takeover begun with begin: its stream runs on c.
 func (t *takenOver) add(c *streamConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.pending--
 	if t.conns == nil {
 		t.conns = make(map[*streamConn]struct{})
 	}
 	t.conns[c] = struct{}{}
+}
+
+// abort ends a takeover begun with begin that did not happen.
+func (t *takenOver) abort() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pending--
+	t.idleIfEmpty()
+}
+
+// idleIfEmpty wakes Wait when no stream is left; t.mu is held.
+func (t *takenOver) idleIfEmpty() {
+	if len(t.conns) == 0 && t.pending == 0 && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
 }
 
 // list appends the streams' connections to dst; those that sweep found
@@ -267,10 +305,7 @@ func (t *takenOver) remove(c *streamConn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.conns, c)
-	if len(t.conns) == 0 && t.idle != nil {
-		close(t.idle)
-		t.idle = nil
-	}
+	t.idleIfEmpty()
 }
 
 // Wait waits until the watch streams that outlive their handlers have
@@ -281,7 +316,7 @@ func (t *takenOver) remove(c *streamConn) {
 func (s *Server) Wait(ctx context.Context) error {
 	t := &s.takenOver
 	t.mu.Lock()
-	if len(t.conns) == 0 {
+	if len(t.conns) == 0 && t.pending == 0 {
 		t.mu.Unlock()
 		return nil
 	}

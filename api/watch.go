@@ -99,8 +99,10 @@ func (s *Server) stream(c echo.Context, service string) error {
 	w.Flush()
 	s.metrics.streams.Inc()
 	health := s.streamHealth()
+	s.takenOver.begin()
 	conn, err := takeOver(w.Writer, r, s.writeTimeout)
 	if err != nil {
+		s.takenOver.abort()
 		// HTTP/2: the stream stays in its handler.
 		s.follow(sub, reset, writerSink{w}, health, r.Context().Done())
 		sub.Close()

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Lease renewals, where they are cheapest.
@@ -39,9 +40,23 @@ import (
 
 // renewStreams is how many LeaseKeepAlive streams a follower keeps open to
 // the leader. The leader serves each stream's renewals one after another
-// (etcd's LeaseServer.leaseKeepAlive), so a few streams let the renewals
-// in flight on a node (the batch heartbeat's 32) proceed in parallel.
-const renewStreams = 4
+// (etcd's LeaseServer.leaseKeepAlive), and a renewal of a lease past its
+// deadline but not revoked yet waits there for the revocation (etcd's
+// lessor.Renew), holding up the renewals behind it on its stream: a
+// renewal goes to the stream with the fewest waiting, and there are about
+// as many streams as renewals in flight on a node (the batch heartbeat's
+// 32, half of them on one stream at most two deep).
+const renewStreams = 16
+
+// renewKeepalive: gRPC pings the leader after this long without traffic on
+// the connection and gives it renewKeepaliveTimeout to answer, so a
+// connection that went silent (a dropped route, a firewall's forgotten
+// entry) is noticed although the leader stays the leader. etcd accepts
+// pings every 5 s (--grpc-keepalive-min-time).
+const (
+	renewKeepalive        = 10 * time.Second
+	renewKeepaliveTimeout = 5 * time.Second
+)
 
 // renewRetryAfter is how long a follower renews the old way after it failed
 // to reach the leader over a stream, before it tries again.
@@ -76,6 +91,7 @@ func (n *Node) RenewLease(ctx context.Context, id int64) (int64, error) {
 // a nil error: the lease does not exist. An error: use the slow path.
 func (n *Node) renewFast(ctx context.Context, id int64) (ttl int64, local bool, err error) {
 	if n.IsLeader() {
+		n.renewer.drop() // streams to a former leader are not needed now
 		ttl, err := n.etcd.Server.LeaseRenew(ctx, lease.LeaseID(id))
 		if errors.Is(err, lease.ErrLeaseNotFound) {
 			return 0, true, nil
@@ -115,10 +131,15 @@ type renewer struct {
 
 	mu  sync.Mutex
 	cur *leaderLink
+	// hasLink: cur != nil, read without mu on the leader's path.
+	hasLink atomic.Bool
 	// down: the last link to leader failed; the slow path until retryAt.
 	down    uint64
 	retryAt time.Time
 	closed  bool
+	// logged: the last failure to open streams that was logged, so that
+	// one that repeats every renewRetryAfter is logged once.
+	logged string
 }
 
 // link returns the streams to leader, opening them in the background (and
@@ -136,16 +157,45 @@ func (r *renewer) link(n *Node, leader uint64) *leaderLink {
 		}
 		r.cur.close()
 		r.cur = nil
+		r.hasLink.Store(false)
 	}
 	if r.closed || (r.down == leader && time.Now().Before(r.retryAt)) {
 		return nil
 	}
-	l := &leaderLink{leader: leader, ready: make(chan struct{})}
+	l := &leaderLink{leader: leader, ready: make(chan struct{}), closed: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
 	r.cur = l
-	go l.open(ctx, n)
+	r.hasLink.Store(true)
+	go l.open(ctx, n, r)
 	return l
+}
+
+// drop closes the streams, if any: this member is the leader now.
+func (r *renewer) drop() {
+	if !r.hasLink.Load() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != nil {
+		r.cur.close()
+		r.cur = nil
+		r.hasLink.Store(false)
+	}
+}
+
+// logOnce logs a failure to open streams unless it is the one logged last.
+func (r *renewer) logOnce(lg *zap.Logger, leader string, err error) {
+	msg := leader + ": " + err.Error()
+	r.mu.Lock()
+	again := r.logged == msg
+	r.logged = msg
+	r.mu.Unlock()
+	if !again {
+		lg.Warn("lease renewals go through etcd's forwarding: no stream to the leader",
+			zap.String("leader", leader), zap.Error(err))
+	}
 }
 
 // counted counts a renewal made on a fast path.
@@ -157,13 +207,17 @@ func (r *renewer) counted(leader bool) {
 	}
 }
 
+// close closes the streams and waits until their connection is closed.
 func (r *renewer) close() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.closed = true
-	if r.cur != nil {
-		r.cur.close()
-		r.cur = nil
+	l := r.cur
+	r.cur = nil
+	r.hasLink.Store(false)
+	r.mu.Unlock()
+	if l != nil {
+		l.close()
+		<-l.closed
 	}
 }
 
@@ -172,6 +226,7 @@ type leaderLink struct {
 	leader uint64
 	cancel context.CancelFunc
 	ready  chan struct{} // closed once open has finished, well or not
+	closed chan struct{} // closed once close has closed the connection
 	conn   *grpc.ClientConn
 	// streams is set before ready is closed and not changed after.
 	streams []*renewStream
@@ -192,19 +247,45 @@ func (l *leaderLink) renew(ctx context.Context, id int64) (int64, error) {
 	if len(l.streams) == 0 {
 		return 0, errNoStream
 	}
-	s := l.streams[int(l.next.Add(1))%len(l.streams)]
-	ttl, err := s.renew(ctx, id)
-	if err != nil && ctx.Err() == nil {
+	ttl, err := l.pick().renew(ctx, id)
+	if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		// The stream broke, or the answer did not come within the
+		// caller's deadline: the next renewals take the slow path while
+		// the link is opened again (a cancellation is the caller's: a
+		// leader change, a client gone).
 		l.failed.Store(true)
 	}
 	return ttl, err
 }
 
+// pick returns the stream with the fewest renewals waiting, looking from a
+// rotating start so that ties spread.
+func (l *leaderLink) pick() *renewStream {
+	start := int(l.next.Add(1))
+	best, least := l.streams[start%len(l.streams)], -1
+	for i := range l.streams {
+		s := l.streams[(start+i)%len(l.streams)]
+		s.mu.Lock()
+		w := len(s.waiting)
+		s.mu.Unlock()
+		if least < 0 || w < least {
+			best, least = s, w
+			if w == 0 {
+				break
+			}
+		}
+	}
+	return best
+}
+
 func (l *leaderLink) broken() bool { return l.failed.Load() }
 
+// close ends the link's streams at once and its connection once open has
+// finished (in the background: a renewal must not wait for it).
 func (l *leaderLink) close() {
 	l.cancel()
 	go func() {
+		defer close(l.closed)
 		<-l.ready
 		if l.conn != nil {
 			_ = l.conn.Close()
@@ -214,14 +295,13 @@ func (l *leaderLink) close() {
 
 // open dials the leader's first advertised client URL and opens the
 // streams. A failure is logged once and leaves the link broken.
-func (l *leaderLink) open(ctx context.Context, n *Node) {
+func (l *leaderLink) open(ctx context.Context, n *Node, r *renewer) {
 	defer close(l.ready)
 	err := l.dial(ctx, n)
 	if err != nil {
 		l.failed.Store(true)
 		if ctx.Err() == nil {
-			n.cfg.Logger.Warn("lease renewals go through etcd's forwarding: no stream to the leader",
-				zap.String("leader", n.MemberName(l.leader)), zap.Error(err))
+			r.logOnce(n.cfg.Logger, n.MemberName(l.leader), err)
 		}
 	}
 }
@@ -257,7 +337,8 @@ func (l *leaderLink) dial(ctx context.Context, n *Node) error {
 	default:
 		return errors.New("client URL scheme " + u.Scheme + " is not dialled for renewals")
 	}
-	conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: renewKeepalive, Timeout: renewKeepaliveTimeout}))
 	if err != nil {
 		return err
 	}
@@ -276,7 +357,7 @@ func (l *leaderLink) dial(ctx context.Context, n *Node) error {
 			}
 			return err
 		}
-		s := &renewStream{st: st}
+		s := &renewStream{st: st, cluster: uint64(n.etcd.Server.Cluster().ID()), sendSlot: make(chan struct{}, 1)}
 		go s.receive()
 		streams = append(streams, s)
 	}
@@ -312,8 +393,11 @@ func openStream(ctx, octx context.Context, lc pb.LeaseClient) (pb.Lease_LeaseKee
 // locks: a sender blocked by gRPC's flow control must not keep the
 // receiver from draining the answers that would unblock it.
 type renewStream struct {
-	st     pb.Lease_LeaseKeepAliveClient
-	sendMu sync.Mutex // one Send at a time, queued in the order sent
+	st      pb.Lease_LeaseKeepAliveClient
+	cluster uint64 // this member's cluster: answers must come from it
+	// sendSlot admits one Send at a time, queued in the order sent; a
+	// channel, so that a caller waiting for it gives up at its deadline.
+	sendSlot chan struct{}
 
 	mu      sync.Mutex
 	waiting []*renewCall
@@ -332,18 +416,24 @@ type renewAnswer struct {
 
 func (s *renewStream) renew(ctx context.Context, id int64) (int64, error) {
 	c := &renewCall{id: id, done: make(chan renewAnswer, 1)}
-	s.sendMu.Lock()
+	select {
+	case s.sendSlot <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 	s.mu.Lock()
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
-		s.sendMu.Unlock()
+		<-s.sendSlot
 		return 0, err
 	}
 	s.waiting = append(s.waiting, c)
 	s.mu.Unlock()
+	// A Send blocked by flow control (a leader that stopped reading) ends
+	// when the link's context does.
 	err := s.st.Send(&pb.LeaseKeepAliveRequest{ID: id})
-	s.sendMu.Unlock()
+	<-s.sendSlot
 	if err != nil {
 		s.fail(err)
 	}
@@ -362,6 +452,12 @@ func (s *renewStream) receive() {
 		resp, err := s.st.Recv()
 		if err != nil {
 			s.fail(err)
+			return
+		}
+		if h := resp.Header; h == nil || h.ClusterId != s.cluster {
+			// An advertised URL that reaches another cluster's member:
+			// its "not found" would be a false 404.
+			s.fail(errors.New("lease stream answered by a member of another cluster"))
 			return
 		}
 		s.mu.Lock()
