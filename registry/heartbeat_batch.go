@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // MaxHeartbeatBatch is the most instances one batch heartbeat renews (the
@@ -18,6 +19,15 @@ const MaxHeartbeatBatch = 1000
 // 2.3 s, for no more renewals per second than one batch at a time).
 // Measured with regd-bench heartbeats (docs/benchmarks.md).
 const heartbeatParallel = 32
+
+// heartbeatSlotHold is how long one renewal holds its slot: one that has
+// not answered by then stops counting against heartbeatParallel and goes
+// on waiting. A renewal of a lease past its deadline waits at the leader
+// until etcd has revoked it (lessor.Renew), seconds when thousands are due
+// at once (etcd revokes about 1,000 a second); had those renewals kept
+// their slots, the live instances behind them in the batches would wait
+// too and run out in turn: one wave of expiries would feed the next.
+const heartbeatSlotHold = 500 * time.Millisecond
 
 // HeartbeatItem names one instance of a batch heartbeat.
 type HeartbeatItem struct {
@@ -90,7 +100,10 @@ func (l *Local) Heartbeats(ctx context.Context, items []HeartbeatItem) []Heartbe
 			continue
 		}
 		wg.Go(func() {
-			defer func() { <-slots }()
+			release := sync.OnceFunc(func() { <-slots })
+			defer release()
+			hold := time.AfterFunc(heartbeatSlotHold, release)
+			defer hold.Stop()
 			ttl, err := l.heartbeat(ctx, j.service, j.id, j.lease)
 			first := j.items[0]
 			out[first] = HeartbeatResult{TTL: ttl, Err: err}
