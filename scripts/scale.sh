@@ -33,6 +33,8 @@
 #   SCALE_SERVICES         liveness services           1000   / 50
 #   SCALE_DURATION         liveness duration           10m    / 60s
 #   SCALE_MODE             heartbeat mode              auto (batch when the server has it)
+#   SCALE_TTL              liveness, expiry: TTL (s)   10
+#   SCALE_INTERVAL         liveness, expiry: heartbeat interval   3s
 #   SCALE_SUBSCRIBERS      fanout subscribers          10000  / 2000
 #   SCALE_CHANGES          fanout changes              10     / 5
 #   SCALE_EXPIRY           expiry instances            100000 / 5000
@@ -57,6 +59,8 @@ INSTANCES=${SCALE_INSTANCES:-$d_inst}
 SERVICES=${SCALE_SERVICES:-$d_svc}
 DURATION=${SCALE_DURATION:-$d_dur}
 MODE=${SCALE_MODE:-auto}
+TTL=${SCALE_TTL:-10}
+INTERVAL=${SCALE_INTERVAL:-3s}
 SUBSCRIBERS=${SCALE_SUBSCRIBERS:-$d_subs}
 CHANGES=${SCALE_CHANGES:-$d_changes}
 EXPIRY=${SCALE_EXPIRY:-$d_exp}
@@ -207,7 +211,8 @@ for target in "${targets[@]}"; do
 	liveness)
 		start_cluster liveness
 		run_bench liveness $((INSTANCES / 200 + $(secs "$DURATION") + 180)) \
-			liveness --instances "$INSTANCES" --services "$SERVICES" --duration "$DURATION" --heartbeat-mode "$MODE"
+			liveness --instances "$INSTANCES" --services "$SERVICES" --duration "$DURATION" --heartbeat-mode "$MODE" \
+			--ttl "$TTL" --interval "$INTERVAL"
 		stop_cluster
 		;;
 	fanout)
@@ -228,7 +233,8 @@ for target in "${targets[@]}"; do
 	expiry)
 		start_cluster expiry
 		run_bench expiry $((EXPIRY / 200 + 600)) \
-			expiry --instances "$EXPIRY" --services "$SERVICES" --heartbeat-mode "$MODE"
+			expiry --instances "$EXPIRY" --services "$SERVICES" --heartbeat-mode "$MODE" \
+			--ttl "$TTL" --interval "$INTERVAL"
 		stop_cluster
 		;;
 	million)
