@@ -43,9 +43,9 @@ import (
 // (etcd's LeaseServer.leaseKeepAlive), and a renewal of a lease past its
 // deadline but not revoked yet waits there for the revocation (etcd's
 // lessor.Renew), holding up the renewals behind it on its stream: a
-// renewal goes to the stream with the fewest waiting, and there are about
-// as many streams as renewals in flight on a node (the batch heartbeat's
-// 32, half of them on one stream at most two deep).
+// renewal goes to the stream with the fewest waiting and skips one that is
+// held up (renewStuck). The batch heartbeat's 128 renewals in flight on a
+// node are then at most about 8 deep on a stream.
 const renewStreams = 16
 
 // renewKeepalive: gRPC pings the leader after this long without traffic on

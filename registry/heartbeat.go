@@ -34,6 +34,19 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 			return 0, AsError(err)
 		}
 	}
+	if hint == 0 {
+		// The view does not know the instance yet (registered a moment
+		// ago, or through another member): this member's own store
+		// likely does. Its lease, renewed at the leader, is as good a
+		// hint as the view's, without the linearizable read's round trip
+		// through the leader, which waits for the apply loop and, during
+		// a wave of registrations, capped the renewals a node could make
+		// (its parallel slots all waiting in reads). A 404 still rests on
+		// the linearizable read below.
+		if ttl, ok := s.renewLocal(ctx, service, id); ok {
+			return ttl, nil
+		}
+	}
 	resp, err := read(ctx, s, func(ctx context.Context) (*clientv3.GetResponse, error) {
 		return s.cli.Get(ctx, s.keys.Instance(service, id))
 	})
@@ -55,6 +68,22 @@ func (s *Store) heartbeat(ctx context.Context, service, id string, hint int64) (
 		return 0, AsError(err)
 	}
 	return ttl, nil
+}
+
+// renewLocal renews the lease service/id has in this member's store (a
+// serializable read); ok is false when the key is not there, has no lease,
+// or the renewal did not succeed.
+func (s *Store) renewLocal(ctx context.Context, service, id string) (int64, bool) {
+	resp, err := s.cli.Get(ctx, s.keys.Instance(service, id), clientv3.WithSerializable())
+	if err != nil {
+		return 0, false
+	}
+	kv := firstKV(resp.Kvs)
+	if kv == nil || kv.Lease == 0 || !keyState(kv).Valid {
+		return 0, false
+	}
+	ttl, err := s.keepAlive(ctx, kv.Lease)
+	return ttl, err == nil
 }
 
 // keepAlive renews lease once and returns the seconds it now has; renewals

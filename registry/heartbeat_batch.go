@@ -12,13 +12,17 @@ const MaxHeartbeatBatch = 1000
 
 // heartbeatParallel bounds the batch heartbeats' renewals in flight on one
 // node, all batches together. A renewal is a round trip to the raft leader
-// (on a follower, one HTTP request between members): in parallel, a batch
-// costs a few round trips instead of one per instance; bounded node-wide,
-// concurrent batches share the leader instead of flooding it (per batch,
-// 16 batches of 1000 at once ran 512 renewals in flight, each batch took
-// 2.3 s, for no more renewals per second than one batch at a time).
-// Measured with regd-bench heartbeats (docs/benchmarks.md).
-const heartbeatParallel = 32
+// (node/renew.go: in process on the leader, pipelined over lease streams
+// from a follower): in parallel, a batch costs a few round trips instead
+// of one per instance. It was 32 while a follower's renewals went through
+// etcd's forwarding, one HTTP request between members each, where more in
+// flight only queued at the leader (16 batches of 1000 at once ran 512
+// renewals in flight, each batch took 2.3 s, for no more renewals per
+// second than one batch at a time); over the streams a renewal costs the
+// leader a few microseconds, and 32 in flight capped a node at 32 per
+// round trip: about 1,000 renewals a second once round trips took 30 ms
+// during a wave of registrations (scripts/scale.sh liveness).
+const heartbeatParallel = 128
 
 // heartbeatSlotHold is how long one renewal holds its slot: one that has
 // not answered by then stops counting against heartbeatParallel and goes
