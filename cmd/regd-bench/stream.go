@@ -197,7 +197,7 @@ func (s *scaleRun) ledger(ctx context.Context, target int, service string) (entr
 }
 
 // ledgerOf reads the ledger of every service in services, with 16 requests
-// at a time.
+// at a time, each tried up to three times.
 func (s *scaleRun) ledgerOf(ctx context.Context, services []string) (map[string][]ledgerEntry, []string, error) {
 	var (
 		mu    sync.Mutex
@@ -211,7 +211,20 @@ func (s *scaleRun) ledgerOf(ctx context.Context, services []string) (map[string]
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			es, full, err := s.ledger(ctx, i%len(s.o.targets), svc)
+			// A read that fails (503: the linearizable read timed out
+			// while the members were still writing reports) is made
+			// again on the next member, as a client would.
+			var (
+				es   []ledgerEntry
+				full bool
+				err  error
+			)
+			for attempt := range 3 {
+				es, full, err = s.ledger(ctx, (i+attempt)%len(s.o.targets), svc)
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
