@@ -118,14 +118,28 @@ func (l *Ledger) Expirations(ctx context.Context, q ExpirationQuery) ([]Expirati
 		end = fmt.Sprintf("%s%020d", start, q.Before) // exclusive: entries of revisions below it
 	}
 	page := int64(q.Limit) + 1 // one more: does the limit cut a revision?
-	if q.Service != "" && page < 256 {
-		page = 256 // filtering: read ahead rather than one round trip per match
+	if q.Service != "" && page < 1024 {
+		page = 1024 // filtering: read ahead rather than one read per match
 	}
 	full := false
+	// The first page is a linearizable read; the pages after it read this
+	// member's store at that page's revision (one snapshot, no round trip
+	// through the leader each): a filtered read of a long ledger takes
+	// many pages, and a read index each ran out of the request's time
+	// during a mass expiry (docs/scale/notes.md, target 3).
+	var at []clientv3.OpOption
 	for !full {
-		resp, err := l.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(page))
+		opts := append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(page)}, at...)
+		resp, err := l.cli.Get(ctx, start, opts...)
+		if err != nil && at != nil && isCompacted(err) {
+			at = nil // compacted past the snapshot meanwhile: read on at the head
+			continue
+		}
 		if err != nil {
 			return nil, AsError(err)
+		}
+		if at == nil {
+			at = []clientv3.OpOption{clientv3.WithRev(resp.Header.Revision), clientv3.WithSerializable()}
 		}
 		for _, kv := range resp.Kvs {
 			var e Expiration

@@ -240,3 +240,52 @@ func TestLedgerPages(t *testing.T) {
 func keyOfExp(x registry.Expiration) string {
 	return fmt.Sprintf("%d/%s/%s", x.Revision, x.Service, x.ID)
 }
+
+// TestLedgerFilteredPages: a service's entries spread over a ledger longer
+// than one read page (a plain client writes 2,400 entries of two services
+// here, as the consumer would): the filtered read finds every one of the
+// service's, newest first, once, across the pages read at the first
+// page's revision.
+func TestLedgerFilteredPages(t *testing.T) {
+	e := newLedgerEnv(t)
+	keys := registry.Keys{Prefix: "/service/"}
+	const n = 2400
+	var ops []clientv3.Op
+	flush := func() {
+		if _, err := e.cli.Txn(e.ctx()).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+		ops = ops[:0]
+	}
+	at := time.Now().UTC()
+	for i := range n {
+		svc := "fa"
+		if i%3 == 0 {
+			svc = "fb"
+		}
+		rev := int64(1_000_000 + i)
+		x := registry.Expiration{Service: svc, ID: fmt.Sprintf("i%d", i), Address: "10.9.0.1:80", LeaseID: "1", ExpiredAt: at, ReportedBy: "m", Revision: rev, Cause: registry.ExpiryCauseTTL}
+		b, err := json.Marshal(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, clientv3.OpPut(keys.ExpiryEntry(rev, svc, x.ID), string(b)))
+		if len(ops) == 500 {
+			flush()
+		}
+	}
+	flush()
+	got, err := e.l.Expirations(e.ctx(), registry.ExpirationQuery{Service: "fb", Limit: 1000}) // pages of 1,001: three
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n/3 {
+		t.Fatalf("service fb: %d entries, want %d", len(got), n/3)
+	}
+	for k, x := range got {
+		want := int64(1_000_000 + n - 3 - 3*k) // the newest first: i = 2397, 2394, ...
+		if x.Service != "fb" || x.Revision != want {
+			t.Fatalf("entry %d: %s at revision %d, want fb at %d", k, x.Service, x.Revision, want)
+		}
+	}
+}
