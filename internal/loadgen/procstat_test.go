@@ -92,15 +92,26 @@ func TestSamplerAndFindListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Burn CPU until the kernel has charged at least two ticks ...
-	for {
+	// Burn CPU until the kernel has charged at least two ticks, the
+	// sampler has taken a few samples meanwhile (under load its goroutine
+	// may wait for a while) and a tick fell between two of them: the
+	// kernel charges CPU a tick at a time, so samples 5 ms apart can all
+	// see the same figure while the ticks land before the first or after
+	// the last. Bounded: a sampler that never sees CPU fails below.
+	busyIn := func(series []SeriesPoint) float64 {
+		var busy float64
+		for _, p := range series {
+			busy = max(busy, p.Cores[0])
+		}
+		return busy
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		now, err := ReadProc(0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// ... and the sampler has taken a few samples meanwhile (under
-		// load its goroutine may wait for a while): a series needs them.
-		if now.CPU-start.CPU >= 2*ClockTick() && s.Usage(a, s.Mark())[0].Samples >= 4 {
+		m := s.Mark()
+		if now.CPU-start.CPU >= 2*ClockTick() && s.Usage(a, m)[0].Samples >= 4 && busyIn(s.Series(a, m, 5*time.Millisecond)) > 0 {
 			break
 		}
 	}
@@ -113,11 +124,7 @@ func TestSamplerAndFindListener(t *testing.T) {
 	if len(series) == 0 || len(series[0].Cores) != 1 || series[len(series)-1].RSS[0] <= 0 {
 		t.Fatalf("series %+v", series)
 	}
-	var busy float64
-	for _, p := range series {
-		busy = max(busy, p.Cores[0])
-	}
-	if busy <= 0 {
+	if busyIn(series) <= 0 {
 		t.Fatalf("no CPU in the series of a busy loop: %+v", series)
 	}
 	if _, err := ReadProc(1 << 30); err == nil {
