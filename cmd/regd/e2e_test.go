@@ -23,6 +23,7 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/regd/regd/internal/e2e"
+	"github.com/regd/regd/internal/poll"
 )
 
 func TestMain(m *testing.M) { e2e.Main(m) }
@@ -166,10 +167,15 @@ func TestE2EDevMode(t *testing.T) {
 	p.WaitReady(base, readyTimeout)
 	register(t, base, "user", "u1", "10.0.0.5:8080", http.StatusCreated)
 	checkInstance(t, base, "user", "u1", "10.0.0.5:8080")
-	// DNS is on in dev mode too, at its default address and domain.
-	if got := lookupA(t, "127.0.0.1:8600", "user.service.regd."); !slices.Equal(got, []string{"10.0.0.5"}) {
-		t.Errorf("dev mode DNS: user.service.regd. A %v, want [10.0.0.5]", got)
-	}
+	// DNS is on in dev mode too, at its default address and domain. It
+	// answers from the view, which applies the registration a moment
+	// after the 201.
+	poll.Until(t, 5*time.Second, "dev mode DNS answering user.service.regd. A [10.0.0.5]", func() error {
+		if got := lookupA(t, "127.0.0.1:8600", "user.service.regd."); !slices.Equal(got, []string{"10.0.0.5"}) {
+			return fmt.Errorf("A %v", got)
+		}
+		return nil
+	})
 	stop(t, p, syscall.SIGTERM)
 	checkLogs(t, p.Stderr())
 	if fi, err := os.Stat(filepath.Join(dir, "default.regd")); err != nil || !fi.IsDir() {
@@ -420,9 +426,14 @@ func TestE2EEnv(t *testing.T) {
 			t.Errorf("REGD_DATA_DIR not used: %v", err)
 		}
 		register(t, n.URL(), "user", "u1", "10.0.0.5:8080", http.StatusCreated)
-		if got := lookupA(t, n.DNSAddr, "user.service.regd."); !slices.Equal(got, []string{"10.0.0.5"}) {
-			t.Errorf("DNS on REGD_DNS_ADDR %s: user.service.regd. A %v, want [10.0.0.5]", n.DNSAddr, got)
-		}
+		// DNS answers from the member's view, which applies the
+		// registration from its watch a moment after the 201.
+		poll.Until(t, 5*time.Second, "DNS on REGD_DNS_ADDR "+n.DNSAddr+" answering user.service.regd. A [10.0.0.5]", func() error {
+			if got := lookupA(t, n.DNSAddr, "user.service.regd."); !slices.Equal(got, []string{"10.0.0.5"}) {
+				return fmt.Errorf("A %v", got)
+			}
+			return nil
+		})
 		stop(t, p, syscall.SIGTERM)
 		checkLogs(t, p.Stderr())
 	})
