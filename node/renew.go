@@ -254,11 +254,13 @@ func (l *leaderLink) renew(ctx context.Context, id int64) (int64, error) {
 		return 0, errNoStream
 	}
 	ttl, err := st.renew(ctx, id)
-	if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
-		// The stream broke, or the answer did not come within the
-		// caller's deadline: the next renewals take the slow path while
-		// the link is opened again (a cancellation is the caller's: a
-		// leader change, a client gone).
+	if err != nil && ctx.Err() == nil {
+		// The stream broke: the next renewals take the slow path while
+		// the link is opened again. A caller's deadline is not the
+		// link's fault: a renewal of a lease past its deadline waits at
+		// the leader until the lease is revoked, and a stream held up
+		// so is skipped by pick (renewStuck), which also covers a
+		// connection gone silent until gRPC's keepalive ends it.
 		l.failed.Store(true)
 	}
 	return ttl, err
